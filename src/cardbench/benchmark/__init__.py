@@ -1,0 +1,24 @@
+"""Scoring harness: validation, metrics, protocols, aggregation, reports.
+
+Main entry points::
+
+    from cardbench.benchmark import score, score_confusion_table, reproduce_ankenbrand2021
+    result = score("predictions/", "reference/", protocol="cardbench-v1")
+    result.write("scores/")
+
+Imports without torch, streamlit or datalad.
+"""
+
+from cardbench.benchmark.confusion_tables import read_confusion_table, score_confusion_table
+from cardbench.benchmark.protocols import PROTOCOLS, Protocol, get_protocol
+from cardbench.benchmark.reproduce import reproduce_ankenbrand2021, score_label_quality
+from cardbench.benchmark.results import ScoreResult, read_result
+from cardbench.benchmark.scoring import score
+from cardbench.benchmark.submission import SubmissionError, load_submission
+from cardbench.benchmark.validation import Problem, ValidationError
+
+__all__ = [
+    "PROTOCOLS", "Problem", "Protocol", "ScoreResult", "SubmissionError", "ValidationError", "get_protocol",
+    "load_submission", "read_confusion_table", "read_result", "reproduce_ankenbrand2021", "score",
+    "score_confusion_table", "score_label_quality",
+]

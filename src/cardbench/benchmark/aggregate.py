@@ -1,0 +1,129 @@
+"""Aggregation of per-case values into the figures a protocol reports, with bootstrap CIs.
+
+``pooled`` (protocol ``ankenbrand2021``): the mean over all values of the group (NaN excluded).
+
+``subject`` (protocol ``cardbench-v1``): the mean of each subject's values first, then the mean over
+subjects, so a subject with many slices or frames does not weigh more. The 95 % confidence
+interval is the 2.5th and 97.5th percentile of that statistic over ``B`` bootstrap resamples of
+subjects with replacement (Efron & Tibshirani 1993, percentile interval), with a fixed seed, so
+the interval is reproducible. With fewer than 2 subjects no interval is given.
+
+NaN values (excluded by the policy, e.g. both empty under cardbench-v1) are counted in
+``n_excluded`` and never silently dropped from the report. This mirrors MONAI's NaN-aware
+reductions (``monai.metrics.utils.do_metric_reduction``) which also return the count of valid values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cardbench.benchmark.protocols import Protocol
+
+#: groupings reported in summary.json: (name, columns).
+GROUPINGS: list[tuple[str, list[str]]] = [
+    ("all", []), ("split", ["split"]), ("phase", ["phase"]), ("split+phase", ["split", "phase"]),
+]
+AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
+               "n_subjects", "n_values", "n_excluded"]
+
+
+def bootstrap_ci(subject_means: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``subject_means`` (one value per subject).
+
+    Args:
+        subject_means: 1D array of per-subject values, no NaN.
+        n_boot: number of resamples (0 gives NaN bounds).
+        seed: seed of numpy's default generator.
+        alpha: 1 - coverage (0.05 for 95 %).
+
+    Returns:
+        (low, high); (NaN, NaN) with fewer than 2 subjects or ``n_boot == 0``.
+    """
+    x = np.asarray(subject_means, dtype=np.float64)
+    if n_boot <= 0 or x.size < 2:
+        return (np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    means = x[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def subject_means(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """Mean of ``metric`` per subject (NaN excluded); subjects with only NaN are dropped."""
+    return rows.groupby("subject", sort=True)[metric].mean().dropna()
+
+
+def _summarise(rows: pd.DataFrame, metric: str, protocol: Protocol, seed_offset: int) -> dict:
+    vals = rows[metric].to_numpy(np.float64)
+    valid = vals[~np.isnan(vals)]
+    out = {"n_values": int(valid.size), "n_excluded": int(vals.size - valid.size),
+           "n_subjects": int(rows.loc[~np.isnan(vals), "subject"].nunique())}
+    if protocol.aggregation == "subject":
+        sm = subject_means(rows, metric).to_numpy()
+        mean = float(sm.mean()) if sm.size else np.nan
+        std = float(sm.std(ddof=1)) if sm.size > 1 else np.nan
+        median = float(np.median(sm)) if sm.size else np.nan
+        lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed + seed_offset)
+    else:
+        mean = float(valid.mean()) if valid.size else np.nan
+        std = float(valid.std(ddof=1)) if valid.size > 1 else np.nan
+        median = float(np.median(valid)) if valid.size else np.nan
+        if protocol.bootstrap:
+            sm = subject_means(rows, metric).to_numpy()
+            lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed + seed_offset)
+        else:
+            lo, hi = np.nan, np.nan
+    out.update(mean=mean, std=std, median=median, ci_low=lo, ci_high=hi)
+    return out
+
+
+def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Aggregate the per-case table under ``protocol`` for every grouping in :data:`GROUPINGS`.
+
+    Only rows at the protocol's level (image or volume) are used. Groups with an empty key (e.g.
+    phase unknown) are reported under ``group == "-"``; a grouping whose column is empty everywhere
+    is skipped.
+
+    Args:
+        per_case: table from :func:`cardbench.benchmark.casetable.per_case_table`.
+        protocol: level, aggregation, bootstrap settings.
+        metrics: metric columns to aggregate (default: the protocol's metrics present in the table).
+
+    Returns:
+        DataFrame with :data:`AGG_COLUMNS`.
+    """
+    rows = per_case[per_case["level"] == protocol.level]
+    metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
+    records = []
+    for gname, cols in GROUPINGS:
+        if cols and all((rows[c].fillna("") == "").all() for c in cols):
+            continue
+        groups = [((), rows)] if not cols else rows.groupby(cols, sort=True, dropna=False)
+        for gkey, grows in groups:
+            gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+            label = "/".join("-" if pd.isna(k) or k == "" else str(k) for k in gkey) if cols else "all"
+            for ci, (cls, crows) in enumerate(grows.groupby("class", sort=False)):
+                for mi, m in enumerate(metrics):
+                    rec = {"grouping": gname, "group": label, "class": cls, "metric": m}
+                    rec.update(_summarise(crows, m, protocol, seed_offset=0))
+                    records.append(rec)
+    return pd.DataFrame.from_records(records, columns=AGG_COLUMNS)
+
+
+def per_subject_table(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Per-subject means at the protocol's level: subject, split, class, metric, mean, n_values, n_excluded."""
+    rows = per_case[per_case["level"] == protocol.level]
+    metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
+    recs = []
+    for (subj, cls), g in rows.groupby(["subject", "class"], sort=True):
+        split = g["split"].iloc[0]
+        for m in metrics:
+            v = g[m].to_numpy(np.float64)
+            ok = ~np.isnan(v)
+            recs.append({"subject": subj, "split": split, "class": cls, "metric": m,
+                         "mean": float(v[ok].mean()) if ok.any() else np.nan,
+                         "n_values": int(ok.sum()), "n_excluded": int((~ok).sum())})
+    return pd.DataFrame.from_records(recs, columns=["subject", "split", "class", "metric", "mean",
+                                                    "n_values", "n_excluded"])

@@ -1,0 +1,189 @@
+"""From raw confusion counts to the per-case table: one row per (level, case, class).
+
+Every input format ends here: NIfTI volumes and PNG images (counted per 2D slice by
+:mod:`cardbench.benchmark.scoring`) and the seed's published confusion tables
+(:mod:`cardbench.benchmark.confusion_tables`). So a score is computed by the same code whatever the
+input.
+
+The *counts table* has one row per 2D image with columns ``subject`` (str), ``frame`` (int or
+NA), ``slice`` (int), ``c00`` .. ``c33`` (confusion counts, reference row x prediction column, see
+:mod:`cardbench.benchmark.confusion`), ``missing`` (bool: prediction absent), and optionally
+``ref_file``, ``pred_file``, ``voxel_ml`` (volume of one voxel in mL) and ``fov_diag_mm``.
+
+The *per-case table* (``per_case.csv``) has one row per level (``image`` = 2D slice, ``volume`` =
+all slices of one subject and frame), case and class, with the counts, the status and the metric
+values after the protocol's policy.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from cardbench.benchmark.confusion import N_LABELS
+from cardbench.benchmark.metrics import (
+    MISSING, NOT_ANNOTATED, dice_from_counts, iou_from_counts, status_from_counts,
+)
+from cardbench.benchmark.protocols import METRIC_WORST, Protocol
+from cardbench.labelmaps import CLASS_VALUES
+
+COUNT_COLUMNS = [f"c{r}{p}" for r in range(N_LABELS) for p in range(N_LABELS)]
+#: column order of per_case.csv (metric columns follow, then file columns).
+ID_COLUMNS = ["level", "subject", "frame", "slice", "phase", "split", "class", "status",
+              "ref_voxels", "pred_voxels", "tp", "fp", "fn"]
+
+SplitFn = Callable[[str], str]
+PhaseFn = Callable[[str, "int | None"], str]
+AnnotFn = Callable[[str, "int | None"], "frozenset[str] | None"]
+
+
+def volume_counts(images: pd.DataFrame) -> pd.DataFrame:
+    """Sum the per-image counts of each (subject, frame) into one volume row.
+
+    Args:
+        images: counts table (one row per 2D image).
+
+    Returns:
+        counts table with one row per (subject, frame); ``slice`` is NA, ``missing`` is True when
+        any image of the volume is missing, file columns keep their first value, ``n_slices`` counts
+        the images, ``voxel_ml`` and ``fov_diag_mm`` keep their first value.
+    """
+    keys = ["subject", "frame"]
+    agg: dict[str, object] = {c: "sum" for c in COUNT_COLUMNS}
+    agg["missing"] = "any"
+    for c in ("ref_file", "pred_file", "voxel_ml", "fov_diag_mm"):
+        if c in images.columns:
+            agg[c] = "first"
+    g = images.groupby(keys, sort=True, dropna=False)
+    out = g.agg(agg)
+    out["n_slices"] = g.size()
+    out = out.reset_index()
+    out["slice"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    return out
+
+
+def _apply_policy(values: np.ndarray, status: np.ndarray, rules: dict, worst: np.ndarray | float) -> np.ndarray:
+    out = values.astype(np.float64, copy=True)
+    worst = np.broadcast_to(np.asarray(worst, dtype=np.float64), out.shape)
+    for st, rule in rules.items():
+        sel = status == st
+        if not sel.any() or rule == "value":
+            continue
+        if rule == "nan":
+            out[sel] = np.nan
+        elif rule == "worst":
+            out[sel] = worst[sel]
+        else:
+            out[sel] = float(rule)
+    return out
+
+
+def per_case_table(
+    counts: pd.DataFrame,
+    classes: Iterable[str],
+    protocol: Protocol,
+    split_of: SplitFn,
+    phase_of: PhaseFn,
+    annotated: AnnotFn | None = None,
+    not_annotated_classes: Iterable[str] = (),
+    extra: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Build the per-case table at both levels (image and volume).
+
+    Args:
+        counts: counts table, one row per 2D image (see module docstring).
+        classes: classes to report (subset of LV, MY, RV).
+        protocol: supplies the status policy applied to each metric.
+        split_of: subject -> split (``""`` when unknown).
+        phase_of: (subject, frame) -> ``"ED"``, ``"ES"`` or ``""``.
+        annotated: (subject, frame) -> classes annotated there, or None (all annotated).
+        not_annotated_classes: classes the reference never annotates (status not_annotated).
+        extra: optional metric values computed from arrays (surface distances...), with columns
+            level, subject, frame, slice, class, and one column per metric; its ``<metric>_status``
+            columns, when present, override the count-based status for that metric.
+
+    Returns:
+        DataFrame with :data:`ID_COLUMNS`, then ``dice``, ``iou`` and any extra metric columns, then
+        ``n_slices`` (volume level), ``ref_file``, ``pred_file``.
+    """
+    classes = list(classes)
+    not_ann = set(not_annotated_classes)
+    levels = [("image", counts.assign(n_slices=1)), ("volume", volume_counts(counts))]
+    frames = []
+    for level, tab in levels:
+        if tab.empty:
+            continue
+        conf = tab[COUNT_COLUMNS].to_numpy(np.int64).reshape(-1, N_LABELS, N_LABELS)
+        subj = tab["subject"].astype(str).to_numpy()
+        frame_vals = [None if pd.isna(f) else int(f) for f in tab["frame"]]
+        split = np.array([split_of(s) for s in subj], dtype=object)
+        phase = np.array([phase_of(s, f) for s, f in zip(subj, frame_vals)], dtype=object)
+        ann = [annotated(s, f) if annotated else None for s, f in zip(subj, frame_vals)]
+        missing = tab["missing"].to_numpy(bool)
+        for cls in classes:
+            k = CLASS_VALUES[cls]
+            tp = conf[:, k, k]
+            ref = conf[:, k, :].sum(axis=1)
+            pred = conf[:, :, k].sum(axis=1)
+            status = status_from_counts(ref, pred)
+            status[missing] = MISSING
+            na = np.array([cls in not_ann or (a is not None and cls not in a) for a in ann], dtype=bool)
+            status[na] = NOT_ANNOTATED
+            df = pd.DataFrame({
+                "level": level, "subject": subj, "frame": tab["frame"].astype("Int64").to_numpy(),
+                "slice": tab["slice"].astype("Int64").to_numpy(), "phase": phase, "split": split,
+                "class": cls, "status": status, "ref_voxels": ref, "pred_voxels": pred,
+                "tp": tp, "fp": pred - tp, "fn": ref - tp,
+            })
+            metric_raw = {"dice": dice_from_counts(tp, pred - tp, ref - tp),
+                          "iou": iou_from_counts(tp, pred - tp, ref - tp)}
+            for m, raw in metric_raw.items():
+                rules = protocol.policy.get(m)
+                df[m] = _apply_policy(raw, status, rules, METRIC_WORST.get(m, np.nan)) if rules else raw
+            if "voxel_ml" in tab.columns:
+                vml = tab["voxel_ml"].to_numpy(np.float64)
+                df["ref_ml"] = ref * vml
+                df["pred_ml"] = pred * vml
+            df["n_slices"] = tab["n_slices"].to_numpy()
+            for c in ("ref_file", "pred_file", "fov_diag_mm"):
+                if c in tab.columns:
+                    df[c] = tab[c].to_numpy()
+            frames.append(df)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
+    if extra is not None and not extra.empty:
+        out = _merge_extra(out, extra, protocol)
+    front = ID_COLUMNS + [c for c in out.columns if c not in ID_COLUMNS and c not in ("ref_file", "pred_file")]
+    back = [c for c in ("ref_file", "pred_file") if c in out.columns]
+    return out[front + back]
+
+
+def _merge_extra(out: pd.DataFrame, extra: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """Join metric columns computed from arrays and apply the protocol policy to them.
+
+    A metric's policy ``"worst"`` takes the row's ``fov_diag_mm`` (distances) unless METRIC_WORST
+    defines a fixed worst value.
+    """
+    keys = ["level", "subject", "frame", "slice", "class"]
+    extra = extra.copy()
+    extra["frame"] = extra["frame"].astype("Int64")
+    extra["slice"] = extra["slice"].astype("Int64")
+    extra["subject"] = extra["subject"].astype(str)
+    merged = out.merge(extra, on=keys, how="left", suffixes=("", "_extra"))
+    metric_cols = [c for c in extra.columns if c not in keys and not c.endswith("_status")]
+    for m in metric_cols:
+        rules = protocol.policy.get(m)
+        if not rules:
+            continue
+        status = merged["status"].to_numpy(object)
+        # a metric-specific status (e.g. failed) overrides the count-based one where it is set
+        if f"{m}_status" in merged.columns:
+            ms = merged[f"{m}_status"].to_numpy(object)
+            keep = np.isin(status, [MISSING, NOT_ANNOTATED])
+            status = np.where(pd.isna(ms) | keep, status, ms)
+        worst = METRIC_WORST.get(m)
+        if worst is None:
+            worst = merged["fov_diag_mm"].to_numpy(np.float64) if "fov_diag_mm" in merged.columns else np.nan
+        merged[m] = _apply_policy(merged[m].to_numpy(np.float64), status, rules, worst)
+    return merged

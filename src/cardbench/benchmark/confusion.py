@@ -1,0 +1,65 @@
+"""Confusion counts between a reference and a predicted label map: the basis of every overlap metric.
+
+A confusion matrix ``C`` has shape ``(4, 4)`` over cardbench labels (0 background, 1 LV, 2 MY,
+3 RV); ``C[r, p]`` is the number of pixels (voxels) labelled ``r`` in the reference and ``p`` in the
+prediction. Rows are the reference, columns the prediction (as in the seed's published
+``confusion_<A>_<B>.tsv`` tables, A = reference, B = prediction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: number of cardbench labels (background, LV, MY, RV).
+N_LABELS = 4
+
+
+def confusion_per_slice(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Confusion matrices of every 2D slice of a pair of label maps.
+
+    Args:
+        ref: reference label map in cardbench values (0..3), shape ``(x, y, slice)`` or ``(row, col)``.
+        pred: predicted label map, same shape and values.
+
+    Returns:
+        int64 array ``(n_slices, 4, 4)``; a 2D input gives ``n_slices = 1``. Slices are taken along
+        the last axis.
+
+    Raises:
+        ValueError: shapes differ or a value is outside 0..3.
+    """
+    ref = np.asarray(ref)
+    pred = np.asarray(pred)
+    if ref.shape != pred.shape:
+        raise ValueError(f"shape mismatch: reference {ref.shape} vs prediction {pred.shape}")
+    if ref.ndim == 2:
+        ref = ref[..., None]
+        pred = pred[..., None]
+    if ref.ndim != 3:
+        raise ValueError(f"expected a 2D or 3D label map, got {ref.ndim}D")
+    n_slices = ref.shape[2]
+    if ref.size and (int(ref.max()) >= N_LABELS or int(pred.max()) >= N_LABELS):
+        raise ValueError(f"label values must be 0..{N_LABELS - 1} (cardbench map) before counting")
+    # one code per voxel: slice * 16 + ref * 4 + pred, counted in one pass
+    code = ref.astype(np.int64) * N_LABELS + pred
+    code += (np.arange(n_slices, dtype=np.int64) * N_LABELS * N_LABELS)[None, None, :]
+    counts = np.bincount(code.ravel(), minlength=n_slices * N_LABELS * N_LABELS)
+    return counts.reshape(n_slices, N_LABELS, N_LABELS)
+
+
+def counts_for_class(conf: np.ndarray, label: int) -> dict[str, np.ndarray]:
+    """True positives, false positives and false negatives of one label from confusion matrices.
+
+    Args:
+        conf: ``(..., 4, 4)`` confusion matrices (rows reference, columns prediction).
+        label: cardbench value of the class (1 LV, 2 MY, 3 RV).
+
+    Returns:
+        dict of int64 arrays of shape ``conf.shape[:-2]``: ``tp``, ``fp``, ``fn``, ``ref`` (reference
+        voxels of the class = tp + fn) and ``pred`` (predicted voxels = tp + fp).
+    """
+    conf = np.asarray(conf, dtype=np.int64)
+    tp = conf[..., label, label]
+    ref = conf[..., label, :].sum(axis=-1)
+    pred = conf[..., :, label].sum(axis=-1)
+    return {"tp": tp, "fp": pred - tp, "fn": ref - tp, "ref": ref, "pred": pred}

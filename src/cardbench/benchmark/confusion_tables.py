@@ -1,0 +1,206 @@
+"""Per-image confusion tables (the seed paper's published format) as one more input to scoring.
+
+Format (tab-separated, one row per 2D image), as in chfc-cmi/cmr-seg-tl
+``analysis/7T/confusion_tables/confusion_<A>_<B>.tsv`` and ``analysis/kaggle/manual/ukbb_vs_manual.tsv``::
+
+    image   set   methodA   methodB   bg_bg bg_lv bg_my lv_bg lv_lv lv_my my_bg my_lv my_my
+
+``<a>_<b>`` is the number of pixels labelled ``a`` by method A (the reference) and ``b`` by method B
+(the prediction); ``rv`` columns are accepted too. ``image`` is a case name in the seed's 7T
+(``<subject>_slice<SSS>_frame<FFF>``) or Kaggle (``<subject>-frame<FFF>-slice<SSS>.png``) naming.
+``set`` is the split (train, val, test) when it holds split names; otherwise it is ignored (in
+``ukbb_vs_manual.tsv`` it repeats the patient id).
+
+The table becomes a counts table and is scored by the same code as mask files
+(:func:`cardbench.benchmark.casetable.per_case_table`).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from cardbench._util import sha256_bytes
+from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
+from cardbench.benchmark.protocols import Protocol, get_protocol
+from cardbench.benchmark.results import ScoreResult
+from cardbench.benchmark.validation import Problem, ValidationError
+from cardbench.datasets.naming import parse_case_name
+from cardbench.labelmaps import CLASSES
+
+_LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
+_SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val", "test": "test"}
+
+
+def is_confusion_table(path: str | Path) -> bool:
+    """True when ``path`` is a .tsv/.csv file whose header has an ``image`` and a ``bg_bg`` column."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() not in (".tsv", ".csv", ".txt"):
+        return False
+    with open(p, encoding="utf-8", errors="replace") as fh:
+        head = fh.readline()
+    cols = {c.strip() for c in head.replace(",", "\t").split("\t")}
+    return "image" in cols and "bg_bg" in cols
+
+
+def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd.DataFrame, dict]:
+    """Parse a confusion table into a counts table.
+
+    Args:
+        source: file path, or the file's bytes (then ``name`` names it in messages).
+
+    Returns:
+        (counts table with subject, frame, slice, split, c00..c33, missing=False; info dict with
+        reference and prediction method names, classes present, sha256, rows).
+
+    Raises:
+        ValidationError: missing columns, negative or non-integer counts, unparseable image names,
+            duplicate images, inconsistent per-image totals; one problem per line.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        name = name or str(source)
+        data = Path(source).read_bytes()
+    sep = "," if name.lower().endswith(".csv") else "\t"
+    try:
+        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype={"image": str, "set": str})
+    except Exception as e:
+        raise ValidationError([Problem(name, f"cannot parse as a table ({e})",
+                                       "give a tab-separated confusion table (see the README)", "unreadable")])
+    problems: list[Problem] = []
+    count_cols = [c for c in df.columns if "_" in c and all(p in _LABELS for p in c.split("_", 1))]
+    labels = sorted({_LABELS[p] for c in count_cols for p in c.split("_", 1)})
+    need = {f"{a}_{b}" for a in _LABELS for b in _LABELS if _LABELS[a] in labels and _LABELS[b] in labels}
+    miss = sorted(need - set(count_cols))
+    if "image" not in df.columns or miss or not count_cols:
+        problems.append(Problem(name, f"missing columns: {(['image'] if 'image' not in df.columns else []) + miss}",
+                                "a confusion table needs 'image' and one column per label pair "
+                                "(bg_bg, bg_lv, ..., my_my)", "metadata"))
+        raise ValidationError(problems)
+    counts = pd.DataFrame({c: 0 for c in COUNT_COLUMNS}, index=df.index)
+    for c in count_cols:
+        a, b = c.split("_", 1)
+        col = pd.to_numeric(df[c], errors="coerce")
+        bad = df.index[col.isna() | (col < 0) | (col != col.round())]
+        for i in bad[:5]:
+            problems.append(Problem(f"{name} row {i + 2}", f"column {c} holds '{df.at[i, c]}', not a count",
+                                    "counts must be non-negative integers", "metadata"))
+        counts[f"c{_LABELS[a]}{_LABELS[b]}"] = col.fillna(0).astype("int64")
+    keys = []
+    for i, img in enumerate(df["image"].astype(str)):
+        nm = img if img.lower().endswith(".png") else img + ".png"
+        try:
+            keys.append(parse_case_name(nm))
+        except ValueError:
+            problems.append(Problem(f"{name} row {i + 2}", f"image name '{img}' not recognised",
+                                    "use <subject>_slice<SSS>_frame<FFF> or <subject>-frame<FFF>-slice<SSS>.png",
+                                    "name"))
+            keys.append(None)
+    dups = pd.Series([str(k) for k in keys])[pd.Series([str(k) for k in keys]).duplicated()].tolist()
+    for d in dups[:5]:
+        problems.append(Problem(name, f"image {d} listed twice", "keep one row per image", "duplicate"))
+    if problems:
+        raise ValidationError(problems)
+    out = counts.copy()
+    out.insert(0, "subject", [k.subject for k in keys])
+    out.insert(1, "frame", pd.array([k.frame for k in keys], dtype="Int64"))
+    out.insert(2, "slice", pd.array([k.slice for k in keys], dtype="Int64"))
+    split = [""] * len(df)
+    if "set" in df.columns:
+        vals = df["set"].astype(str).str.lower()
+        if set(vals) <= set(_SPLITS):
+            split = [_SPLITS[v] for v in vals]
+    out.insert(3, "split", split)
+    out["missing"] = False
+    out["ref_file"] = name
+    out["pred_file"] = name
+    info = {
+        "reference": str(df["methodA"].iloc[0]) if "methodA" in df.columns and len(df) else "",
+        "prediction": str(df["methodB"].iloc[0]) if "methodB" in df.columns and len(df) else "",
+        "classes": [c for c in CLASSES if CLASSES.index(c) + 1 in labels],
+        "sha256": sha256_bytes(data),
+        "rows": int(len(df)),
+    }
+    return out, info
+
+
+def score_counts(
+    counts: pd.DataFrame,
+    protocol: str | Protocol = "cardbench-v1",
+    *,
+    classes: list[str],
+    split: str | None = None,
+    phases: dict[str, tuple[int | None, int | None]] | None = None,
+    dataset: dict | None = None,
+    submission: dict | None = None,
+    inputs: dict | None = None,
+    notes: list[str] | None = None,
+) -> ScoreResult:
+    """Score a counts table (one row per 2D image, with a ``split`` column) under a protocol.
+
+    Args:
+        counts: counts table (see :mod:`cardbench.benchmark.casetable`) plus a ``split`` column.
+        classes: classes to report.
+        split: keep only images of this split.
+        phases: subject -> (ED frame, ES frame), to label phases.
+
+    Raises:
+        ValueError: no image in the requested split.
+    """
+    from cardbench.benchmark.scoring import build_result
+
+    proto = get_protocol(protocol)
+    if split is not None:
+        counts = counts[counts["split"] == split]
+        if counts.empty:
+            raise ValueError(f"no image in split '{split}'")
+    split_map = dict(zip(counts["subject"], counts["split"]))
+    phases = phases or {}
+
+    def phase_of(subject: str, frame):
+        ed, es = phases.get(subject, (None, None))
+        if frame is None:
+            return ""
+        return "ED" if ed is not None and frame == ed else "ES" if es is not None and frame == es else ""
+
+    per_case = per_case_table(counts, classes, proto, lambda s: split_map.get(s, ""), phase_of)
+    return build_result(per_case, proto, dataset=dataset or {}, submission=submission or {}, label_map=None,
+                        inputs=inputs or {}, notes=notes, split=split)
+
+
+def score_confusion_table(
+    path: str | Path,
+    protocol: str | Protocol = "cardbench-v1",
+    *,
+    split: str | None = None,
+    classes: list[str] | None = None,
+    phases: dict[str, tuple[int | None, int | None]] | None = None,
+    data: bytes | None = None,
+    name: str | None = None,
+) -> ScoreResult:
+    """Score a published per-image confusion table under a protocol (same code as mask files).
+
+    Args:
+        path: the table (or its name, when ``data`` gives the bytes).
+        protocol: ``cardbench-v1`` or ``ankenbrand2021``.
+        split: score only images of this split (from the ``set`` column).
+        classes: classes to report (default: those the table has, except background).
+        phases: subject -> (ED frame, ES frame), to label phases.
+        data: the file's bytes, if already read (e.g. an embedded file).
+        name: submission name for the summary (default: the table's method B).
+
+    Raises:
+        ValidationError: malformed table.
+        ValueError: no image in the requested split.
+    """
+    path = Path(path)
+    counts, info = read_confusion_table(data if data is not None else path, name=str(path))
+    return score_counts(
+        counts, protocol, classes=classes or info["classes"], split=split, phases=phases,
+        dataset={"name": info["reference"], "version": "", "path": str(path)},
+        submission={"name": name or info["prediction"], "path": str(path), "reference_method": info["reference"]},
+        inputs={"confusion_table": {path.name: info["sha256"]}},
+    )

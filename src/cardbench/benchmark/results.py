@@ -1,0 +1,107 @@
+"""The result of a scoring run and how it is written.
+
+A result folder holds::
+
+    summary.json       protocol (name, version, policy), cardbench version, dataset name/version,
+                       submission metadata, label maps, classes, sha256 of every input file,
+                       counts of every status, aggregated figures with CIs, notes
+    per_case.csv       one row per (level, case, class): counts, status, metric values
+    per_subject.csv    per-subject means at the protocol's level
+    aggregates.csv     the aggregated figures (also inside summary.json)
+
+The folder is written atomically (built in a temporary sibling, then renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cardbench._util import atomic_dir
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if math.isnan(x) or math.isinf(x) else x
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, Path):
+        return str(x)
+    if x is pd.NA or x is pd.NaT:
+        return None
+    return x
+
+
+def to_json(obj, indent: int | None = 2) -> str:
+    """Serialise ``obj`` to JSON, with NaN/inf written as null and numpy scalars as numbers."""
+    return json.dumps(_jsonable(obj), indent=indent, ensure_ascii=False)
+
+
+@dataclass
+class ScoreResult:
+    """Everything a scoring run produced.
+
+    Attributes:
+        summary: the content of summary.json (a JSON-ready dict).
+        per_case: per-case table (see :mod:`cardbench.benchmark.casetable`).
+        per_subject: per-subject means.
+        aggregates: aggregated figures (see :mod:`cardbench.benchmark.aggregate`).
+    """
+
+    summary: dict
+    per_case: pd.DataFrame
+    per_subject: pd.DataFrame
+    aggregates: pd.DataFrame
+    extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def headline(self, metric: str = "dice", group: str = "all") -> dict[str, float]:
+        """class -> mean of ``metric`` over ``group`` (``"all"`` or e.g. ``"test"``)."""
+        a = self.aggregates
+        sel = a[(a["metric"] == metric) & (a["group"] == group)]
+        if group == "all":
+            sel = sel[sel["grouping"] == "all"]
+        return {r["class"]: r["mean"] for _, r in sel.iterrows()}
+
+    def write(self, out: str | Path, overwrite: bool = True) -> Path:
+        """Write the result folder atomically; returns its path.
+
+        Raises:
+            FileExistsError: ``out`` exists and ``overwrite`` is False.
+        """
+        out = Path(out)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
+            self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.6g")
+            self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.6g")
+            self.aggregates.to_csv(tmp / "aggregates.csv", index=False, float_format="%.6g")
+            for name, df in self.extra_tables.items():
+                df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.6g")
+        return out
+
+
+def read_result(folder: str | Path) -> ScoreResult:
+    """Read a result folder written by :meth:`ScoreResult.write`.
+
+    Raises:
+        FileNotFoundError: summary.json or per_case.csv is missing.
+    """
+    folder = Path(folder)
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    per_case = pd.read_csv(folder / "per_case.csv", dtype={"subject": str})
+    per_subject = pd.read_csv(folder / "per_subject.csv", dtype={"subject": str}) \
+        if (folder / "per_subject.csv").exists() else pd.DataFrame()
+    aggregates = pd.read_csv(folder / "aggregates.csv") \
+        if (folder / "aggregates.csv").exists() else pd.DataFrame(summary.get("results", []))
+    return ScoreResult(summary, per_case, per_subject, aggregates)

@@ -1,0 +1,417 @@
+"""Scoring a submission folder against a reference: the engine behind ``cardbench score``.
+
+Layers (each a function a Python user can call):
+
+1. :func:`pair_cases`: match prediction files to reference cases by name; missing, extra and
+   duplicate cases become :class:`~cardbench.benchmark.validation.Problem` s.
+2. :func:`score_volume`: read one (subject, frame) group of reference and prediction files,
+   validate them (readable, labels in map, same grid) and count confusions per 2D slice.
+3. :func:`score`: run 1 and 2 over the whole set (optionally in parallel processes), raise
+   :class:`~cardbench.benchmark.validation.ValidationError` if any problem was found (nothing is
+   written), then build the per-case table and aggregate it under the protocol.
+
+Input files are read once; their sha256 is computed from the same bytes and recorded in the
+summary.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cardbench._version import __version__
+from cardbench.benchmark.aggregate import aggregate, per_subject_table
+from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
+from cardbench.benchmark.confusion import confusion_per_slice
+from cardbench.benchmark.metrics import STATUSES
+from cardbench.benchmark.protocols import Protocol, get_protocol
+from cardbench.benchmark.results import ScoreResult
+from cardbench.benchmark.submission import Submission, load_submission
+from cardbench.benchmark.validation import (
+    DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels,
+)
+from cardbench.datasets.io import LabelImage, MaskReadError, read_mask
+from cardbench.datasets.naming import CaseKey, nifti_name, png_name
+from cardbench.datasets.reference import Reference, load_reference
+from cardbench.labelmaps import CLASSES, CLASS_VALUES, LabelMap, LabelValueError, get_label_map
+
+
+@dataclass
+class CasePair:
+    """One reference case and its prediction file (None when missing and allowed)."""
+
+    key: CaseKey
+    ref_path: Path
+    pred_path: Path | None
+
+
+def pair_cases(sub: Submission, ref: Reference, allow_missing: bool = False,
+               subjects: set[str] | None = None) -> tuple[list[CasePair], list[Problem], list[str]]:
+    """Match submission files to reference cases.
+
+    Args:
+        sub: the listed submission.
+        ref: the listed reference.
+        allow_missing: a missing prediction becomes a pair with ``pred_path=None`` (scored as a
+            miss) instead of a problem.
+        subjects: restrict to these subjects (e.g. one split); predictions of other reference
+            subjects are ignored with a note, not reported as extra.
+
+    Returns:
+        (pairs sorted by case, problems, notes).
+    """
+    problems: list[Problem] = []
+    notes: list[str] = []
+    for key, paths in sorted(ref.files.items()):
+        if len(paths) > 1:
+            problems.append(Problem(", ".join(str(p) for p in paths), f"reference case {key} is given by "
+                                    f"{len(paths)} files", "keep one file per case in the reference", "duplicate"))
+    for key, paths in sorted(sub.files.items()):
+        if len(paths) > 1:
+            problems.append(Problem(", ".join(str(p) for p in paths),
+                                    f"duplicate prediction: {len(paths)} files give case {key}",
+                                    "keep exactly one file per case (e.g. delete x.nii next to x.nii.gz)",
+                                    "duplicate"))
+    ref_keys = {k for k in ref.files if subjects is None or k.subject in subjects}
+    sub_keys = set(sub.files)
+    ref_is_2d = any(k.slice is not None for k in ref_keys)
+    sub_is_2d = any(k.slice is not None for k in sub_keys)
+    if ref_keys and sub_keys and ref_is_2d != sub_is_2d:
+        problems.append(Problem(str(sub.source), f"the predictions are {'2D images (PNG)' if sub_is_2d else '3D volumes'}"
+                                f" but the reference holds {'2D images (PNG)' if ref_is_2d else '3D volumes'}",
+                                "submit the same format as the reference (see `cardbench data info`)", "format"))
+        return [], problems, notes
+    pairs: list[CasePair] = []
+    for key in sorted(ref_keys):
+        ref_path = ref.files[key][0]
+        if key in sub_keys:
+            pairs.append(CasePair(key, ref_path, sub.files[key][0]))
+        elif allow_missing:
+            pairs.append(CasePair(key, ref_path, None))
+        else:
+            problems.append(Problem(f"{sub.root}/{ref_path.name}", f"missing prediction for case {key}",
+                                    f"add a file named {ref_path.name} (or pass --allow-missing to score it "
+                                    "as a miss)", "missing"))
+    extra = sorted(sub_keys - ref_keys)
+    out_of_scope = [k for k in extra if k in ref.files]
+    for key in extra:
+        if key in ref.files:
+            continue
+        problems.append(Problem(str(sub.files[key][0]), f"extra case {key}: not in the reference "
+                                f"'{ref.name}'", "remove the file or fix its name to match a reference case",
+                                "extra"))
+    if out_of_scope:
+        notes.append(f"{len(out_of_scope)} prediction(s) of reference cases outside the selected subjects were "
+                     "ignored")
+    n_missing = sum(p.pred_path is None for p in pairs)
+    if n_missing:
+        notes.append(f"{n_missing} missing prediction(s) scored as misses (--allow-missing)")
+    return pairs, problems, notes
+
+
+@dataclass
+class VolumeTask:
+    """Work unit for :func:`score_volume`: all pairs of one (subject, frame)."""
+
+    subject: str
+    frame: int | None
+    pairs: list[CasePair]
+    ref_map: LabelMap
+    pred_map: LabelMap
+    affine_tol: float
+    png_spacing: tuple[float, float, float] | None = None
+
+
+def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem]) -> tuple[LabelImage | None, np.ndarray | None]:
+    try:
+        img = read_mask(path)
+    except MaskReadError as e:
+        problems.append(Problem(str(e.path), f"{role} {e.problem}", e.fix, "unreadable"))
+        return None, None
+    lp = check_labels(img, lm, role)
+    if lp:
+        problems.extend(lp)
+        return img, None
+    try:
+        return img, lm.to_cardbench(img.array)
+    except LabelValueError as e:  # pragma: no cover - check_labels catches it first
+        problems.append(Problem(str(path), str(e), "fix the label values", "labels"))
+        return img, None
+
+
+def score_volume(task: VolumeTask) -> dict:
+    """Read, validate and count one (subject, frame) group.
+
+    Returns:
+        dict with ``rows`` (counts-table records, one per 2D image), ``problems`` and ``hashes``
+        (``{"reference": {path: sha256}, "predictions": {...}}``).
+    """
+    problems: list[Problem] = []
+    rows: list[dict] = []
+    hashes: dict[str, dict[str, str]] = {"reference": {}, "predictions": {}}
+    for pair in task.pairs:
+        ref_img, ref = _read(pair.ref_path, task.ref_map, "reference", problems)
+        if ref_img is not None:
+            hashes["reference"][str(pair.ref_path)] = ref_img.sha256
+        if pair.pred_path is None:
+            pred_img, pred = None, (np.zeros_like(ref) if ref is not None else None)
+        else:
+            pred_img, pred = _read(pair.pred_path, task.pred_map, "prediction", problems)
+            if pred_img is not None:
+                hashes["predictions"][str(pair.pred_path)] = pred_img.sha256
+        if ref_img is not None and pred_img is not None:
+            gp = check_geometry(ref_img, pred_img, task.affine_tol)
+            if gp:
+                problems.extend(gp)
+                continue
+        if ref is None or pred is None:
+            continue
+        conf = confusion_per_slice(ref, pred)
+        if ref_img.spacing is not None:
+            sp = ref_img.spacing
+        elif task.png_spacing is not None:
+            sp = task.png_spacing
+        else:
+            sp = None
+        voxel_ml = float(np.prod(sp)) / 1000.0 if sp is not None else np.nan
+        shape3 = ref.shape if ref.ndim == 3 else ref.shape + (1,)
+        fov = float(np.linalg.norm(np.asarray(shape3) * np.asarray(sp))) if sp is not None else np.nan
+        slices = range(conf.shape[0]) if pair.key.slice is None else [pair.key.slice]
+        for i, s in enumerate(slices):
+            rec = {"subject": task.subject, "frame": task.frame, "slice": s, "missing": pair.pred_path is None,
+                   "ref_file": str(pair.ref_path), "pred_file": "" if pair.pred_path is None else str(pair.pred_path),
+                   "voxel_ml": voxel_ml, "fov_diag_mm": fov}
+            rec.update(zip(COUNT_COLUMNS, conf[i].ravel().tolist()))
+            rows.append(rec)
+    return {"rows": rows, "problems": problems, "hashes": hashes}
+
+
+def _progress(total: int, description: str, enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                    disable=not enabled)
+
+
+def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True) -> list[dict]:
+    """Run :func:`score_volume` over ``tasks`` with a progress bar; ``jobs > 1`` uses processes.
+
+    Results are returned in task order, so ``jobs`` never changes the result.
+    """
+    results: list[dict] = []
+    with _progress(len(tasks), "scoring", progress) as bar:
+        t = bar.add_task("scoring", total=len(tasks))
+        if jobs <= 1 or len(tasks) < 2:
+            for task in tasks:
+                results.append(score_volume(task))
+                bar.advance(t)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as ex:
+                chunk = max(1, len(tasks) // (jobs * 8))
+                for r in ex.map(score_volume, tasks, chunksize=chunk):
+                    results.append(r)
+                    bar.advance(t)
+    return results
+
+
+def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str] | None,
+                     pred_map: LabelMap) -> tuple[list[str], list[str], list[str]]:
+    """Decide which classes are reported and which are not annotated by the reference.
+
+    Order of precedence: ``classes`` argument, then the reference card's ``classes``; otherwise the
+    reference label map's classes, where a class that no reference case contains is reported as
+    not annotated (with a note) rather than scored as empty everywhere.
+
+    Returns:
+        (classes to report, classes among them that are not annotated anywhere, notes).
+    """
+    notes: list[str] = []
+    if classes:
+        bad = set(classes) - set(CLASSES)
+        if bad:
+            raise ValueError(f"unknown classes {sorted(bad)}; use {', '.join(CLASSES)}")
+        return [c for c in CLASSES if c in set(classes)], [], notes
+    if ref.classes is not None:
+        return list(ref.classes), [], notes
+    cl = list(ref.label_map.classes)
+    absent = []
+    for c in cl:
+        k = CLASS_VALUES[c]
+        if counts.empty or int(counts[[f"c{k}{p}" for p in range(4)]].to_numpy().sum()) == 0:
+            absent.append(c)
+    if not absent or len(absent) == len(cl):
+        return cl, [], notes
+    notes.append(f"class(es) {', '.join(absent)} appear in no reference mask: reported as not annotated "
+                 f"(pass --classes {','.join(cl)} to score them as absent)")
+    return cl, absent, notes
+
+
+def score(
+    predictions: str | Path,
+    reference: str | Path | Reference,
+    *,
+    protocol: str | Protocol = "cardbench-v1",
+    labels: str | LabelMap | None = None,
+    reference_labels: str | LabelMap | None = None,
+    classes: Iterable[str] | None = None,
+    split: str | None = None,
+    allow_missing: bool = False,
+    affine_tol: float = DEFAULT_AFFINE_TOL,
+    jobs: int = 1,
+    progress: bool = True,
+) -> ScoreResult:
+    """Validate and score a submission against a reference.
+
+    Args:
+        predictions: submission folder or archive (.zip, .tar.gz) of NIfTI volumes or PNG masks.
+        reference: reference folder (or a loaded :class:`Reference`).
+        protocol: ``cardbench-v1`` (default) or ``ankenbrand2021``.
+        labels: label map of the predictions (default: submission.yaml's ``label_map``, else
+            ``cardbench``).
+        reference_labels: label map of the reference (default: its card's, else ``cardbench``).
+        classes: classes to score (default: see :func:`_resolve_classes`).
+        split: score only reference subjects of this split (needs subjects.csv).
+        allow_missing: score missing predictions as misses (status ``missing``, worst value).
+        affine_tol: tolerance in mm on each affine element.
+        jobs: worker processes (results are identical for any value).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        :class:`ScoreResult`.
+
+    Raises:
+        ValidationError: any validation problem; nothing is scored.
+        SubmissionError, ReferenceError: the inputs cannot be opened at all.
+        ValueError: unknown protocol, label map, split or class.
+    """
+    proto = get_protocol(protocol)
+    ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
+    with load_submission(predictions) as sub:
+        problems = list(sub.problems)
+        if labels is None and sub.meta.get("label_map") is not None:
+            labels = sub.meta["label_map"]
+        try:
+            pred_map = get_label_map(labels)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(str(e)) from e
+        subjects = None
+        if split is not None:
+            if "split" not in ref.subjects.columns or ref.subjects.empty:
+                raise ValueError(f"{ref.root}: --split {split} needs a subjects.csv with a split column")
+            subjects = set(ref.subjects.index[ref.subjects["split"] == split])
+            if not subjects:
+                raise ValueError(f"{ref.root}: no subject in split '{split}' "
+                                 f"(splits: {sorted(ref.subjects['split'].dropna().unique())})")
+        pairs, pp, notes = pair_cases(sub, ref, allow_missing=allow_missing, subjects=subjects)
+        problems.extend(pp)
+        groups: dict[tuple[str, int | None], list[CasePair]] = {}
+        for p in pairs:
+            groups.setdefault((p.key.subject, p.key.frame), []).append(p)
+        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s))
+                 for (s, f), ps in groups.items()]
+        results = run_tasks(tasks, jobs=jobs, progress=progress)
+        hashes = {"reference": {}, "predictions": {}}
+        rows: list[dict] = []
+        for r in results:
+            problems.extend(r["problems"])
+            rows.extend(r["rows"])
+            for k in hashes:
+                hashes[k].update(r["hashes"][k])
+        if problems:
+            raise ValidationError(problems)
+        counts = pd.DataFrame.from_records(rows)
+        for c in ("ref_file", "pred_file"):
+            counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
+                                      _rel(s, root))
+        classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map)
+        notes.extend(cnotes)
+        per_case = per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
+                                  ref.annotated_classes, not_ann)
+        meta_hashes = {}
+        from cardbench._util import sha256_file
+        for m in ref.metadata_files:
+            meta_hashes[_rel(str(m), ref.root)] = sha256_file(m)
+        inputs = {
+            "reference": {_rel(k, ref.root): v for k, v in sorted(hashes["reference"].items())},
+            "reference_metadata": meta_hashes,
+            "predictions": {_rel(k, sub.root): v for k, v in sorted(hashes["predictions"].items())},
+        }
+        if sub.meta_path is not None:
+            inputs["submission_yaml"] = {sub.meta_path.name: sha256_file(sub.meta_path)}
+        if sub.source.is_file():
+            inputs["archive"] = {sub.source.name: sha256_file(sub.source)}
+        if sub.ignored:
+            notes.append(f"{len(sub.ignored)} file(s) in the submission are not masks and were ignored: "
+                         + ", ".join(_rel(str(p), sub.root) for p in sub.ignored[:5]))
+        submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
+        return build_result(
+            per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
+                                      "label_map": ref.label_map.to_dict()},
+            submission=submission, label_map=pred_map, inputs=inputs, notes=notes, split=split,
+        )
+
+
+def _rel(path: str, root: Path) -> str:
+    if not path:
+        return path
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def status_counts(per_case: pd.DataFrame) -> dict:
+    """level -> class -> status -> count, over the per-case table."""
+    out: dict = {}
+    for (level, cls), g in per_case.groupby(["level", "class"], sort=False):
+        vc = g["status"].value_counts()
+        out.setdefault(level, {})[cls] = {s: int(vc.get(s, 0)) for s in STATUSES if vc.get(s, 0)}
+    return out
+
+
+def build_result(per_case: pd.DataFrame, protocol: Protocol, *, dataset: dict, submission: dict,
+                 label_map: LabelMap | None, inputs: dict, notes: list[str] | None = None,
+                 split: str | None = None, extra: dict | None = None) -> ScoreResult:
+    """Aggregate a per-case table under ``protocol`` and assemble the summary.
+
+    Used by every input path (files, confusion tables), so the summary has one schema.
+    """
+    aggregates = aggregate(per_case, protocol)
+    per_subject = per_subject_table(per_case, protocol)
+    lvl = per_case[per_case["level"] == protocol.level]
+    summary = {
+        "cardbench_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "protocol": protocol.to_dict(),
+        "dataset": dataset,
+        "split": split,
+        "submission": submission,
+        "label_map": label_map.to_dict() if label_map is not None else None,
+        "classes": sorted(per_case["class"].unique().tolist(), key=CLASSES.index) if len(per_case) else [],
+        "counts": {
+            "subjects": int(lvl["subject"].nunique()),
+            "volumes": int(per_case.loc[per_case["level"] == "volume", ["subject", "frame"]].drop_duplicates().shape[0]),
+            "images": int(per_case.loc[per_case["level"] == "image", ["subject", "frame", "slice"]].drop_duplicates().shape[0]),
+            "status": status_counts(per_case),
+        },
+        "results": aggregates.to_dict(orient="records"),
+        "inputs": inputs,
+        "notes": list(notes or []),
+    }
+    if extra:
+        summary.update(extra)
+    return ScoreResult(summary=summary, per_case=per_case, per_subject=per_subject, aggregates=aggregates)
+
+
+def expected_prediction_name(key: CaseKey, fmt: str = "nifti") -> str:
+    """File name a prediction for ``key`` should have (``nifti`` or ``png``)."""
+    return nifti_name(key) if fmt == "nifti" else png_name(key)

@@ -1,0 +1,42 @@
+"""The ``cardbench`` command: a thin layer over functions a Python user can call directly.
+
+Each part registers its commands from its own module: ``cli/score.py`` (score, reproduce, demo),
+``cli/data.py`` (``cardbench data ...``), ``cli/baseline.py``, ``cli/leaderboard.py``,
+``cli/dashboard.py``. Exit codes: 0 success, 1 error, 2 invalid input (validation problems,
+bad arguments).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cardbench._version import __version__
+
+app = typer.Typer(
+    name="cardbench",
+    help="Open benchmark and data-release toolkit for cardiac cine MRI segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cardbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """cardbench: score cardiac MRI segmentations, fetch and verify datasets, train baselines."""
+
+
+from cardbench.cli import score as _score  # noqa: E402,F401  (registers score, reproduce, demo)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

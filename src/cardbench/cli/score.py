@@ -1,0 +1,187 @@
+"""``cardbench score``, ``cardbench reproduce`` and ``cardbench demo``."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cardbench.cli import app
+
+err = Console(stderr=True)
+
+
+class ProtocolName(str, Enum):
+    cardbench_v1 = "cardbench-v1"
+    ankenbrand2021 = "ankenbrand2021"
+
+
+def fail(problems_or_msg, code: int = 2) -> None:
+    """Print problems (one line each) or a message to stderr and exit with ``code``."""
+    if isinstance(problems_or_msg, str):
+        err.print(f"[red]error:[/red] {problems_or_msg}", highlight=False, soft_wrap=True)
+    else:
+        for p in problems_or_msg:
+            err.print(f"[red]error:[/red] {p}", highlight=False, soft_wrap=True)
+        n = len(problems_or_msg)
+        err.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was scored or written.", highlight=False)
+    raise typer.Exit(code)
+
+
+def _default_out(name: str, protocol: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "submission"
+    return Path("cardbench-results") / f"{safe}__{protocol}"
+
+
+@app.command("score")
+def score_cmd(
+    predictions: Path = typer.Argument(..., help="Submission folder, .zip/.tar.gz of one, or a per-image "
+                                                 "confusion table (.tsv, the seed's format)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Reference folder (standard "
+                                             "layout or any folder of masks). Not needed for a confusion table."),
+    labels: Optional[str] = typer.Option(None, "--labels", "-l", help="Label map of the predictions: cardbench "
+                                         "(default), acdc, mnms or FILE.yaml."),
+    reference_labels: Optional[str] = typer.Option(None, "--reference-labels", help="Label map of the "
+                                                   "reference (default: its card.yaml, else cardbench)."),
+    protocol: ProtocolName = typer.Option(ProtocolName.cardbench_v1, "--protocol", "-p",
+                                          help="Scoring protocol."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated classes to score, "
+                                          "e.g. LV,MY (default: those the reference annotates)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Score only reference subjects of this split."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Score a missing prediction as a miss "
+                                       "(status missing, worst value) instead of failing."),
+    affine_tol: float = typer.Option(1e-2, "--affine-tol", help="Tolerance (mm) on each affine element."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes (results do not depend on it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Result folder (default: "
+                                       "cardbench-results/<submission>__<protocol>)."),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not write a result folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of the table."),
+) -> None:
+    """Validate a submission against a reference and score it (Dice, IoU per class; per image and volume).
+
+    Every problem (missing, extra or duplicate cases, shape/spacing/affine mismatch, label values outside
+    the map, unreadable files) is printed on one line; then the command exits with code 2 and writes
+    nothing.
+    """
+    from cardbench.benchmark import SubmissionError, ValidationError, score, score_confusion_table
+    from cardbench.benchmark.confusion_tables import is_confusion_table
+    from cardbench.benchmark.report import print_summary
+    from cardbench.benchmark.results import to_json
+    from cardbench.datasets.reference import ReferenceError
+
+    cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    try:
+        if is_confusion_table(predictions):
+            result = score_confusion_table(predictions, protocol.value, split=split, classes=cls)
+        else:
+            if reference is None:
+                fail("--reference is required to score mask files (give the reference folder)")
+            result = score(predictions, reference, protocol=protocol.value, labels=labels,
+                           reference_labels=reference_labels, classes=cls, split=split,
+                           allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
+                           progress=sys.stderr.isatty())
+    except ValidationError as e:
+        fail(e.problems)
+    except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    if not no_save:
+        dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
+        result.write(dest)
+        result.summary["output"] = str(dest)
+    if as_json:
+        typer.echo(to_json(result.summary))
+        return
+    con = Console()
+    print_summary(result, con)
+    if not no_save:
+        con.print(f"results written to [bold]{dest}[/bold] (summary.json, per_case.csv, per_subject.csv, "
+                  "aggregates.csv)")
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    paper: str = typer.Argument("ankenbrand2021", help="Which paper to reproduce (ankenbrand2021)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder with the published files in the "
+                                        "registry layout (default: copies embedded in cardbench)."),
+    split: str = typer.Option("test", "--split", help="Split to score (the paper's table is test)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table and every result "
+                                       "folder here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON to stdout."),
+) -> None:
+    """Recompute a paper's published Dice table from its published per-image confusion tables.
+
+    ankenbrand2021: the 7T test-set table of Ankenbrand et al., MRM 2021;86:2179, under the paper's
+    protocol and under cardbench-v1.
+    """
+    if paper != "ankenbrand2021":
+        fail(f"unknown paper '{paper}'; available: ankenbrand2021")
+    from cardbench.benchmark.report import reproduction_table
+    from cardbench.benchmark.reproduce import reproduce_ankenbrand2021
+    from cardbench.benchmark.results import to_json
+
+    try:
+        table, results = reproduce_ankenbrand2021(data_dir=data, split=split)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        fail(str(e), code=1)
+    if out is not None:
+        write_reproduction(out, table, results)
+    if as_json:
+        typer.echo(to_json(table.to_dict(orient="records")))
+        return
+    con = Console()
+    con.print(reproduction_table(table))
+    if split == "test":
+        n = int(table["match"].sum())
+        con.print(f"{n} of {len(table)} rows match the published values at 3 decimals.")
+    if out is not None:
+        con.print(f"written to [bold]{out}[/bold]")
+
+
+def write_reproduction(out: Path, table, results) -> None:
+    """Write reproduction.csv/json and one result folder per (protocol, model) under ``out``."""
+    from cardbench._util import atomic_write_text
+    from cardbench.benchmark.results import to_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "reproduction.csv", table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out / "reproduction.json", to_json(table.to_dict(orient="records")) + "\n")
+    for (key, proto), res in results.items():
+        res.write(out / proto / key)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("cardbench-demo"), "--out", "-o", help="Where to write the outputs."),
+) -> None:
+    """Run cardbench's main job on the embedded real data, offline.
+
+    1. Reproduce Ankenbrand et al. 2021's 7T test-set Dice table from the published confusion tables.
+    2. Score the public Kaggle labels (ukbb_cardiac) against the seed's 816 manual masks.
+    """
+    from cardbench.benchmark.report import print_summary, reproduction_table
+    from cardbench.benchmark.reproduce import reproduce_ankenbrand2021, score_label_quality
+
+    con = Console()
+    con.rule("[bold]1. Reproducing Ankenbrand et al. 2021 (7T test set) from the published confusion tables")
+    table, results = reproduce_ankenbrand2021()
+    write_reproduction(out / "reproduce-ankenbrand2021", table, results)
+    con.print(reproduction_table(table))
+    con.print(f"{int(table['match'].sum())} of {len(table)} rows match the published values at 3 decimals.")
+    con.rule("[bold]2. Label quality: public Kaggle labels (ukbb_cardiac) vs 816 manual masks of 9 patients")
+    for proto in ("ankenbrand2021", "cardbench-v1"):
+        res = score_label_quality(proto)
+        res.write(out / "label-quality" / proto)
+        print_summary(res, con)
+    con.rule("[bold]Outputs")
+    con.print(f"written to [bold]{out}[/bold]:")
+    con.print(f"  {out}/reproduce-ankenbrand2021/reproduction.csv   the table above")
+    con.print(f"  {out}/reproduce-ankenbrand2021/<protocol>/<model>/  summary.json, per_case.csv, ...")
+    con.print(f"  {out}/label-quality/<protocol>/                     the Kaggle label-quality scores")
+    con.print("Next: score your own predictions with\n"
+              "  cardbench score PREDICTIONS/ --reference REFERENCE/ [--protocol ankenbrand2021]\n"
+              "or a per-image confusion table with  cardbench score confusion.tsv")

@@ -1,0 +1,1 @@
+"""Streamlit leaderboard and drill-down (needs the ``[dashboard]`` extra: streamlit, plotly)."""

@@ -1,0 +1,125 @@
+"""Case names: how a mask file's name maps to a (subject, frame, slice) case key.
+
+Recognised names (``FF``/``SSS`` are decimal integers of any width):
+
+======================================================  =========================================
+pattern                                                 source
+======================================================  =========================================
+``<subject>_frame<FF>.nii[.gz]``                        cardbench standard layout (DESIGN.md),
+                                                        also ACDC (``patient001_frame01``)
+``<anything>.nii[.gz]``                                 any other NIfTI: the stem is the subject,
+                                                        the frame is unknown
+``<subject>_slice<SSS>_frame<FFF>[-mask].png``          the seed's 7T masks (Ankenbrand 2021)
+``<subject>-frame<FFF>-slice<SSS>[-mask].png``          the seed's Kaggle manual masks
+======================================================  =========================================
+
+Matching between a submission and a reference uses the parsed key, never the folder a file is in,
+so a flat folder and a nested ``<subject>/`` layout are both accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+_NIFTI_FRAME = re.compile(r"^(?P<subject>.+?)_frame(?P<frame>\d+)$")
+_PNG_SEED = re.compile(r"^(?P<subject>.+?)_slice(?P<slice>\d+)_frame(?P<frame>\d+)(?:-mask)?$")
+_PNG_KAGGLE = re.compile(r"^(?P<subject>.+?)-frame(?P<frame>\d+)-slice(?P<slice>\d+)(?:-mask)?$")
+
+
+@dataclass(frozen=True, order=True)
+class CaseKey:
+    """Identity of one reference case.
+
+    Attributes:
+        subject: subject (patient, volunteer) identifier as a string.
+        frame: cardiac frame (phase) index as written in the file name, or None when unknown.
+        slice: slice index for a 2D image, or None for a 3D volume (all slices of the frame).
+    """
+
+    subject: str
+    frame: int | None = None
+    slice: int | None = None
+
+    @property
+    def volume(self) -> "CaseKey":
+        """The (subject, frame) key of the volume this case belongs to."""
+        return CaseKey(self.subject, self.frame, None)
+
+    def __str__(self) -> str:
+        s = self.subject
+        if self.slice is not None:
+            s += f"_slice{self.slice:03d}"
+        if self.frame is not None:
+            s += f"_frame{self.frame:03d}" if self.slice is not None else f"_frame{self.frame:02d}"
+        return s
+
+
+def strip_nifti_suffix(name: str) -> str | None:
+    """Return ``name`` without ``.nii``/``.nii.gz`` (case-insensitive), or None if not NIfTI."""
+    low = name.lower()
+    for suf in NIFTI_SUFFIXES:
+        if low.endswith(suf):
+            return name[: -len(suf)]
+    return None
+
+
+def mask_format(path: str | Path) -> str | None:
+    """``"nifti"``, ``"png"`` or None (not a mask file) from the file name."""
+    name = Path(path).name
+    if strip_nifti_suffix(name) is not None:
+        return "nifti"
+    if name.lower().endswith(".png"):
+        return "png"
+    return None
+
+
+def parse_case_name(path: str | Path) -> CaseKey:
+    """Parse a mask file name into a :class:`CaseKey`.
+
+    Raises:
+        ValueError: a PNG whose name follows neither of the seed's namings, or a file that is not
+            a NIfTI or PNG; the message names the file and the accepted patterns.
+    """
+    name = Path(path).name
+    stem = strip_nifti_suffix(name)
+    if stem is not None:
+        m = _NIFTI_FRAME.match(stem)
+        if m:
+            return CaseKey(m["subject"], int(m["frame"]))
+        return CaseKey(stem)
+    if name.lower().endswith(".png"):
+        stem = name[:-4]
+        m = _PNG_SEED.match(stem) or _PNG_KAGGLE.match(stem)
+        if m:
+            return CaseKey(m["subject"], int(m["frame"]), int(m["slice"]))
+        raise ValueError(
+            f"{path}: PNG name not recognised; name 2D masks <subject>_slice<SSS>_frame<FFF>-mask.png "
+            "or <subject>-frame<FFF>-slice<SSS>.png"
+        )
+    raise ValueError(f"{path}: not a mask file; use .nii, .nii.gz or .png")
+
+
+def png_name(key: CaseKey, style: str = "seed") -> str:
+    """File name of a 2D mask in the seed's 7T (``seed``) or Kaggle (``kaggle``) naming.
+
+    Raises:
+        ValueError: the key has no frame or slice, or an unknown style.
+    """
+    if key.frame is None or key.slice is None:
+        raise ValueError(f"{key}: a PNG name needs both frame and slice")
+    if style == "seed":
+        return f"{key.subject}_slice{key.slice:03d}_frame{key.frame:03d}-mask.png"
+    if style == "kaggle":
+        return f"{key.subject}-frame{key.frame:03d}-slice{key.slice:03d}.png"
+    raise ValueError(f"unknown PNG naming style '{style}' (use seed or kaggle)")
+
+
+def nifti_name(key: CaseKey) -> str:
+    """File name of a 3D label volume in the standard layout: ``<subject>_frame<FF>.nii.gz``."""
+    if key.frame is None:
+        return f"{key.subject}.nii.gz"
+    return f"{key.subject}_frame{key.frame:02d}.nii.gz"

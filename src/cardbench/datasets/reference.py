@@ -1,0 +1,216 @@
+"""A reference (ground truth) set: its masks, label map, subjects, splits, ED/ES frames and
+which classes are annotated where.
+
+A reference is a folder. In the cardbench standard layout (DESIGN.md) it holds::
+
+    card.yaml         name, version, license, citation, label_map, classes (annotated classes), ...
+    subjects.csv      subject, split (train|val|test), ed_frame, es_frame, [group]
+    annotations.csv   optional: subject, frame, classes ("LV MY"): the classes annotated in that frame
+    spacing.csv       optional, for PNG references: subject, spacing_row, spacing_col, spacing_slice (mm)
+    labels/<subject>/<subject>_frame<FF>.nii.gz
+
+Any other folder of masks works too (all ``.nii``, ``.nii.gz`` and ``.png`` files below it, in any
+sub-folders, matched by name; see :mod:`cardbench.datasets.naming`); the optional CSV files may
+sit at its top.
+
+A class the reference does not annotate in a frame is *not annotated*: it is not scored there,
+never scored as if it were empty (the Sunnybrook sample has epicardial contours only at ED).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cardbench.datasets.naming import CaseKey, mask_format, parse_case_name
+from cardbench.labelmaps import CLASSES, LabelMap, get_label_map
+
+
+class ReferenceError(ValueError):
+    """The reference folder itself is unusable (missing, empty, malformed metadata)."""
+
+
+@dataclass
+class Reference:
+    """A loaded reference set (masks are listed, not read).
+
+    Attributes:
+        root: the folder.
+        name, version: from ``card.yaml`` (folder name and ``""`` when there is no card).
+        label_map: the label map the reference masks use.
+        files: case key -> list of files (more than one is a duplicate, reported by validation).
+        subjects: DataFrame indexed by subject (str) with columns split, ed_frame, es_frame (may be
+            empty).
+        classes: classes declared as annotated by the card (``None``: not declared).
+        annotations: (subject, frame) -> classes annotated in that frame, from ``annotations.csv``
+            (``None``: every scored class is annotated everywhere).
+        spacing: subject -> (row, col, slice) spacing in mm for PNG references (from spacing.csv).
+        card: the parsed card.yaml (empty dict when absent).
+        metadata_files: the metadata files read (for provenance hashes).
+        ignored: files below ``root`` that are not masks.
+    """
+
+    root: Path
+    name: str
+    version: str
+    label_map: LabelMap
+    files: dict[CaseKey, list[Path]]
+    subjects: pd.DataFrame
+    classes: tuple[str, ...] | None = None
+    annotations: dict[tuple[str, int | None], frozenset[str]] | None = None
+    spacing: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+    metadata_files: list[Path] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)
+
+    @property
+    def fmt(self) -> str:
+        """``nifti``, ``png`` or ``mixed``."""
+        fmts = {mask_format(p[0]) for p in self.files.values()}
+        return fmts.pop() if len(fmts) == 1 else "mixed"
+
+    def split_of(self, subject: str) -> str:
+        """The subject's split (``train``, ``val``, ``test``) or ``""`` when unknown."""
+        if "split" in self.subjects.columns and subject in self.subjects.index:
+            v = self.subjects.at[subject, "split"]
+            return "" if pd.isna(v) else str(v)
+        return ""
+
+    def phase_of(self, subject: str, frame: int | None) -> str:
+        """``"ED"``, ``"ES"`` or ``""`` for a (subject, frame), from subjects.csv's ed_frame/es_frame."""
+        if frame is None or subject not in self.subjects.index:
+            return ""
+        row = self.subjects.loc[subject]
+        for phase, col in (("ED", "ed_frame"), ("ES", "es_frame")):
+            if col in row.index and not pd.isna(row[col]) and int(row[col]) == int(frame):
+                return phase
+        return ""
+
+    def annotated_classes(self, subject: str, frame: int | None) -> frozenset[str] | None:
+        """Classes annotated in (subject, frame) per annotations.csv, or None when not declared."""
+        if self.annotations is None:
+            return None
+        return self.annotations.get((subject, frame), frozenset())
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"subject": str}, sep=None, engine="python")
+    except Exception as e:
+        raise ReferenceError(f"{path}: cannot parse as CSV ({e}); see the README for its columns") from e
+
+
+def read_subjects(path: Path) -> pd.DataFrame:
+    """Read ``subjects.csv`` (subject, split, ed_frame, es_frame, ...) indexed by subject.
+
+    Raises:
+        ReferenceError: no ``subject`` column, duplicate subjects, or a split outside
+            train/val/test.
+    """
+    df = _read_csv(path)
+    if "subject" not in df.columns:
+        raise ReferenceError(f"{path}: needs a 'subject' column (columns found: {list(df.columns)})")
+    df["subject"] = df["subject"].astype(str)
+    dup = df["subject"][df["subject"].duplicated()].tolist()
+    if dup:
+        raise ReferenceError(f"{path}: subjects listed twice: {dup[:5]}; each subject belongs to one row")
+    if "split" in df.columns:
+        bad = sorted(set(df["split"].dropna().astype(str)) - {"train", "val", "test"})
+        if bad:
+            raise ReferenceError(f"{path}: unknown split values {bad}; use train, val or test")
+    return df.set_index("subject")
+
+
+def _parse_classes(value, where: str) -> frozenset[str]:
+    if isinstance(value, str):
+        items = value.replace(";", " ").replace(",", " ").split()
+    else:
+        items = list(value or [])
+    bad = [c for c in items if c not in CLASSES]
+    if bad:
+        raise ReferenceError(f"{where}: unknown classes {bad}; use {', '.join(CLASSES)}")
+    return frozenset(items)
+
+
+def load_reference(path: str | Path, label_map: str | LabelMap | None = None) -> Reference:
+    """List a reference folder and read its metadata.
+
+    Args:
+        path: the reference folder (standard layout or any folder of masks).
+        label_map: overrides the card's ``label_map`` (default ``cardbench``).
+
+    Raises:
+        ReferenceError: the folder is missing, holds no masks, or a metadata file is malformed.
+    """
+    import yaml
+
+    root = Path(path)
+    if not root.is_dir():
+        raise ReferenceError(f"{root}: reference folder not found; pass --reference with a prepared "
+                             "dataset folder or a folder of reference masks")
+    card: dict = {}
+    meta: list[Path] = []
+    card_path = root / "card.yaml"
+    if card_path.exists():
+        try:
+            card = yaml.safe_load(card_path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ReferenceError(f"{card_path}: not valid YAML ({e})") from e
+        meta.append(card_path)
+    lm = get_label_map(label_map if label_map is not None else card.get("label_map", "cardbench"))
+    mask_root = root / "labels" if (root / "labels").is_dir() else root
+    files: dict[CaseKey, list[Path]] = {}
+    ignored: list[Path] = []
+    for p in sorted(mask_root.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        if mask_root == root and p.relative_to(root).parts[0] == "images":
+            continue
+        if mask_format(p) is None:
+            if p.parent != root:
+                ignored.append(p)
+            continue
+        try:
+            key = parse_case_name(p)
+        except ValueError as e:
+            raise ReferenceError(str(e)) from e
+        files.setdefault(key, []).append(p)
+    if not files:
+        raise ReferenceError(f"{mask_root}: no reference masks (.nii, .nii.gz, .png) found")
+    subjects = pd.DataFrame(columns=["split", "ed_frame", "es_frame"]).rename_axis("subject")
+    if (root / "subjects.csv").exists():
+        subjects = read_subjects(root / "subjects.csv")
+        meta.append(root / "subjects.csv")
+    classes = None
+    if card.get("classes") is not None:
+        classes = tuple(c for c in CLASSES if c in _parse_classes(card["classes"], str(card_path)))
+    annotations = None
+    ann_path = root / "annotations.csv"
+    if ann_path.exists():
+        df = _read_csv(ann_path)
+        missing_cols = {"subject", "frame", "classes"} - set(df.columns)
+        if missing_cols:
+            raise ReferenceError(f"{ann_path}: missing columns {sorted(missing_cols)} (need subject, frame, classes)")
+        annotations = {}
+        for i, r in df.iterrows():
+            frame = None if pd.isna(r["frame"]) else int(r["frame"])
+            cls = "" if pd.isna(r["classes"]) else r["classes"]
+            annotations[(str(r["subject"]), frame)] = _parse_classes(cls, f"{ann_path} row {i + 2}")
+        meta.append(ann_path)
+    spacing: dict[str, tuple[float, float, float]] = {}
+    sp_path = root / "spacing.csv"
+    if sp_path.exists():
+        df = _read_csv(sp_path)
+        need = {"subject", "spacing_row", "spacing_col", "spacing_slice"}
+        if need - set(df.columns):
+            raise ReferenceError(f"{sp_path}: needs columns {sorted(need)}")
+        for _, r in df.iterrows():
+            spacing[str(r["subject"])] = (float(r["spacing_row"]), float(r["spacing_col"]), float(r["spacing_slice"]))
+        meta.append(sp_path)
+    return Reference(
+        root=root, name=str(card.get("name", root.name)), version=str(card.get("version", "")),
+        label_map=lm, files=files, subjects=subjects, classes=classes, annotations=annotations,
+        spacing=spacing, card=card, metadata_files=meta, ignored=ignored,
+    )
