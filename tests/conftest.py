@@ -1,0 +1,37 @@
+"""Shared test fixtures.
+
+Real data: the project's shared real-data folder (``../shared/data`` next to the repository, see
+its README) is found through ``$CARDBENCH_SHARED_DATA``, then ``<repo>/../shared/data``, then
+``/work/shared/data``. Tests that need it skip with a clear reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def find_shared_data() -> Path | None:
+    """The shared real-data folder, or None."""
+    cands = [os.environ.get("CARDBENCH_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
+    for c in cands:
+        if c and (Path(c) / "REGISTRY.tsv").exists():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to the shared real data (skips the test when it is not available)."""
+    p = find_shared_data()
+    if p is None:
+        pytest.skip("shared real data not found: set CARDBENCH_SHARED_DATA to the folder holding REGISTRY.tsv")
+    return p
