@@ -90,6 +90,13 @@ def _integral(arr: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
     raise MaskReadError(path, f"unsupported data type {arr.dtype}", "save the label map as uint8")
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
+
+
 def read_nifti_mask(path: str | Path, data: bytes | None = None) -> LabelImage:
     """Read a NIfTI-1/2 label volume (``.nii`` or ``.nii.gz``).
 
@@ -108,11 +115,7 @@ def read_nifti_mask(path: str | Path, data: bytes | None = None) -> LabelImage:
     import nibabel as nib
 
     path = Path(path)
-    if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
+    data = _read_bytes(path) if data is None else data
     digest = sha256_bytes(data)
     raw = data
     if data[:2] == b"\x1f\x8b":
@@ -170,11 +173,7 @@ def read_png_mask(path: str | Path, data: bytes | None = None) -> LabelImage:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
+    data = _read_bytes(path) if data is None else data
     digest = sha256_bytes(data)
     try:
         with Image.open(io.BytesIO(data)) as im:
