@@ -30,7 +30,7 @@ _PNG_SEED = re.compile(r"^(?P<subject>.+?)_slice(?P<slice>\d+)_frame(?P<frame>\d
 _PNG_KAGGLE = re.compile(r"^(?P<subject>.+?)-frame(?P<frame>\d+)-slice(?P<slice>\d+)(?:-mask)?$")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class CaseKey:
     """Identity of one reference case.
 
@@ -43,6 +43,13 @@ class CaseKey:
     subject: str
     frame: int | None = None
     slice: int | None = None
+
+    def _order(self) -> tuple:
+        return (self.subject, -1 if self.frame is None else self.frame, -1 if self.slice is None else self.slice)
+
+    def __lt__(self, other: "CaseKey") -> bool:
+        """Order by subject, frame, slice (unknown frame/slice first)."""
+        return self._order() < other._order()
 
     @property
     def volume(self) -> "CaseKey":
