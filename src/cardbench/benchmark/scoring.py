@@ -29,6 +29,7 @@ import pandas as pd
 from cardbench._version import __version__
 from cardbench.benchmark.aggregate import aggregate, per_subject_table
 from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
+from cardbench.benchmark.clinical import clinical_summary
 from cardbench.benchmark.confusion import confusion_per_slice
 from cardbench.benchmark.metrics import STATUSES
 from cardbench.benchmark.protocols import Protocol, get_protocol
@@ -407,9 +408,13 @@ def build_result(per_case: pd.DataFrame, protocol: Protocol, *, dataset: dict, s
         "inputs": inputs,
         "notes": list(notes or []),
     }
+    # clinical indices (EDV, ESV, SV, EF, LV mass) and their agreement: cardbench.benchmark.clinical
+    clin, clin_agree, summary["clinical"] = clinical_summary(per_case, protocol.bootstrap or 2000, protocol.seed)
+    extra_tables = {"clinical": clin, "clinical_agreement": clin_agree} if summary["clinical"]["available"] else {}
     if extra:
         summary.update(extra)
-    return ScoreResult(summary=summary, per_case=per_case, per_subject=per_subject, aggregates=aggregates)
+    return ScoreResult(summary=summary, per_case=per_case, per_subject=per_subject, aggregates=aggregates,
+                       extra_tables=extra_tables)
 
 
 def expected_prediction_name(key: CaseKey, fmt: str = "nifti") -> str:

@@ -1,0 +1,292 @@
+"""Agreement statistics against the reference and paired comparison of two submissions.
+
+Agreement of a measured index (EDV, EF, ...) with the reference, one value per subject
+(Bland JM, Altman DG. Statistical methods for assessing agreement between two methods of clinical
+measurement. Lancet 1986;327(8476):307-310, doi:10.1016/S0140-6736(86)90837-8):
+
+- difference d = prediction - reference (per subject);
+- bias = mean(d); SD of differences = sample SD of d (ddof = 1);
+- 95 % limits of agreement (LoA) = bias -/+ 1.96 x SD;
+- mean absolute error (MAE) = mean(|d|);
+- Pearson r between reference and prediction (``scipy.stats.pearsonr``; NaN with fewer than 3
+  subjects or a constant series).
+
+Confidence intervals: 95 % percentile bootstrap that resamples subjects with replacement
+(Efron & Tibshirani 1993), ``n_boot`` resamples drawn from ``numpy.random.default_rng(seed)``
+exactly as :func:`cardbench.benchmark.aggregate.bootstrap_ci` draws them, so every figure of one
+index (and the Dice CIs of the same protocol) uses the same resampling scheme and seed. Means
+(bias, MAE) use ``bootstrap_ci`` itself. For SD, LoA and r, resamples where the statistic is
+undefined (e.g. r of a constant resample) are dropped and the interval is taken over the rest.
+No interval with fewer than 2 subjects.
+
+Paired comparison of two submissions on the same subjects: the Wilcoxon signed-rank test on the
+per-subject differences (``scipy.stats.wilcoxon``, two-sided, ``zero_method="wilcox"``: subjects
+with a zero difference are dropped from the test, Wilcoxon 1945), with win / tie / loss counts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cardbench.benchmark.aggregate import bootstrap_ci
+
+LOA_Z = 1.96
+AGREEMENT_STATS = ("bias", "sd_diff", "loa_low", "loa_high", "mae", "pearson_r")
+#: columns of the agreement table (and the records in summary.json's ``clinical.agreement``).
+AGREEMENT_COLUMNS = (["index", "unit", "grouping", "group", "n_subjects", "n_excluded", "ref_mean", "pred_mean"]
+                     + [c for s in AGREEMENT_STATS for c in (s, f"{s}_ci_low", f"{s}_ci_high")]
+                     + ["pearson_p"])
+
+
+def _pair(ref, pred) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(ref, dtype=np.float64).ravel()
+    p = np.asarray(pred, dtype=np.float64).ravel()
+    if r.shape != p.shape:
+        raise ValueError(f"reference and prediction have different lengths ({r.size} and {p.size})")
+    return r, p
+
+
+def _pearson(r: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    if r.size < 3 or np.ptp(r) == 0 or np.ptp(p) == 0:
+        return np.nan, np.nan
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.pearsonr(r, p)
+    return float(res.statistic), float(res.pvalue)
+
+
+def bland_altman(ref, pred) -> dict[str, float]:
+    """Bland-Altman agreement of ``pred`` with ``ref`` (one value per subject, same order).
+
+    Args:
+        ref, pred: 1D arrays of equal length, finite values (filter NaN first).
+
+    Returns:
+        dict with n, ref_mean, pred_mean, bias, sd_diff, loa_low, loa_high, mae, pearson_r,
+        pearson_p (NaN where undefined: SD with n < 2, r with n < 3 or a constant series).
+
+    Raises:
+        ValueError: lengths differ or a value is not finite.
+    """
+    r, p = _pair(ref, pred)
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(p))):
+        raise ValueError("bland_altman needs finite values; drop NaN pairs first")
+    n = r.size
+    d = p - r
+    bias = float(d.mean()) if n else np.nan
+    sd = float(d.std(ddof=1)) if n > 1 else np.nan
+    rr, pp = _pearson(r, p)
+    return {"n": int(n), "ref_mean": float(r.mean()) if n else np.nan, "pred_mean": float(p.mean()) if n else np.nan,
+            "bias": bias, "sd_diff": sd, "loa_low": bias - LOA_Z * sd, "loa_high": bias + LOA_Z * sd,
+            "mae": float(np.abs(d).mean()) if n else np.nan, "pearson_r": rr, "pearson_p": pp}
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Subject indices of ``n_boot`` resamples of ``n`` subjects, shape (n_boot, n).
+
+    The same draw as :func:`cardbench.benchmark.aggregate.bootstrap_ci` (``default_rng(seed)``,
+    ``integers(0, n, size=(n_boot, n))``).
+    """
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_stat_ci(statistic: Callable[..., np.ndarray], arrays: Sequence[np.ndarray], n_boot: int, seed: int,
+                      alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of any statistic of paired per-subject arrays.
+
+    Args:
+        statistic: function of the resampled arrays, each of shape (n_boot, n), returning one
+            value per resample (shape (n_boot,)); NaN for an undefined resample.
+        arrays: per-subject arrays of equal length n (resampled together, by subject).
+        n_boot: number of resamples (0 gives NaN bounds).
+        seed: seed (see :func:`bootstrap_indices`).
+        alpha: 1 - coverage.
+
+    Returns:
+        (low, high); (NaN, NaN) with fewer than 2 subjects, ``n_boot == 0`` or no defined resample.
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    n = arrays[0].size
+    if n_boot <= 0 or n < 2:
+        return (np.nan, np.nan)
+    idx = bootstrap_indices(n, n_boot, seed)
+    vals = np.asarray(statistic(*[a[idx] for a in arrays]), dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return (np.nan, np.nan)
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def _sd_rows(d: np.ndarray) -> np.ndarray:
+    return d.std(axis=1, ddof=1)
+
+
+def _pearson_rows(r: np.ndarray, p: np.ndarray) -> np.ndarray:
+    rc = r - r.mean(axis=1, keepdims=True)
+    pc = p - p.mean(axis=1, keepdims=True)
+    den = np.sqrt((rc ** 2).sum(axis=1) * (pc ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (rc * pc).sum(axis=1) / den
+    # a resample with (numerically) constant values has no defined r
+    scale = np.maximum(np.abs(r).max(axis=1), np.abs(p).max(axis=1))
+    tiny = (np.ptp(r, axis=1) <= 1e-12 * np.maximum(scale, 1)) | (np.ptp(p, axis=1) <= 1e-12 * np.maximum(scale, 1))
+    out[tiny] = np.nan
+    return np.clip(out, -1.0, 1.0)
+
+
+def agreement(ref, pred, n_boot: int = 2000, seed: int = 20210421) -> dict[str, float]:
+    """:func:`bland_altman` figures with subject-level bootstrap 95 % CIs (``<stat>_ci_low/high``).
+
+    Args:
+        ref, pred: per-subject values (NaN pairs are dropped and counted in ``n_excluded``).
+        n_boot, seed: bootstrap settings.
+
+    Returns:
+        dict with n_subjects, n_excluded, ref_mean, pred_mean, and for each of bias, sd_diff,
+        loa_low, loa_high, mae, pearson_r its value and CI bounds; pearson_p.
+    """
+    r, p = _pair(ref, pred)
+    ok = np.isfinite(r) & np.isfinite(p)
+    r, p = r[ok], p[ok]
+    ba = bland_altman(r, p)
+    out: dict[str, float] = {"n_subjects": ba["n"], "n_excluded": int((~ok).sum()),
+                             "ref_mean": ba["ref_mean"], "pred_mean": ba["pred_mean"]}
+    d = p - r
+    cis = {
+        "bias": bootstrap_ci(d, n_boot, seed) if d.size else (np.nan, np.nan),
+        "mae": bootstrap_ci(np.abs(d), n_boot, seed) if d.size else (np.nan, np.nan),
+        "sd_diff": bootstrap_stat_ci(_sd_rows, [d], n_boot, seed),
+        "loa_low": bootstrap_stat_ci(lambda x: x.mean(axis=1) - LOA_Z * _sd_rows(x), [d], n_boot, seed),
+        "loa_high": bootstrap_stat_ci(lambda x: x.mean(axis=1) + LOA_Z * _sd_rows(x), [d], n_boot, seed),
+        "pearson_r": (bootstrap_stat_ci(_pearson_rows, [r, p], n_boot, seed) if r.size >= 3
+                      else (np.nan, np.nan)),
+    }
+    for s in AGREEMENT_STATS:
+        out[s] = ba[s]
+        out[f"{s}_ci_low"], out[f"{s}_ci_high"] = cis[s]
+    out["pearson_p"] = ba["pearson_p"]
+    return out
+
+
+def agreement_table(table: pd.DataFrame, n_boot: int = 2000, seed: int = 20210421,
+                    by_split: bool = True) -> pd.DataFrame:
+    """Agreement of every index of a per-subject table (``clinical.csv`` layout) with the reference.
+
+    Args:
+        table: columns subject, index, unit, ref, pred, and optionally split.
+        n_boot, seed: bootstrap settings.
+        by_split: also one row per split (grouping ``split``) when the table has more than one
+            non-empty split.
+
+    Returns:
+        DataFrame with :data:`AGREEMENT_COLUMNS`; grouping ``all`` (group ``all``) first.
+    """
+    recs = []
+    if table.empty:
+        return pd.DataFrame(columns=AGREEMENT_COLUMNS)
+    groups: list[tuple[str, str, pd.DataFrame]] = [("all", "all", table)]
+    if by_split and "split" in table.columns:
+        splits = [s for s in table["split"].fillna("").unique() if s != ""]
+        if len(splits) > 1 or (len(splits) == 1 and (table["split"].fillna("") == "").any()):
+            for s in sorted(splits):
+                groups.append(("split", s, table[table["split"] == s]))
+    order = list(dict.fromkeys(table["index"]))
+    for gname, label, g in groups:
+        for index in order:
+            rows = g[g["index"] == index]
+            if rows.empty:
+                continue
+            rec = {"index": index, "unit": rows["unit"].iloc[0], "grouping": gname, "group": label}
+            rec.update(agreement(rows["ref"].to_numpy(), rows["pred"].to_numpy(), n_boot, seed))
+            recs.append(rec)
+    return pd.DataFrame.from_records(recs, columns=AGREEMENT_COLUMNS)
+
+
+# --- paired comparison of two submissions -------------------------------------------------------
+
+@dataclass
+class PairedComparison:
+    """Result of :func:`paired_wilcoxon`.
+
+    Attributes:
+        per_subject: DataFrame subject, a, b, diff (= a - b), winner (``A``, ``B`` or ``tie``).
+        n_subjects: subjects compared (finite value in both).
+        wins_a, ties, wins_b: counts; "win" follows ``higher_is_better``.
+        mean_diff, median_diff: of a - b.
+        statistic, pvalue: Wilcoxon signed-rank test (NaN when every difference is 0 or no subject).
+        n_nonzero: subjects with a non-zero difference (those the test uses).
+        excluded: subjects present in only one of the inputs, or NaN in one.
+    """
+
+    per_subject: pd.DataFrame
+    n_subjects: int
+    wins_a: int
+    ties: int
+    wins_b: int
+    mean_diff: float
+    median_diff: float
+    statistic: float
+    pvalue: float
+    n_nonzero: int
+    higher_is_better: bool
+    excluded: list[str] = field(default_factory=list)
+    method: str = "Wilcoxon signed-rank, two-sided, zero_method='wilcox' (scipy.stats.wilcoxon)"
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (per-subject rows included)."""
+        return {"n_subjects": self.n_subjects, "wins_a": self.wins_a, "ties": self.ties, "wins_b": self.wins_b,
+                "mean_diff": self.mean_diff, "median_diff": self.median_diff, "statistic": self.statistic,
+                "pvalue": self.pvalue, "n_nonzero": self.n_nonzero, "higher_is_better": self.higher_is_better,
+                "method": self.method, "excluded": self.excluded,
+                "per_subject": self.per_subject.to_dict(orient="records")}
+
+
+def paired_wilcoxon(a: pd.Series, b: pd.Series, higher_is_better: bool = True) -> PairedComparison:
+    """Compare two submissions subject by subject (Wilcoxon signed-rank test on a - b).
+
+    Args:
+        a, b: per-subject values indexed by subject id (e.g. mean Dice per subject, or the
+            absolute EF error per subject).
+        higher_is_better: True for Dice-like values, False for errors and distances.
+
+    Returns:
+        :class:`PairedComparison`. Subjects present in only one input, or NaN in one, are listed
+        in ``excluded`` and not compared.
+    """
+    a = pd.Series(a, dtype=np.float64)
+    b = pd.Series(b, dtype=np.float64)
+    a.index = a.index.astype(str)
+    b.index = b.index.astype(str)
+    both = sorted(set(a.index) & set(b.index))
+    excluded = sorted((set(a.index) ^ set(b.index)))
+    keep = [s for s in both if np.isfinite(a[s]) and np.isfinite(b[s])]
+    excluded += [s for s in both if s not in keep]
+    av = a.reindex(keep).to_numpy()
+    bv = b.reindex(keep).to_numpy()
+    d = av - bv
+    better_a = d > 0 if higher_is_better else d < 0
+    better_b = d < 0 if higher_is_better else d > 0
+    winner = np.where(better_a, "A", np.where(better_b, "B", "tie"))
+    per = pd.DataFrame({"subject": keep, "a": av, "b": bv, "diff": d, "winner": winner})
+    nz = int(np.count_nonzero(d))
+    stat, pval = np.nan, np.nan
+    if nz > 0:
+        from scipy import stats
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = stats.wilcoxon(av, bv, zero_method="wilcox", alternative="two-sided")
+        stat, pval = float(res.statistic), float(res.pvalue)
+    return PairedComparison(
+        per_subject=per, n_subjects=len(keep), wins_a=int(better_a.sum()), ties=int((d == 0).sum()),
+        wins_b=int(better_b.sum()), mean_diff=float(d.mean()) if d.size else np.nan,
+        median_diff=float(np.median(d)) if d.size else np.nan, statistic=stat, pvalue=pval, n_nonzero=nz,
+        higher_is_better=higher_is_better, excluded=sorted(set(excluded)))
