@@ -290,3 +290,120 @@ def paired_wilcoxon(a: pd.Series, b: pd.Series, higher_is_better: bool = True) -
         wins_b=int(better_b.sum()), mean_diff=float(d.mean()) if d.size else np.nan,
         median_diff=float(np.median(d)) if d.size else np.nan, statistic=stat, pvalue=pval, n_nonzero=nz,
         higher_is_better=higher_is_better, excluded=sorted(set(excluded)))
+
+
+# --- comparing two result folders ---------------------------------------------------------------
+
+def subject_values(result: "str | object", metric: str = "dice", cls: str | None = "LV",
+                   split: str | None = None) -> tuple[pd.Series, bool, str]:
+    """Per-subject values of one result folder written by ``cardbench score``.
+
+    Args:
+        result: result folder (or a :class:`~cardbench.benchmark.results.ScoreResult` with its
+            ``extra_tables``).
+        metric: a metric of ``per_subject.csv`` (dice, iou, hd95, ...: the per-subject mean at the
+            protocol's level) or a clinical index (LVEDV, LVEF, LVM, ...: the absolute error
+            ``|prediction - reference|`` from ``clinical.csv``).
+        cls: class for a per-subject metric (ignored for clinical indices).
+        split: keep only subjects of this split.
+
+    Returns:
+        (values indexed by subject, higher_is_better, description of the values).
+
+    Raises:
+        FileNotFoundError: not a result folder, or no clinical.csv for a clinical index.
+        ValueError: unknown metric or class (the message lists the available ones).
+    """
+    from pathlib import Path
+
+    from cardbench.benchmark.clinical import INDEX_UNITS
+    from cardbench.benchmark.protocols import METRIC_DIRECTION
+    from cardbench.benchmark.results import ScoreResult, read_result
+
+    if isinstance(result, ScoreResult):
+        res, folder = result, None
+    else:
+        folder = Path(result)
+        if not (folder / "summary.json").exists():
+            raise FileNotFoundError(f"{folder}: not a result folder (no summary.json); give a folder written by "
+                                    "`cardbench score --out`")
+        res = read_result(folder)
+    if metric in INDEX_UNITS:
+        if folder is not None:
+            path = folder / "clinical.csv"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing; this result has no clinical indices (scored without "
+                                        "voxel sizes, or by a cardbench before clinical indices existed)")
+            clin = pd.read_csv(path, dtype={"subject": str, "split": str}, keep_default_na=False,
+                               na_values=[""])
+        else:
+            clin = res.extra_tables.get("clinical", pd.DataFrame())
+        rows = clin[clin["index"] == metric] if not clin.empty else clin
+        if rows.empty:
+            have = sorted(set(clin["index"])) if not clin.empty else []
+            raise ValueError(f"no clinical index {metric} in this result (available: {', '.join(have) or 'none'})")
+        if split is not None:
+            rows = rows[rows["split"].fillna("") == split]
+        vals = pd.Series(rows["abs_diff"].to_numpy(np.float64), index=rows["subject"].astype(str))
+        return vals, False, f"|{metric} prediction - reference| ({INDEX_UNITS[metric]})"
+    ps = res.per_subject
+    metrics = sorted(set(ps["metric"])) if not ps.empty else []
+    if metric not in metrics:
+        raise ValueError(f"unknown metric {metric!r}; per_subject.csv has {', '.join(metrics) or 'none'}, and "
+                         f"clinical indices are {', '.join(INDEX_UNITS)}")
+    classes = sorted(set(ps["class"]))
+    if cls not in classes:
+        raise ValueError(f"class {cls!r} not in this result (classes: {', '.join(classes)})")
+    rows = ps[(ps["metric"] == metric) & (ps["class"] == cls)]
+    if split is not None:
+        rows = rows[rows["split"].fillna("") == split]
+    vals = pd.Series(rows["mean"].to_numpy(np.float64), index=rows["subject"].astype(str))
+    level = res.summary.get("protocol", {}).get("level", "")
+    return vals, METRIC_DIRECTION.get(metric, 1) > 0, f"{metric} {cls}, per-subject mean ({level} level)"
+
+
+def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: str | None = None,
+                    allow_mismatch: bool = False) -> tuple[PairedComparison, dict]:
+    """Paired comparison of two result folders subject by subject (:func:`paired_wilcoxon`).
+
+    Args:
+        a, b: result folders written by ``cardbench score`` (or ScoreResults).
+        metric, cls, split: see :func:`subject_values`.
+        allow_mismatch: compare even when the protocols or datasets differ.
+
+    Returns:
+        (comparison, info) where info holds the submissions' names, protocol, dataset and what
+        the values are.
+
+    Raises:
+        ValueError: protocols (name, version) or datasets differ and ``allow_mismatch`` is False;
+            unknown metric or class.
+        FileNotFoundError: a folder is not a result folder.
+    """
+    from pathlib import Path
+
+    from cardbench.benchmark.results import ScoreResult, read_result
+
+    def load(x):
+        return x if isinstance(x, ScoreResult) else read_result(Path(x))
+
+    sa, sb = load(a).summary, load(b).summary
+    pa, pb = sa.get("protocol", {}), sb.get("protocol", {})
+    da, db = sa.get("dataset", {}), sb.get("dataset", {})
+    problems = []
+    if (pa.get("name"), pa.get("version")) != (pb.get("name"), pb.get("version")):
+        problems.append(f"protocols differ: {pa.get('name')} v{pa.get('version')} vs {pb.get('name')} "
+                        f"v{pb.get('version')}")
+    if (da.get("name"), da.get("version")) != (db.get("name"), db.get("version")):
+        problems.append(f"datasets differ: {da.get('name')} {da.get('version')} vs {db.get('name')} "
+                        f"{db.get('version')}")
+    if problems and not allow_mismatch:
+        raise ValueError("; ".join(problems) + ": per-subject values are not comparable (score both "
+                         "submissions against the same reference and protocol, or pass --force)")
+    va, hib, desc = subject_values(a, metric, cls, split)
+    vb, _, _ = subject_values(b, metric, cls, split)
+    comp = paired_wilcoxon(va, vb, higher_is_better=hib)
+    info = {"a": sa.get("submission", {}).get("name", str(a)), "b": sb.get("submission", {}).get("name", str(b)),
+            "protocol": f"{pa.get('name')} v{pa.get('version')}", "dataset": da.get("name"),
+            "values": desc, "metric": metric, "class": cls, "split": split, "warnings": problems}
+    return comp, info
