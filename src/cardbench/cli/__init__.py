@@ -40,3 +40,7 @@ from cardbench.cli import score as _score  # noqa: E402,F401  (registers score, 
 def main() -> None:
     """Console entry point."""
     app()
+
+
+from cardbench.cli import leaderboard as _leaderboard  # noqa: E402,F401  (cardbench leaderboard ...)
+from cardbench.cli import dashboard as _dashboard  # noqa: E402,F401  (cardbench dashboard)

@@ -60,6 +60,9 @@ def score_cmd(
                                        "cardbench-results/<submission>__<protocol>)."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write a result folder."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of the table."),
+    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Also add the result as an entry of "
+                                               "this leaderboard folder (see `cardbench leaderboard`)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Leaderboard entry name (default: the submission's)."),
 ) -> None:
     """Validate a submission against a reference and score it (Dice, IoU per class; per image and volume).
 
@@ -92,6 +95,9 @@ def score_cmd(
         dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
         result.write(dest)
         result.summary["output"] = str(dest)
+    if leaderboard is not None:
+        from cardbench.cli.leaderboard import add_to_leaderboard
+        add_to_leaderboard(result, leaderboard, name)
     if as_json:
         typer.echo(to_json(result.summary))
         return

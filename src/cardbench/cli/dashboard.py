@@ -1,0 +1,79 @@
+"""``cardbench dashboard``: start the Streamlit leaderboard app (the ``[dashboard]`` extra)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cardbench.cli import app
+
+err = Console(stderr=True)
+
+
+def streamlit_command(leaderboard: Path, port: int = 8501, address: str = "127.0.0.1",
+                      headless: bool = True) -> tuple[list[str], dict]:
+    """The command line and environment that serve the dashboard for ``leaderboard``.
+
+    Returns:
+        (argv, env): ``python -m streamlit run <cardbench/dashboard/app.py> --server.port ...`` and a
+        copy of ``os.environ`` with ``CARDBENCH_LEADERBOARD`` set.
+    """
+    from cardbench.benchmark.leaderboard import ENV_VAR
+
+    app_py = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app_py),
+            "--server.address", address, "--server.port", str(port),
+            "--server.headless", "true" if headless else "false",
+            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
+            "--client.toolbarMode", "viewer"]
+    env = dict(os.environ)
+    env[ENV_VAR] = str(Path(leaderboard).expanduser().resolve())
+    return argv, env
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", "-L", help="Leaderboard folder (default: "
+                                               "$CARDBENCH_LEADERBOARD, else the user data dir; pre-filled with "
+                                               "the published entries on first use)."),
+    port: int = typer.Option(8501, "--port", "-p", min=1, max=65535, help="Port to serve on."),
+    address: str = typer.Option("127.0.0.1", "--address", help="Address to bind (127.0.0.1: this machine "
+                                "only; 0.0.0.0 exposes it to the network)."),
+    open_browser: bool = typer.Option(False, "--open-browser", help="Open a browser tab (default: headless)."),
+) -> None:
+    r"""Start the dashboard: leaderboard, submission, case drill-down, compare and dataset pages.
+
+    Stop it with Ctrl+C. Needs streamlit and plotly: pip install 'cardbench\[dashboard]'.
+    """
+    try:
+        import plotly  # noqa: F401
+        import streamlit  # noqa: F401
+    except ImportError as e:
+        err.print(f"[red]error:[/red] the dashboard needs streamlit and plotly ({e}); install them with: "
+                  "pip install 'cardbench[dashboard]'", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    from cardbench.benchmark.leaderboard import open_leaderboard
+
+    lb = open_leaderboard(leaderboard, progress=err.is_terminal)
+    argv, env = streamlit_command(lb.root, port, address, headless=not open_browser)
+    n = sum(len(lb.entry_names(b)) for b in lb.benchmark_ids())
+    err.print(f"leaderboard [bold]{lb.root}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
+    err.print(f"serving on [bold]http://{address}:{port}[/bold]  (Ctrl+C to stop)")
+    proc = subprocess.Popen(argv, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        code = 0
+    raise typer.Exit(code)

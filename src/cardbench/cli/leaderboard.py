@@ -1,0 +1,223 @@
+"""``cardbench leaderboard show | remove | export | prefill | path``: a thin layer over
+:mod:`cardbench.benchmark.leaderboard`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cardbench.cli import app
+
+err = Console(stderr=True)
+lb_app = typer.Typer(name="leaderboard", help="Show, export and edit a leaderboard folder (one folder per "
+                     "benchmark = dataset + split + protocol, one entry per submission).",
+                     no_args_is_help=True)
+app.add_typer(lb_app, name="leaderboard")
+
+_DIR_HELP = ("Leaderboard folder (default: $CARDBENCH_LEADERBOARD, else the user data dir; pre-filled with the "
+             "published entries on first use).")
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    markdown = "markdown"
+    json = "json"
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _open(folder: Optional[Path], prefill: bool = True):
+    from cardbench.benchmark.leaderboard import open_leaderboard
+
+    return open_leaderboard(folder, prefill=prefill, progress=err.is_terminal)
+
+
+def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
+    ids = lb.benchmark_ids()
+    if not ids:
+        _fail(f"{lb.root}: no benchmark yet; add one with: cardbench score ... --leaderboard {lb.root} --name NAME",
+              code=1)
+    if benchmark is None:
+        return ids
+    if benchmark in ids:
+        return [benchmark]
+    matches = [b for b in ids if b.startswith(benchmark)]
+    if len(matches) == 1:
+        return matches
+    _fail(f"{lb.root}: no benchmark '{benchmark}'" + (f" (matches: {', '.join(matches)})" if matches else "")
+          + f"; available: {', '.join(ids)}")
+    return []
+
+
+@lb_app.command("show")
+def show_cmd(
+    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (or a unique prefix), "
+                                            "e.g. cmr-7t__test__ankenbrand2021. Default: all."),
+    metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric <metric>_<class>[_<phase>], "
+                               "e.g. dice_lv, dice_my_es, hd95_lv."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Further metric families to show as columns, "
+                                          "comma-separated (e.g. iou,hd95)."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+) -> None:
+    """Print the leaderboard ranked by a metric, with 95 % confidence intervals where the protocol has them."""
+    from cardbench.benchmark.leaderboard import LeaderboardError, display_table, render
+
+    lb = _open(folder)
+    extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    out = []
+    for b in _resolve_benchmark(lb, benchmark):
+        info = lb.benchmark(b)
+        try:
+            df = lb.ranked(b, metric, metrics=extra)
+        except LeaderboardError as e:
+            if benchmark is not None:
+                _fail(str(e))
+            err.print(f"[yellow]skipped[/yellow] {b}: {e}", highlight=False, soft_wrap=True)
+            continue
+        if fmt == Format.table:
+            _print_rich(df, info, display_table(df))
+        elif fmt == Format.json:
+            out.append(render(df, "json", info.title))
+        elif fmt == Format.csv:
+            df.insert(1, "benchmark", b)
+            out.append(df)
+        else:
+            out.append(render(df, fmt.value, info.title))
+    if not out:
+        return
+    if fmt == Format.csv:
+        import pandas as pd
+
+        typer.echo(pd.concat(out, ignore_index=True).to_csv(index=False, float_format="%.6g"), nl=False)
+    elif fmt == Format.json and len(out) > 1:
+        typer.echo("[\n" + ",\n".join(o.rstrip() for o in out) + "\n]")
+    else:
+        typer.echo("\n".join(out), nl=False)
+
+
+def _print_rich(df, info, disp) -> None:
+    from rich.table import Table
+
+    a = df.attrs
+    proto = info.protocol
+    con = Console()
+    t = Table(title=f"{info.title}  |  ranked by {a['rank_column']} ({a['group']}), "
+                    f"{'higher' if a['direction'] > 0 else 'lower'} is better", title_justify="left")
+    for c in disp.columns:
+        t.add_column(c, justify="left" if c in ("entry", "label") else "right",
+                     overflow="fold", max_width=40 if c == "label" else None)
+    for _, r in disp.iterrows():
+        t.add_row(*[str(v) for v in r])
+    con.print(t)
+    ci = ("95 % CI in brackets: " + str(proto.get("bootstrap", {}).get("resamples")) + " subject bootstrap resamples"
+          if a.get("has_ci") else "no confidence interval under this protocol")
+    con.print(f"[dim]protocol {proto.get('name')} v{proto.get('version')}: {proto.get('description', '')} {ci}.[/dim]",
+              highlight=False)
+
+
+@lb_app.command("remove")
+def remove_cmd(
+    name: str = typer.Argument(..., help="Entry name."),
+    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (needed when the name "
+                                            "is in several benchmarks); 'all' removes it from every benchmark."),
+) -> None:
+    """Remove an entry (atomically). Pre-filled published entries stay removed."""
+    from cardbench.benchmark.leaderboard import LeaderboardError
+
+    lb = _open(folder)
+    if benchmark == "all":
+        benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
+    elif benchmark is not None:
+        benches = _resolve_benchmark(lb, benchmark)
+    else:
+        benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
+        if len(benches) > 1:
+            _fail(f"entry '{name}' is in {len(benches)} benchmarks ({', '.join(benches)}); pass --benchmark ID "
+                  "or --benchmark all")
+    if not benches:
+        _fail(f"{lb.root}: no entry '{name}' in any benchmark", code=1)
+    for b in benches:
+        try:
+            lb.remove(b, name)
+        except LeaderboardError as e:
+            _fail(str(e), code=1)
+        Console().print(f"removed [bold]{name}[/bold] from {b}")
+
+
+@lb_app.command("export")
+def export_cmd(
+    out: Path = typer.Argument(..., help="Output folder."),
+    folder: Optional[Path] = typer.Option(None, "--leaderboard", "-L", help=_DIR_HELP, show_default=False),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Only this benchmark."),
+    metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric."),
+    with_entries: bool = typer.Option(False, "--with-entries", help="Also copy the full entries (summary, "
+                                      "per-case tables, submission.yaml) into OUT/leaderboard/, a leaderboard "
+                                      "folder another user can open."),
+) -> None:
+    """Write each benchmark's ranked table as CSV, Markdown and JSON (and optionally the full entries)."""
+    lb = _open(folder)
+    benches = _resolve_benchmark(lb, benchmark)
+    written = []
+    for b in benches:
+        written += lb.export(out, b, metric=metric, with_entries=with_entries)
+    con = Console()
+    for p in written:
+        con.print(f"wrote {p}")
+
+
+@lb_app.command("prefill")
+def prefill_cmd(
+    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    force: bool = typer.Option(False, "--force", help="Re-add published entries that were removed."),
+) -> None:
+    """Add the published entries (computed now by cardbench from the embedded published tables)."""
+    from cardbench.benchmark.leaderboard import PREFILL_SOURCES, Leaderboard
+
+    lb = Leaderboard(folder)
+    added = lb.prefill(force=force, progress=err.is_terminal)
+    con = Console()
+    for k, s in PREFILL_SOURCES.items():
+        con.print(f"[bold]{k}[/bold]: {s.description}")
+    con.print(f"{len(added)} entr{'y' if len(added) == 1 else 'ies'} added to {lb.root}")
+
+
+@lb_app.command("path")
+def path_cmd() -> None:
+    """Print the default leaderboard folder ($CARDBENCH_LEADERBOARD, else the user data dir)."""
+    from cardbench.benchmark.leaderboard import default_root
+
+    typer.echo(str(default_root()))
+
+
+def add_to_leaderboard(result, folder: Path, name: Optional[str] = None) -> None:
+    """Add ``result`` to the leaderboard ``folder`` and print where it ranks (stderr); used by
+    ``cardbench score --leaderboard DIR --name NAME``. Exits 2 with the reason when it cannot."""
+    from cardbench.benchmark.leaderboard import LeaderboardError, add_entry
+
+    try:
+        entry = add_entry(result, folder, name)
+    except LeaderboardError as e:
+        _fail(str(e))
+    from cardbench.benchmark.leaderboard import Leaderboard
+
+    lb = Leaderboard(folder)
+    where = ""
+    try:
+        df = lb.ranked(entry.benchmark, "dice")
+        r = df.loc[df["entry"] == entry.name, "rank"].iloc[0]
+        where = f", rank {r} of {len(df)} by {df.attrs['rank_column']}"
+    except (LeaderboardError, IndexError):
+        pass
+    err.print(f"added to leaderboard [bold]{lb.root}[/bold] as [bold]{entry.name}[/bold] "
+              f"(benchmark {entry.benchmark}{where}); view it with: cardbench dashboard --leaderboard {lb.root}",
+              highlight=False, soft_wrap=True)

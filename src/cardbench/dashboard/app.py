@@ -1,0 +1,36 @@
+"""The cardbench dashboard (Streamlit): ``cardbench dashboard`` runs ``streamlit run`` on this file.
+
+Pages (``views/``): Leaderboard, Submission, Case drill-down, Compare, Dataset. The leaderboard folder
+comes from ``$CARDBENCH_LEADERBOARD`` (set by ``cardbench dashboard --leaderboard DIR``), else the
+default folder, pre-filled with the published entries on first use.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="cardbench leaderboard", page_icon=":anatomical_heart:", layout="wide")
+
+PAGES = [
+    st.Page(str(HERE / "views" / "leaderboard.py"), title="Leaderboard", icon=":material/leaderboard:",
+            url_path="leaderboard", default=True),
+    st.Page(str(HERE / "views" / "submission.py"), title="Submission", icon=":material/description:",
+            url_path="submission"),
+    st.Page(str(HERE / "views" / "case.py"), title="Case drill-down", icon=":material/image_search:",
+            url_path="case"),
+    st.Page(str(HERE / "views" / "compare.py"), title="Compare", icon=":material/compare_arrows:",
+            url_path="compare"),
+    st.Page(str(HERE / "views" / "dataset.py"), title="Dataset", icon=":material/dataset:", url_path="dataset"),
+]
+
+page = st.navigation(PAGES)
+
+from cardbench.dashboard import data  # noqa: E402
+
+with st.sidebar:
+    st.markdown("**cardbench** leaderboard")
+    st.caption(f"folder: `{data.root()}`")
+data.leaderboard()
+page.run()

@@ -1,0 +1,178 @@
+"""Loading leaderboard data for the pages, with Streamlit caching, and small shared widgets.
+
+Cost model (so hundreds of entries x thousands of cases stay fast): the Leaderboard page reads only
+the benchmark's ``index.json`` (metadata and aggregated figures of every entry); a per-case table is
+read only when a page needs that entry (Submission, Case, Compare, Dataset), and each read is cached
+with :func:`st.cache_data` keyed by the folder, the names and a cheap fingerprint
+(:meth:`Leaderboard.stamp`: one ``stat`` per entry), so a new or replaced entry shows after a reload
+and nothing is read twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from cardbench.benchmark.leaderboard import Leaderboard, default_root, open_leaderboard, read_entry, read_per_case
+
+
+def root() -> str:
+    """The leaderboard folder: ``$CARDBENCH_LEADERBOARD`` (set by ``cardbench dashboard``), else the default."""
+    return str(default_root())
+
+
+@st.cache_resource(show_spinner="Scoring the published entries (first use)...")
+def _prefilled(folder: str) -> bool:
+    open_leaderboard(folder, prefill=True)
+    return True
+
+
+def leaderboard() -> Leaderboard:
+    """The :class:`Leaderboard` of this session (pre-filled once per process and folder)."""
+    folder = root()
+    _prefilled(folder)
+    return Leaderboard(folder)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _benchmarks(folder: str, stamp: tuple) -> list[dict]:
+    lb = Leaderboard(folder)
+    out = []
+    for b in lb.benchmark_ids():
+        info = lb.benchmark(b)
+        out.append({"id": b, "title": info.title, "dataset": info.dataset, "split": info.split,
+                    "protocol": info.protocol, "n_entries": info.n_entries})
+    return out
+
+
+def _root_stamp(folder: str) -> tuple:
+    """Names and mtimes of the benchmark folders and their entries folders (cheap)."""
+    out = []
+    p = Path(folder)
+    if not p.is_dir():
+        return ()
+    for d in os.scandir(p):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        try:
+            e = os.stat(os.path.join(d.path, "entries"))
+            out.append((d.name, e.st_mtime_ns))
+        except OSError:
+            out.append((d.name, 0))
+    return tuple(sorted(out))
+
+
+def benchmarks() -> list[dict]:
+    """Every benchmark: id, title, dataset, split, protocol, n_entries."""
+    folder = root()
+    return _benchmarks(folder, _root_stamp(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _board(folder: str, bench: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return Leaderboard(folder).tables(bench)
+
+
+def board(bench: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(entries table, long aggregates table) of a benchmark, cached until an entry changes."""
+    folder = root()
+    return _board(folder, bench, Leaderboard(folder).stamp(bench))
+
+
+def _entry_stamp(folder: str, bench: str, entry: str) -> int:
+    try:
+        return os.stat(Path(folder) / bench / "entries" / entry / "summary.json").st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(show_spinner="Loading the per-case table...", max_entries=24)
+def _per_case(folder: str, bench: str, entry: str, stamp: int) -> pd.DataFrame:
+    return read_per_case(Path(folder) / bench / "entries" / entry)
+
+
+def per_case(bench: str, entry: str) -> pd.DataFrame:
+    """The per-case table of one entry (read once, cached)."""
+    folder = root()
+    return _per_case(folder, bench, entry, _entry_stamp(folder, bench, entry))
+
+
+@st.cache_data(show_spinner=False, max_entries=24)
+def _entry_extra(folder: str, bench: str, entry: str, stamp: int) -> tuple[dict, pd.DataFrame, dict, dict]:
+    lb = Leaderboard(folder)
+    e = lb.entry(bench, entry)
+    res = read_entry(e.path)
+    return res.summary, res.per_subject, res.extra_tables, e.meta
+
+
+def entry_details(bench: str, entry: str) -> tuple[dict, pd.DataFrame, dict, dict]:
+    """(summary, per-subject table, extra tables {name: DataFrame}, submission.yaml) of one entry."""
+    folder = root()
+    return _entry_extra(folder, bench, entry, _entry_stamp(folder, bench, entry))
+
+
+# ------------------------------------------------------------------------------------------
+# shared widgets
+
+
+def select_persistent(label: str, options: list, key: str, *, container=None, format_func=str, help=None,
+                      query_param: str | None = None):
+    """A selectbox whose choice survives page switches (kept in ``st.session_state['_keep_<key>']``)
+    and, with ``query_param``, is read from and written to the URL (shareable links)."""
+    c = container or st
+    keep = f"_keep_{key}"
+    want = st.session_state.get(key, st.session_state.get(keep))
+    if want is None and query_param and query_param in st.query_params:
+        want = st.query_params[query_param]
+    index = options.index(want) if want in options else 0
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+    value = c.selectbox(label, options, index=index, key=key, format_func=format_func, help=help)
+    st.session_state[keep] = value
+    if query_param and value is not None and st.query_params.get(query_param) != str(value):
+        st.query_params[query_param] = str(value)
+    return value
+
+
+def download(df: pd.DataFrame, file_name: str, label: str = "Download CSV", key: str | None = None) -> None:
+    """A CSV download button for a table shown on the page."""
+    st.download_button(label, df.to_csv(index=False, float_format="%.6g").encode("utf-8"), file_name=file_name,
+                       mime="text/csv", key=key or f"dl_{file_name}")
+
+
+def current_benchmark() -> dict | None:
+    """The benchmark chosen in the sidebar (a dict from :func:`benchmarks`), or None when there is none."""
+    bs = benchmarks()
+    if not bs:
+        return None
+    ids = [b["id"] for b in bs]
+    by_id = {b["id"]: b for b in bs}
+    chosen = select_persistent("Benchmark", ids, "benchmark", container=st.sidebar,
+                               format_func=lambda i: by_id[i]["title"], query_param="benchmark",
+                               help="A benchmark is a dataset, a split and a protocol: only entries scored the "
+                                    "same way are ranked together.")
+    return by_id[chosen]
+
+
+def no_benchmark_message() -> None:
+    st.warning(f"The leaderboard folder {root()} holds no benchmark yet. Add an entry with "
+               f"`cardbench score PREDICTIONS --reference REF --leaderboard {root()} --name NAME`, or fill it with "
+               f"the published entries: `cardbench leaderboard prefill {root()}`.")
+
+
+def protocol_caption(protocol: dict) -> str:
+    """One-line description of a protocol: name, version, level, aggregation, CI."""
+    boot = protocol.get("bootstrap")
+    ci = (f"95 % CI: percentile bootstrap over {boot.get('unit', 'subject')}s, {boot.get('resamples')} resamples"
+          if boot else "no confidence interval under this protocol")
+    return (f"**Protocol {protocol.get('name')} v{protocol.get('version')}**: {protocol.get('description', '')} "
+            f"({ci}.)")
+
+
+def policy_table(protocol: dict) -> pd.DataFrame:
+    """Policy as a table: rows status, columns metric, cells the rule (value, nan, worst, a number)."""
+    pol = protocol.get("policy") or {}
+    return pd.DataFrame({m: {s: str(r) for s, r in rules.items()} for m, rules in pol.items()}).rename_axis("status")

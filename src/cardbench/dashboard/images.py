@@ -1,0 +1,124 @@
+"""Finding and reading the images, reference labels and predictions of one case for the drill-down.
+
+An entry's summary records the reference folder (``dataset.path``) and the submission
+(``submission.path``); its per-case table records each case's files relative to those
+(``ref_file``, ``pred_file``). In the standard layout the image of ``labels/<s>/<s>_frame<FF>.nii.gz``
+is ``images/<s>/<s>_frame<FF>.nii.gz``. When a file cannot be found, :func:`locate_case` says why
+(images not public, reference moved, submission archive...), so the page can say so instead of
+failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: datasets whose images are not public, with the reason shown to the user.
+PRIVATE_IMAGES = {
+    "cmr-7t": ("The 7T cine images of Ankenbrand et al. 2021 are not public (data protection); only the per-image "
+               "confusion counts are, so this benchmark has scores per image but no pictures to overlay."),
+    "kaggle-dsb-manual-masks": ("The Kaggle (Second Annual Data Science Bowl) images need a Kaggle account and the "
+                                "competition's terms; the published data hold only the per-image confusion counts "
+                                "of the public labels against the manual masks, so there is nothing to overlay."),
+}
+
+
+@dataclass
+class CaseFiles:
+    """Files of one case (subject, frame): image (may be None), reference labels, prediction."""
+
+    image: Path | None
+    reference: Path
+    prediction: Path | None
+
+
+def _dataset_root(summary: dict) -> Path | None:
+    ds = summary.get("dataset") or {}
+    p = ds.get("path")
+    if p and not str(p).startswith("embedded:") and Path(p).is_dir():
+        return Path(p)
+    name = ds.get("name")
+    if not name:
+        return None
+    # a prepared dataset cardbench knows where to find (the datasets part), when it is installed
+    try:
+        from cardbench.datasets import fetch as _fetch  # noqa: F401
+    except ImportError:
+        return None
+    for fn_name in ("prepared_path", "dataset_path", "prepared_dataset_path"):
+        fn = getattr(_fetch, fn_name, None)
+        if fn is None:
+            continue
+        try:
+            cand = Path(fn(name))
+        except Exception:  # noqa: BLE001 - any failure means: not available here
+            continue
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def image_for_label(label_rel: str) -> str:
+    """The standard-layout image path of a label path: ``labels/...`` -> ``images/...``."""
+    parts = Path(label_rel).parts
+    if parts and parts[0] == "labels":
+        return str(Path("images", *parts[1:]))
+    return str(Path("images", *parts))
+
+
+def locate_case(summary: dict, ref_file: str, pred_file: str) -> CaseFiles | str:
+    """Find the files of one case, or return the reason (one sentence) why they cannot be shown."""
+    ds = summary.get("dataset") or {}
+    name = ds.get("name", "")
+    if name in PRIVATE_IMAGES:
+        return PRIVATE_IMAGES[name]
+    if not ref_file or str(ref_file).endswith((".tsv", ".csv")):
+        return (f"Entry scored from a table of counts ({ref_file or 'no file names'}): there are no images or masks "
+                "to show.")
+    root = _dataset_root(summary)
+    if root is None:
+        return (f"The reference folder of dataset '{name}' ({ds.get('path', '?')}) is not on this machine; prepare or "
+                "fetch the dataset (cardbench data) to see the images.")
+    ref = root / ref_file
+    if not ref.is_file():
+        return f"Reference labels {ref} not found (was the reference folder changed since scoring?)."
+    img = root / image_for_label(ref_file)
+    image = img if img.is_file() else None
+    sub = Path((summary.get("submission") or {}).get("path", ""))
+    pred = None
+    if pred_file and sub.is_dir() and (sub / pred_file).is_file():
+        pred = sub / pred_file
+    return CaseFiles(image, ref, pred)
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI image as float32 ``(x, y, slice)`` (a 2D image gets a slice axis) and its spacing (mm)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    while arr.ndim > 3:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return arr, zooms
+
+
+def read_labels(path: Path, label_map: dict | str | None) -> np.ndarray:
+    """Read a mask (NIfTI or PNG) and convert it to cardbench values, ``(x, y, slice)``.
+
+    Raises:
+        cardbench.datasets.io.MaskReadError: unreadable file.
+        cardbench.labelmaps.LabelValueError: values outside the label map.
+    """
+    from cardbench.datasets.io import read_mask
+    from cardbench.labelmaps import get_label_map
+
+    lm = get_label_map(label_map if label_map else None)
+    arr = lm.to_cardbench(read_mask(path).array)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return arr

@@ -1,0 +1,74 @@
+"""Compare page: two entries of one benchmark on the same cases: paired per-case differences,
+win/tie/loss counts, the subject-level paired difference with its 95 % CI, and the cases that flip."""
+
+import streamlit as st
+
+from cardbench.benchmark.protocols import METRIC_DIRECTION
+from cardbench.dashboard import analysis, charts, data
+
+st.title("Compare two submissions")
+bench = data.current_benchmark()
+if bench is None:
+    data.no_benchmark_message()
+    st.stop()
+entries, agg = data.board(bench["id"])
+names = entries["entry"].tolist()
+if len(names) < 2:
+    st.info("This benchmark has fewer than two entries: nothing to compare.")
+    st.stop()
+proto = bench["protocol"]
+level = proto.get("level", "volume")
+c1, c2 = st.columns(2)
+a_name = data.select_persistent("A", names, "cmp_a", container=c1, query_param="a")
+b_default = [n for n in names if n != a_name]
+b_name = data.select_persistent("B", b_default, "cmp_b", container=c2, query_param="b")
+
+metrics = [m for m in proto.get("metrics", []) if m in set(agg["metric"])] or ["dice"]
+c3, c4, c5 = st.columns(3)
+metric = c3.selectbox("Metric", metrics, key="cmp_metric")
+levels = ["volume", "image"]
+lvl = c4.radio("Level", levels, index=levels.index(level) if level in levels else 0, horizontal=True,
+               key="cmp_level", help=f"The protocol scores at the {level} level.")
+tol = c5.number_input("Tie tolerance", min_value=0.0, value=0.0, step=0.001, format="%.4f", key="cmp_tol",
+                      help="|B - A| at most this much counts as a tie.")
+
+pa = data.per_case(bench["id"], a_name)
+pb = data.per_case(bench["id"], b_name)
+if metric not in pa.columns or metric not in pb.columns:
+    st.warning(f"'{metric}' is not in both per-case tables.")
+    st.stop()
+pairs = analysis.paired(pa, pb, metric, lvl, tol=tol)
+better = "higher" if METRIC_DIRECTION.get(metric, 1) > 0 else "lower"
+st.caption(f"{len(pairs)} paired ({lvl}, class) values; {better} {metric} is better. "
+           f"Only in A: {pairs.attrs['only_a']}, only in B: {pairs.attrs['only_b']}, "
+           f"excluded (NaN on a side): {pairs.attrs['nan']}.")
+
+st.subheader("Win / tie / loss")
+wtl = analysis.win_tie_loss(pairs)
+st.dataframe(wtl, hide_index=True, key="cmp_wtl",
+             column_config={c: st.column_config.NumberColumn(c, format="%.4f")
+                            for c in ("mean A", "mean B", "mean diff (B-A)")})
+data.download(wtl, f"{a_name}_vs_{b_name}__win_tie_loss.csv", key="dl_cmp_wtl")
+
+boot = (proto.get("bootstrap") or {})
+sd = analysis.subject_differences(pairs, n_boot=int(boot.get("resamples", 2000) or 2000),
+                                  seed=int(boot.get("seed", 20210421) or 20210421))
+st.markdown("**Paired difference at subject level** (mean over subjects of each subject's mean B - A; 95 % CI: "
+            "percentile bootstrap over subjects)")
+st.dataframe(sd, hide_index=True, key="cmp_subject")
+data.download(sd, f"{a_name}_vs_{b_name}__subject_difference.csv", key="dl_cmp_subject")
+
+c6, c7 = st.columns(2)
+c6.plotly_chart(charts.paired_scatter(pairs, a_name, b_name), key="cmp_scatter")
+c7.plotly_chart(charts.diff_histogram(pairs), key="cmp_hist")
+
+st.subheader("Cases that flip")
+fl = analysis.flips(pairs)
+st.caption("Cases where the per-case winner is the other submission than the overall (mean) winner of that class, "
+           "largest difference first.")
+st.dataframe(fl.head(500), hide_index=True, key="cmp_flips")
+data.download(fl, f"{a_name}_vs_{b_name}__flips.csv", key="dl_cmp_flips")
+
+st.subheader("All paired cases")
+st.dataframe(pairs.head(2000), hide_index=True, key="cmp_pairs")
+data.download(pairs, f"{a_name}_vs_{b_name}__paired.csv", key="dl_cmp_pairs")

@@ -1,0 +1,101 @@
+"""Leaderboard page: ranked table per class and phase, bar chart with 95 % CIs, protocol and policy."""
+
+import streamlit as st
+
+from cardbench.benchmark.leaderboard import LeaderboardError, rank_table
+from cardbench.dashboard import charts, data
+from cardbench.labelmaps import CLASSES
+
+st.title("Leaderboard")
+bench = data.current_benchmark()
+if bench is None:
+    data.no_benchmark_message()
+    st.stop()
+
+entries, agg = data.board(bench["id"])
+proto = bench["protocol"]
+ds = bench["dataset"]
+st.caption(f"Dataset **{ds.get('name')}** (version {ds.get('version')}), split **{bench['split']}**, "
+           f"{len(entries)} entries.")
+st.info(data.protocol_caption(proto), icon=":material/rule:")
+with st.expander("Policy: what each status counts as"):
+    st.dataframe(data.policy_table(proto), width="content")
+    st.caption("value: the computed value; nan: excluded (and counted); worst: the metric's worst value (Dice 0; "
+               "the field-of-view diagonal for distances); a number: that value. "
+               + (f"Citation: {proto.get('citation')}" if proto.get("citation") else ""))
+
+if agg.empty:
+    st.warning("No aggregated figures in this benchmark's entries.")
+    st.stop()
+
+metrics = [m for m in proto.get("metrics", []) if m in set(agg["metric"])] + \
+    [m for m in dict.fromkeys(agg["metric"]) if m not in proto.get("metrics", [])]
+classes = [c for c in CLASSES if c in set(agg["class"])]
+groups = ["all"] + sorted(set(agg.loc[agg["grouping"] == "phase", "group"]) - {"-"}) + \
+    sorted(set(agg.loc[agg["grouping"] == "split", "group"]) - {"-", bench["split"]})
+
+c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+metric = c1.selectbox("Metric", metrics, key="lb_metric")
+cls = c2.selectbox("Rank by class", classes, key="lb_class")
+group = c3.selectbox("Phase / group", groups, key="lb_group",
+                     help="all: every case of the split; ED / ES: only end-diastolic / end-systolic frames.")
+query = c4.text_input("Filter entries", key="lb_filter", placeholder="name, label or team contains...")
+
+try:
+    ranked = rank_table(agg, entries, f"{metric}_{cls}", group=group, protocol=proto, bench=bench["id"])
+except LeaderboardError as e:
+    st.warning(str(e))
+    st.stop()
+
+view = ranked
+if query:
+    q = query.lower()
+    hay = (view["entry"].astype(str) + " " + view["label"].fillna("").astype(str) + " "
+           + view["team"].fillna("").astype(str)).str.lower()
+    view = view[hay.str.contains(q, regex=False)]
+
+a = ranked.attrs
+better = "higher" if a["direction"] > 0 else "lower"
+st.subheader(f"Ranked by {metric} {cls} ({group}), {better} is better")
+
+cols = ["rank", "entry", "label", "team"]
+colcfg = {"rank": st.column_config.NumberColumn("rank", width="small"),
+          "entry": st.column_config.TextColumn("entry"), "label": st.column_config.TextColumn("label", width="medium")}
+fmt = "%.4f" if metric in ("dice", "iou") else "%.2f"
+for c in a["classes"]:
+    key = f"{metric}_{c}"
+    cols.append(key)
+    colcfg[key] = st.column_config.NumberColumn(f"{metric} {c}", format=fmt)
+    if a["has_ci"]:
+        cols += [key + "_ci_low", key + "_ci_high"]
+        colcfg[key + "_ci_low"] = st.column_config.NumberColumn(f"{c} CI low", format=fmt)
+        colcfg[key + "_ci_high"] = st.column_config.NumberColumn(f"{c} CI high", format=fmt)
+if "paper_" + a["rank_column"] in view:
+    cols.append("paper_" + a["rank_column"])
+    colcfg["paper_" + a["rank_column"]] = st.column_config.NumberColumn(
+        f"published {metric} {cls}", format="%.3f", help="The value the paper published for this comparison "
+        "(from submission.yaml), next to cardbench's recomputation.")
+cols += ["n_subjects", "n_values", "n_excluded", "published", "added"]
+colcfg.update({"n_subjects": st.column_config.NumberColumn("subjects"),
+               "n_values": st.column_config.NumberColumn("values"),
+               "n_excluded": st.column_config.NumberColumn("excluded"),
+               "published": st.column_config.CheckboxColumn("published"),
+               "added": st.column_config.TextColumn("added")})
+table = view[[c for c in cols if c in view.columns]]
+st.dataframe(table, hide_index=True, column_config=colcfg, key="lb_table", width="stretch")
+st.caption(f"Click a column header to sort. Values are means over {'subjects' if proto.get('aggregation') == 'subject' else 'all cases'}"
+           f" of the split ({proto.get('level')} level); 'values' counts the cases used and 'excluded' those the "
+           "policy set aside (NaN).")
+data.download(table, f"{bench['id']}__{metric}_{cls}_{group}.csv", key="dl_leaderboard")
+
+paper_col = "paper_" + a["rank_column"]
+pub = dict(zip(view["entry"], view[paper_col])) if paper_col in view else {}
+top = st.slider("Entries in the chart", 1, max(1, len(view)), min(30, max(1, len(view))), key="lb_top") \
+    if len(view) > 1 else 1
+chart_df = view.reset_index(drop=True)
+chart_df.attrs = dict(ranked.attrs)
+st.plotly_chart(charts.leaderboard_bar(chart_df, top=top, published=pub or None), key="lb_chart")
+if pub:
+    st.caption("Black diamonds: the value published in the paper for that comparison.")
+
+st.page_link("views/submission.py", label="Open an entry: Submission page", icon=":material/description:")
