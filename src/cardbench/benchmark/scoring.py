@@ -41,6 +41,7 @@ from cardbench.benchmark.validation import (
 from cardbench.datasets.io import LabelImage, MaskReadError, read_mask
 from cardbench.datasets.naming import CaseKey, nifti_name, png_name
 from cardbench.datasets.reference import Reference, load_reference
+from cardbench.datasets.splits import reference_split_issues
 from cardbench.labelmaps import CLASSES, CLASS_VALUES, LabelMap, LabelValueError, get_label_map
 
 
@@ -312,6 +313,9 @@ def score(
             if not subjects:
                 raise ValueError(f"{ref.root}: no subject in split '{split}' "
                                  f"(splits: {sorted(ref.subjects['split'].dropna().unique())})")
+        # no subject in two splits; splits of a registered dataset match its frozen standard split
+        problems.extend(Problem(i.file, i.problem, i.fix, i.kind) for i in reference_split_issues(
+            ref.subjects, ref.name, ref.version, str(ref.root / "subjects.csv")))
         pairs, pp, notes = pair_cases(sub, ref, allow_missing=allow_missing, subjects=subjects)
         problems.extend(pp)
         groups: dict[tuple[str, int | None], list[CasePair]] = {}
