@@ -436,7 +436,7 @@ def release(name: str, out: str | Path, *, prepared: str | Path | None = None,
                                                                  if prepared is not None else set()))
             res = ds.run(conv_cmd, inputs=["sourcedata"] if files else None, outputs=outputs,
                          message=f"Convert {card.name} into the cardbench standard layout", result_renderer="disabled",
-                         on_failure="ignore", return_type="list")
+                         on_failure="ignore", return_type="list", result_xfm=None)
             bad = [r for r in res if r.get("status") not in ("ok", "notneeded")]
             if bad:
                 raise ReleaseError(f"datalad run `{conv_cmd}` failed: "
@@ -494,12 +494,13 @@ def fetch_datalad(name: str, source: str, dest: str | Path | None = None,
             raise ReleaseError(f"{dest}: exists, is not empty and is not a DataLad dataset; choose another --out")
         dest.parent.mkdir(parents=True, exist_ok=True)
         res = dl.clone(source=str(source), path=str(dest), result_renderer="disabled", on_failure="ignore",
-                       return_type="list")
+                       return_type="list", result_xfm=None)
         bad = [r for r in res if r.get("status") not in ("ok", "notneeded")]
         if bad:
             raise ReleaseError(f"datalad clone {source} {dest} failed: {bad[0].get('message')}; check the URL or path "
                                "of the released dataset")
-    res = dl.get(path=".", dataset=str(dest), result_renderer="disabled", on_failure="ignore", return_type="list")
+    res = dl.Dataset(str(dest)).get(path=str(dest), result_renderer="disabled", on_failure="ignore",
+                                    return_type="list", result_xfm=None)
     bad = [r for r in res if r.get("status") not in ("ok", "notneeded")]
     if bad:
         raise ReleaseError(f"datalad get in {dest} failed for {len(bad)} file(s), e.g. {bad[0].get('path')}: "
