@@ -61,6 +61,10 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
     """Print the summary table, status counts and notes."""
     console = console or Console()
     console.print(summary_table(result))
+    from cardbench.benchmark.report_clinical import clinical_rich_table  # EDV, ESV, EF, LV mass agreement
+
+    if (ct := clinical_rich_table(result.summary)) is not None:
+        console.print(ct)
     st = result.summary["counts"]["status"].get(result.summary["protocol"]["level"], {})
     if st:
         parts = [f"{cls}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for cls, d in st.items()]

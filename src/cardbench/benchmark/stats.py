@@ -160,15 +160,23 @@ def agreement(ref, pred, n_boot: int = 2000, seed: int = 20210421) -> dict[str, 
     out: dict[str, float] = {"n_subjects": ba["n"], "n_excluded": int((~ok).sum()),
                              "ref_mean": ba["ref_mean"], "pred_mean": ba["pred_mean"]}
     d = p - r
-    cis = {
-        "bias": bootstrap_ci(d, n_boot, seed) if d.size else (np.nan, np.nan),
-        "mae": bootstrap_ci(np.abs(d), n_boot, seed) if d.size else (np.nan, np.nan),
-        "sd_diff": bootstrap_stat_ci(_sd_rows, [d], n_boot, seed),
-        "loa_low": bootstrap_stat_ci(lambda x: x.mean(axis=1) - LOA_Z * _sd_rows(x), [d], n_boot, seed),
-        "loa_high": bootstrap_stat_ci(lambda x: x.mean(axis=1) + LOA_Z * _sd_rows(x), [d], n_boot, seed),
-        "pearson_r": (bootstrap_stat_ci(_pearson_rows, [r, p], n_boot, seed) if r.size >= 3
-                      else (np.nan, np.nan)),
-    }
+    cis = {s: (np.nan, np.nan) for s in AGREEMENT_STATS}
+    if d.size:
+        cis["bias"] = bootstrap_ci(d, n_boot, seed)
+        cis["mae"] = bootstrap_ci(np.abs(d), n_boot, seed)
+    if n_boot > 0 and d.size >= 2:
+        # one draw of resamples for SD, LoA and r (the same draw bootstrap_ci makes for the means)
+        idx = bootstrap_indices(d.size, n_boot, seed)
+        dd = d[idx]
+        m, sdv = dd.mean(axis=1), _sd_rows(dd)
+        rows = {"sd_diff": sdv, "loa_low": m - LOA_Z * sdv, "loa_high": m + LOA_Z * sdv}
+        if r.size >= 3:
+            rows["pearson_r"] = _pearson_rows(r[idx], p[idx])
+        for s, v in rows.items():
+            v = v[np.isfinite(v)]
+            if v.size:
+                lo, hi = np.quantile(v, [0.025, 0.975])
+                cis[s] = (float(lo), float(hi))
     for s in AGREEMENT_STATS:
         out[s] = ba[s]
         out[f"{s}_ci_low"], out[f"{s}_ci_high"] = cis[s]

@@ -1,0 +1,101 @@
+"""Readable tables (rich) of clinical indices, agreement statistics, paired comparisons and the volume track."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich.table import Table
+
+
+def _f(x, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def _ci(lo, hi, digits: int = 2) -> str:
+    if lo is None or hi is None or (isinstance(lo, float) and (math.isnan(lo) or math.isnan(hi))):
+        return ""
+    return f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def agreement_rich_table(records: list[dict] | pd.DataFrame, title: str, groupings: tuple[str, ...] = ("all",)) -> Table:
+    """One row per (group, index): subjects, reference and prediction means, bias, LoA, MAE, r with 95 % CIs."""
+    df = pd.DataFrame(records)
+    t = Table(title=title, title_justify="left")
+    for c, j in (("group", "left"), ("index", "left"), ("n", "right"), ("reference", "right"),
+                 ("prediction", "right"), ("bias [95% CI]", "right"), ("95% limits of agreement", "right"),
+                 ("MAE [95% CI]", "right"), ("Pearson r [95% CI]", "right")):
+        t.add_column(c, justify=j)
+    if df.empty:
+        return t
+    for _, r in df[df["grouping"].isin(groupings)].iterrows():
+        unit = f" {r['unit']}" if r["unit"] else ""
+        n = f"{int(r['n_subjects'])}" + (f" (+{int(r['n_excluded'])} excl.)" if r["n_excluded"] else "")
+        t.add_row(r["group"], f"{r['index']}{unit}", n, _f(r["ref_mean"]), _f(r["pred_mean"]),
+                  _f(r["bias"]) + _ci(r["bias_ci_low"], r["bias_ci_high"]),
+                  f"{_f(r['loa_low'])} to {_f(r['loa_high'])}",
+                  _f(r["mae"]) + _ci(r["mae_ci_low"], r["mae_ci_high"]),
+                  _f(r["pearson_r"], 3) + _ci(r["pearson_r_ci_low"], r["pearson_r_ci_high"], 3))
+    return t
+
+
+def clinical_rich_table(summary: dict) -> Table | None:
+    """The ``clinical`` block of a score summary as a table (None when not available)."""
+    block = summary.get("clinical") or {}
+    if not block.get("available"):
+        return None
+    src = ", ".join(f"{k} {v}" for k, v in block.get("phase_source", {}).items())
+    b = block.get("bootstrap", {})
+    title = (f"Clinical indices vs reference (prediction - reference; ED/ES from: {src}; "
+             f"subject bootstrap {b.get('resamples')} resamples, seed {b.get('seed')})")
+    return agreement_rich_table(block.get("agreement", []), title)
+
+
+def comparison_rich_table(comp, info: dict, max_rows: int = 40) -> Table:
+    """Per-subject values of two submissions and who wins (from :func:`cardbench.benchmark.stats.compare_results`)."""
+    better = "higher" if comp.higher_is_better else "lower"
+    t = Table(title=f"{info['values']}: A = {info['a']}, B = {info['b']} ({better} is better)", title_justify="left")
+    for c, j in (("subject", "left"), ("A", "right"), ("B", "right"), ("A - B", "right"), ("better", "center")):
+        t.add_column(c, justify=j)
+    ps = comp.per_subject
+    digits = 3 if info.get("metric") in ("dice", "iou") else 2
+    for _, r in ps.head(max_rows).iterrows():
+        t.add_row(str(r["subject"]), _f(r["a"], digits), _f(r["b"], digits), _f(r["diff"], digits),
+                  {"A": "[green]A[/green]", "B": "[red]B[/red]"}.get(r["winner"], "tie"))
+    if len(ps) > max_rows:
+        t.add_row(f"... {len(ps) - max_rows} more", "", "", "", "")
+    return t
+
+
+def volume_track_rich_table(table: pd.DataFrame) -> Table:
+    """The Kaggle volume-track reproduction table (from ``reproduce_kaggle_volumes``)."""
+    t = Table(title="Kaggle volume track: |EF prediction - released EF| in percentage points, "
+                    "mean / SD / median / IQR", title_justify="left")
+    for c, j in (("model", "left"), ("published (seed README)", "right"), ("rule seed\n(1149 rows)", "right"),
+                 ("match", "center"), ("rule cardbench (1140 patients)\nmean [95% CI] / SD / median / IQR", "right"),
+                 ("EF bias\n(95% limits of agreement)", "right"), ("not in training\nn: mean", "right")):
+        t.add_column(c, justify=j)
+    for _, r in table.iterrows():
+        pub = ("-" if pd.isna(r["published_mean"]) else
+               " / ".join(_f(r[f"published_{k}"]) for k in ("mean", "sd", "median", "iqr")))
+        seed = " / ".join(_f(r[f"seed_{k}"]) for k in ("mean", "sd", "median", "iqr"))
+        cb = (_f(r["cardbench_mean"]) + _ci(r["cardbench_mean_ci_low"], r["cardbench_mean_ci_high"]) + " / "
+              + " / ".join(_f(r[f"cardbench_{k}"]) for k in ("sd", "median", "iqr")))
+        m = r.get("match")
+        match = "" if m is None or (isinstance(m, float) and math.isnan(m)) else ("[green]yes[/green]" if m else "[red]NO[/red]")
+        t.add_row(r["label"], pub, seed, match, cb, f"{_f(r['ef_bias'])} ({_f(r['ef_loa_low'])} to {_f(r['ef_loa_high'])})",
+                  f"{int(r['heldout_n'])}: {_f(r['heldout_mean'])}")
+    return t
+
+
+def volume_result_rich_table(summary: dict) -> Table:
+    """EF absolute-difference summary per group of one volume-track result."""
+    t = Table(title=f"{summary['submission']['name']}: |EF prediction - released EF| (percentage points), "
+                    f"rule {summary['rule']['name']}", title_justify="left")
+    for c in ("group", "n", "mean", "SD", "median", "IQR", "worst case (100)"):
+        t.add_column(c, justify="left" if c == "group" else "right")
+    for g, e in summary["ef_abs_diff"].items():
+        t.add_row(g, str(e["n"]), _f(e["mean"]), _f(e["sd"]), _f(e["median"]), _f(e["iqr"]), str(e["n_worst_case"]))
+    return t

@@ -1,0 +1,165 @@
+"""``cardbench compare`` (paired comparison of two results) and ``cardbench volumes ...`` (Kaggle volume track)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cardbench.cli import app
+
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command("compare")
+def compare_cmd(
+    result_a: Path = typer.Argument(..., help="Result folder A (written by `cardbench score`)."),
+    result_b: Path = typer.Argument(..., help="Result folder B, scored against the same reference and protocol."),
+    metric: str = typer.Option("dice", "--metric", "-m", help="A per-subject metric (dice, iou, hd95, ...) or a "
+                               "clinical index (LVEDV, LVESV, LVSV, LVEF, LVM, RV...): then the absolute error "
+                               "|prediction - reference| is compared."),
+    cls: str = typer.Option("LV", "--class", "-c", help="Class for a per-subject metric (LV, MY, RV)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Compare only subjects of this split."),
+    force: bool = typer.Option(False, "--force", help="Compare even if protocols or datasets differ."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Compare two submissions subject by subject: differences, win/tie/loss and the Wilcoxon signed-rank test.
+
+    Values are per-subject (the mean over a subject's volumes or images at the protocol's level), so
+    subjects, not images, are the independent units. The test is scipy.stats.wilcoxon (two-sided;
+    subjects with a zero difference are left out of it).
+    """
+    from cardbench.benchmark.report_clinical import comparison_rich_table
+    from cardbench.benchmark.results import to_json
+    from cardbench.benchmark.stats import compare_results
+
+    try:
+        comp, info = compare_results(result_a, result_b, metric=metric, cls=cls, split=split, allow_mismatch=force)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(to_json({**info, **comp.to_dict()}))
+        return
+    con = Console()
+    con.print(comparison_rich_table(comp, info))
+    better = "higher" if comp.higher_is_better else "lower"
+    con.print(f"{comp.n_subjects} subjects: A better in {comp.wins_a}, tie in {comp.ties}, B better in "
+              f"{comp.wins_b} ({better} is better). Mean A - B = {comp.mean_diff:.4g}, median {comp.median_diff:.4g}.")
+    if comp.n_nonzero:
+        con.print(f"Wilcoxon signed-rank (two-sided, {comp.n_nonzero} non-zero differences): statistic "
+                  f"{comp.statistic:g}, p = {comp.pvalue:.4g}")
+    else:
+        con.print("No non-zero difference: no test.")
+    for w in info["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {w}")
+    if comp.excluded:
+        con.print(f"[yellow]note:[/yellow] {len(comp.excluded)} subject(s) not in both results (or without a value) "
+                  f"were left out: {', '.join(comp.excluded[:10])}")
+
+
+volumes_app = typer.Typer(help="Kaggle volume track: LV volumes and EF from per-image pixel counts vs the released "
+                               "volumes of the Second Annual Data Science Bowl.", no_args_is_help=True)
+app.add_typer(volumes_app, name="volumes")
+
+
+class Rule(str, Enum):
+    cardbench = "cardbench"
+    seed = "seed"
+
+
+_DATA_HELP = ("Folder with the registry layout (cmr-seg-tl/analysis/kaggle/...); default: the cache of "
+              "`cardbench data fetch ankenbrand2021-derived` ($CARDBENCH_DATA or the platform cache).")
+
+
+@volumes_app.command("reproduce")
+def volumes_reproduce_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table and one result folder per "
+                                       "(rule, model) here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Score the seed's ten published U-Nets and ukbb_cardiac on the volume track; compare with the seed's README table.
+
+    Rule seed: the seed's rows (rotated series where present, repeated acquisitions _a/_b as separate
+    rows, 1149 rows). Rule cardbench: one row per patient (1140), repeated acquisitions averaged.
+    """
+    from cardbench.benchmark.report_clinical import volume_track_rich_table
+    from cardbench.benchmark.results import to_json
+    from cardbench.benchmark.volume_track import VolumeTrackError, reproduce_kaggle_volumes
+    from cardbench.datasets.embedded import IntegrityError
+
+    try:
+        table, results = reproduce_kaggle_volumes(data, progress=sys.stderr.isatty())
+    except (FileNotFoundError, IntegrityError, VolumeTrackError) as e:
+        _fail(str(e), code=1)
+    if out is not None:
+        from cardbench._util import atomic_write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "kaggle_volumes.csv", table.to_csv(index=False, float_format="%.6g"))
+        atomic_write_text(out / "kaggle_volumes.json", to_json(table.to_dict(orient="records")) + "\n")
+        for (label, rule), res in results.items():
+            res.write(out / rule / label)
+    if as_json:
+        typer.echo(to_json(table.to_dict(orient="records")))
+        return
+    con = Console()
+    con.print(volume_track_rich_table(table))
+    pub = table[table["match"].notna()]
+    con.print(f"{int(pub['match'].astype(bool).sum())} of {len(pub)} published rows reproduced at 2 decimals (rule seed).")
+    if out is not None:
+        con.print(f"written to [bold]{out}[/bold]")
+
+
+@volumes_app.command("score")
+def volumes_score_cmd(
+    table: Path = typer.Argument(..., help="Per-image pixel counts: TSV (or .tsv.xz/.gz) with columns file, "
+                                           "lv_pixels, my_pixels; file ends in <series>/<series>-frameFFF-sliceSSS.png."),
+    grid: int = typer.Option(256, "--grid", min=1, help="Side of the square grid the counts were predicted on "
+                             "(the image's longer side resized to it, the shorter padded)."),
+    rule: Rule = typer.Option(Rule.cardbench, "--rule", help="How series map to patients."),
+    name: Optional[str] = typer.Option(None, "--name", help="Submission name (default: the file name)."),
+    cutoff: Optional[int] = typer.Option(None, "--training-confidence", help="If the model was trained on the "
+                                         "seed's confidence set of this percentage, also report patients not in it."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Score patients without any predicted series "
+                                       "as missing (EF error 100) instead of failing."),
+    data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write summary.json, per_subject.csv, agreement.csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
+) -> None:
+    """Score your own per-image pixel-count table on the Kaggle volume track (EDV, ESV, EF vs released volumes)."""
+    from cardbench.benchmark.report_clinical import agreement_rich_table, volume_result_rich_table
+    from cardbench.benchmark.results import to_json
+    from cardbench.benchmark.volume_track import VolumeTrackError, load_kaggle_data, score_pixel_table
+    from cardbench.datasets.embedded import IntegrityError
+
+    if not table.exists():
+        _fail(f"{table}: no such file")
+    try:
+        kaggle = load_kaggle_data(data)
+        res = score_pixel_table(table, kaggle, grid=grid, name=name, rule=rule.value, cutoff=cutoff,
+                                allow_missing=allow_missing)
+    except FileNotFoundError as e:
+        _fail(str(e), code=1)
+    except (IntegrityError, VolumeTrackError, ValueError) as e:
+        _fail(str(e))
+    if out is not None:
+        res.write(out)
+    if as_json:
+        typer.echo(to_json(res.summary))
+        return
+    con = Console()
+    con.print(volume_result_rich_table(res.summary))
+    con.print(agreement_rich_table(res.summary["agreement"], "Agreement with the released volumes "
+                                   "(prediction - released)", groupings=("all", "split")))
+    if out is not None:
+        con.print(f"written to [bold]{out}[/bold] (summary.json, per_subject.csv, agreement.csv)")
