@@ -256,3 +256,18 @@ def test_log_format_and_vocabulary(tmp_path, shared_data):
     header = (shared_data / "cmr-seg-tl/analysis/kaggle/patient_dimensions.tsv").read_text().splitlines()[0]
     assert (tmp_path / "out" / "patient_dimensions.tsv").read_text().splitlines()[0] == header
     assert [d["pid"] for d in dims] == ["11", "12"]
+
+
+def test_cli_prepare_kaggle(tmp_path):
+    from typer.testing import CliRunner
+
+    from cardbench.cli import app
+
+    simple_study(tmp_path / "raw" / "validate" / "validate" / "500", zs=(0, 10, 30, 40))
+    r = CliRunner().invoke(app, ["data", "prepare", "kaggle", "--source", str(tmp_path / "raw"), "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "slice spacing: missing" in r.stdout
+    assert (tmp_path / "out" / "500" / "sa.nii.gz").is_file()
+    r = CliRunner().invoke(app, ["data", "prepare", "kaggle", "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2

@@ -135,6 +135,7 @@ def test_volumes_match_independent_computation(prepared):
             assert got == pytest.approx(lv_ml, rel=0.01), (pid, phase)
             row = vols[(vols.subject == pid) & (vols.phase == phase)].iloc[0]
             assert row["LV_mL"] == pytest.approx(got, abs=1e-3)
+            assert row["LV_contour_mL"] == pytest.approx(lv_ml, rel=1e-3)
             measured[(pid, phase)] = got
             my_epi = [p for (s, ff), p in epi.items() if ff == f]
             if my_epi:

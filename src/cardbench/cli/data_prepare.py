@@ -47,6 +47,22 @@ def volume_rows(folder: Path) -> list[dict]:
     return rows
 
 
+def contour_agreement(folder: Path) -> str:
+    """One line: how far the label-map volumes are from the polygon (shoelace) volumes in volumes.csv."""
+    import pandas as pd
+
+    vol = pd.read_csv(folder / "volumes.csv")
+    parts = []
+    for c in ("LV", "MY"):
+        if f"{c}_contour_mL" not in vol.columns:
+            continue
+        v = vol[[f"{c}_mL", f"{c}_contour_mL"]].dropna()
+        if len(v):
+            rel = (v[f"{c}_mL"] - v[f"{c}_contour_mL"]).abs() / v[f"{c}_contour_mL"] * 100
+            parts.append(f"{c} max {rel.max():.2f} % (mean {rel.mean():.2f} %, n={len(v)})")
+    return ("label-map vs contour (shoelace) volumes, |difference|: " + "; ".join(parts)) if parts else ""
+
+
 def volume_table(folder: Path) -> Table:
     """A rich table of per-subject ED/ES frames, EDV, ESV, EF and LV mass of a prepared folder."""
     from rich import box
@@ -65,8 +81,9 @@ def volume_table(folder: Path) -> Table:
 
 
 def prepare_cmd(
-    name: str = typer.Argument(..., help="Dataset to prepare: sunnybrook-sample, or `dicom` for your own DICOM "
-                                         "folder (with --dicom)."),
+    name: str = typer.Argument(..., help="Dataset to prepare: sunnybrook-sample; `dicom` for your own DICOM "
+                                         "folder (with --dicom); `kaggle` to curate the Kaggle Data Science Bowl "
+                                         "DICOM studies (with --source RAW)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Destination folder (replaced atomically). "
                                            "Default: the prepared-data cache (<cache>/prepared/<name>-<version>)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Folder with the registry layout holding the raw "
@@ -92,7 +109,8 @@ def prepare_cmd(
     (split, ed_frame, es_frame), annotations.csv, sources.csv, volumes.csv and card.yaml from the raw
     Sunnybrook files shipped in cardbench (sha256-checked), and prints the LV volumes. Without --out it
     prepares once into the cache and reuses it. `cardbench data prepare dicom --dicom DIR [--contours DIR]
-    --out OUT` converts your own cine DICOM folder.
+    --out OUT` converts your own cine DICOM folder. `cardbench data prepare kaggle --source RAW --out OUT` curates
+    the Kaggle studies as the seed did and writes conversion.log.
     """
     from cardbench.datasets.contours import ContourError
     from cardbench.datasets.dicom import DicomError
@@ -102,6 +120,24 @@ def prepare_cmd(
 
     progress = sys.stderr.isatty()
     try:
+        if name == "kaggle":
+            if source is None or out_dir is None:
+                _fail("`prepare kaggle` needs --source (the Kaggle download holding */<id>/study folders) and --out", 2)
+            from cardbench.datasets.kaggle import curate_kaggle
+
+            log, dims = curate_kaggle(source, out_dir, progress=progress)
+            counts: dict[str, int] = {}
+            for e in log.entries:
+                counts[e.problem] = counts.get(e.problem, 0) + 1
+            t = Table(title=f"Kaggle curation: {len(dims)} stacks written to {out_dir}")
+            t.add_column("problem")
+            t.add_column("lines", justify="right")
+            for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
+                t.add_row(k, str(v))
+            out.print(t)
+            err.print(f"log: {Path(out_dir) / 'conversion.log'}; sizes: {Path(out_dir) / 'patient_dimensions.tsv'}",
+                      highlight=False)
+            return
         if name == "dicom":
             if dicom is None or out_dir is None:
                 _fail("`prepare dicom` needs --dicom DIR and --out DIR", 2)
@@ -131,6 +167,7 @@ def prepare_cmd(
         typer.echo(json.dumps({"path": str(dest), "subjects": volume_rows(Path(dest))}, indent=2))
         return
     out.print(volume_table(Path(dest)))
+    out.print(contour_agreement(Path(dest)), highlight=False)
     err.print(f"prepared {name} in {dest} (score against it: cardbench score PREDICTIONS --reference {dest})",
               highlight=False)
 

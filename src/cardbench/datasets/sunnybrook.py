@@ -23,7 +23,9 @@ Rules (data README, ../shared/data/README.md):
 Output (standard layout, DESIGN.md): ``card.yaml``, ``subjects.csv``, ``annotations.csv``,
 ``images/<s>/<s>_frame<FF>.nii.gz`` (int16, ED and ES), ``labels/<s>/<s>_frame<FF>.nii.gz``
 (uint8, same affine), ``sources.csv`` (which DICOM and contour file made each slice),
-``volumes.csv`` (LV and MY volumes per subject and phase, from the written labels) and
+``volumes.csv`` (LV and MY volumes per subject and phase in mL: ``LV_mL``/``MY_mL`` from the written
+labels, ``LV_contour_mL``/``MY_contour_mL`` from the polygons, shoelace area x pixel area x slice
+spacing, for comparison) and
 ``README.md`` (source and citation). Frame numbers ``FF`` are Sunnybrook's (1 to 20).
 """
 
@@ -221,6 +223,7 @@ def _phases(p: PatientData) -> tuple[int, int, str, dict[int, float]]:
 
 def prepare_patient(p: PatientData, out: Path, split: str) -> PreparedSubject:
     """Write images and labels of one patient at ED and ES into ``out`` (standard layout)."""
+    from cardbench.datasets.contours import polygon_area
     from cardbench.datasets.dicom import save_nifti
     from cardbench.datasets.phases import class_volume_ml
 
@@ -262,8 +265,13 @@ def prepare_patient(p: PatientData, out: Path, split: str) -> PreparedSubject:
         name = f"{p.subject}_frame{f:02d}.nii.gz"
         save_nifti(nifti_image(img, geo.affine), out / "images" / p.subject / name)
         save_nifti(nifti_image(lab, geo.affine), out / "labels" / p.subject / name)
+        # the same volumes from the polygons (shoelace area x pixel area x slice spacing), for comparison
+        disc = geo.pixel_spacing[0] * geo.pixel_spacing[1] * geo.slice_spacing / 1000.0
+        lv_c = sum(polygon_area(p.endo[(s, f)][1]) for s in slices) * disc
+        my_c = (sum(polygon_area(p.epi[(s, f)][1]) for s in slices) * disc - lv_c) if use_epi else float("nan")
         volumes[f] = {"LV": class_volume_ml(lab, geo.affine),
-                      "MY": class_volume_ml(lab, geo.affine, "MY") if use_epi else float("nan")}
+                      "MY": class_volume_ml(lab, geo.affine, "MY") if use_epi else float("nan"),
+                      "LV_contour": lv_c, "MY_contour": my_c}
     return PreparedSubject(p.subject, p.original_id, ed, es, rule, len(slices), geo0.slice_spacing,
                            geo0.pixel_spacing, classes, volumes, sources)
 
@@ -348,8 +356,11 @@ def prepare_sunnybrook(out: str | Path, source: str | Path | None = None, *, pro
                 v = r.volumes[f]
                 vol_rows.append({"subject": r.subject, "phase": phase, "frame": f,
                                  "LV_mL": f"{v['LV']:.3f}",
-                                 "MY_mL": "" if np.isnan(v["MY"]) else f"{v['MY']:.3f}"})
-        atomic_write_text(tmp / "volumes.csv", _csv(vol_rows, ["subject", "phase", "frame", "LV_mL", "MY_mL"]))
+                                 "MY_mL": "" if np.isnan(v["MY"]) else f"{v['MY']:.3f}",
+                                 "LV_contour_mL": f"{v['LV_contour']:.3f}",
+                                 "MY_contour_mL": "" if np.isnan(v["MY_contour"]) else f"{v['MY_contour']:.3f}"})
+        atomic_write_text(tmp / "volumes.csv", _csv(vol_rows, ["subject", "phase", "frame", "LV_mL", "MY_mL",
+                                                               "LV_contour_mL", "MY_contour_mL"]))
         atomic_write_text(tmp / "card.yaml", _card_yaml({"prepare": {
             "cardbench_version": __version__, "source": src.label,
             "converter": "cardbench.datasets.sunnybrook.prepare_sunnybrook",
