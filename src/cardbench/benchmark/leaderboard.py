@@ -74,7 +74,7 @@ from cardbench.labelmaps import CLASSES
 
 ENV_VAR = "CARDBENCH_LEADERBOARD"
 MARKER = ".cardbench-leaderboard.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 BENCHMARK_FILE = "benchmark.json"
 INDEX_FILE = "index.json"
 ENTRIES = "entries"
@@ -83,6 +83,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
 META_KEYS = ("name", "label", "team", "method", "training_data", "url", "label_map", "added", "source",
              "published")
 PHASES = ("ED", "ES")
+#: clinical indices (cardbench.benchmark.clinical) usable in place of a class in a metric spec.
+CLINICAL_INDICES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")
+#: agreement statistics of a clinical index shown on the leaderboard, with their direction:
+#: -1 lower is better, +1 higher is better, 0 closer to 0 is better (ranked by absolute value).
+CLINICAL_STATS = {"mae": -1, "bias": 0, "sd_diff": -1, "pearson_r": 1}
 
 
 class LeaderboardError(ValueError):
@@ -150,15 +155,17 @@ def parse_metric(spec: str) -> tuple[str, str | None, str]:
     """Parse a metric spec ``<metric>_<class>[_<phase>]`` into (metric, class, group).
 
     Examples: ``dice_lv`` -> (``dice``, ``LV``, ``all``); ``hd95_my_es`` -> (``hd95``, ``MY``,
-    ``ES``); ``dice`` -> (``dice``, None, ``all``) (class chosen by the caller). Case-insensitive
-    for class and phase.
+    ``ES``); ``dice`` -> (``dice``, None, ``all``) (class chosen by the caller); ``mae_lvef`` ->
+    (``mae``, ``LVEF``, ``all``): a clinical index (:data:`CLINICAL_INDICES`) takes the place of the
+    class, with an agreement statistic (:data:`CLINICAL_STATS`) as the metric. Case-insensitive for
+    class and phase.
     """
     parts = spec.strip().split("_")
     group = "all"
     cls = None
     if len(parts) > 1 and parts[-1].upper() in PHASES:
         group = parts.pop().upper()
-    if len(parts) > 1 and parts[-1].upper() in CLASSES:
+    if len(parts) > 1 and (parts[-1].upper() in CLASSES or parts[-1].upper() in CLINICAL_INDICES):
         cls = parts.pop().upper()
     metric = "_".join(parts).lower()
     if not metric:
@@ -183,6 +190,31 @@ def _locked(folder: Path) -> Iterator[None]:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _try_locked(folder: Path) -> Iterator[bool]:
+    """Like :func:`_locked` but never waits: yields False when another process holds the lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield False
+        return
+    try:
+        fh = open(folder / ".lock", "a+")
+    except OSError:
+        yield False
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
@@ -448,7 +480,8 @@ class Leaderboard:
             "created": summary.get("created"),
             "cardbench_version": summary.get("cardbench_version"),
             "results": results,
-            "extra": {k: summary[k] for k in ("clinical", "agreement") if k in summary},
+            "clinical": {"available": bool((summary.get("clinical") or {}).get("available")),
+                         "agreement": (summary.get("clinical") or {}).get("agreement") or []},
         }
 
     def index(self, bench: str, write: bool = True) -> dict:
@@ -459,6 +492,12 @@ class Leaderboard:
         """
         bdir = self.root / bench
         idx_path = bdir / INDEX_FILE
+        edir = bdir / ENTRIES
+        if write and edir.is_dir() and any(_TMP_RE.match(n) for n in os.listdir(edir)):
+            # a writer was killed (or is running): recover only when no writer holds the lock
+            with _try_locked(bdir) as got:
+                if got:
+                    _recover(edir)
         try:
             idx = json.loads(idx_path.read_text(encoding="utf-8"))
             records = idx.get("entries", {}) if idx.get("format") == FORMAT_VERSION else {}
@@ -506,11 +545,22 @@ class Leaderboard:
         return pd.DataFrame(rows, columns=cols)
 
     def aggregates_table(self, bench: str, index: dict | None = None) -> pd.DataFrame:
-        """All aggregated figures of all entries (long form): entry + the aggregate columns."""
+        """All aggregated figures of all entries (long form): entry + the aggregate columns.
+
+        Clinical agreement figures (summary.json ``clinical.agreement``: one record per index and
+        group) are included as rows with ``class`` = the index (LVEDV, LVEF, LVM...) and ``metric``
+        = the statistic (:data:`CLINICAL_STATS`: mae, bias, sd_diff, pearson_r), ``mean`` its value
+        and ``ci_low``/``ci_high`` its subject-bootstrap CI, so they rank like any metric.
+        """
         frames = []
         for name, rec in (self.index(bench) if index is None else index).items():
             if rec.get("results"):
                 df = pd.DataFrame.from_records(rec["results"])
+                df.insert(0, "entry", name)
+                frames.append(df)
+            clin = _clinical_rows((rec.get("clinical") or {}).get("agreement") or [])
+            if clin:
+                df = pd.DataFrame.from_records(clin)
                 df.insert(0, "entry", name)
                 frames.append(df)
         if not frames:
@@ -744,6 +794,21 @@ class Leaderboard:
         return added
 
 
+def _clinical_rows(agreement: list[dict]) -> list[dict]:
+    out = []
+    for a in agreement:
+        for stat in CLINICAL_STATS:
+            if stat not in a:
+                continue
+            n = a.get("n_subjects")
+            out.append({"grouping": a.get("grouping", "all"), "group": a.get("group", "all"),
+                        "class": a.get("index"), "metric": stat, "mean": a.get(stat),
+                        "ci_low": a.get(f"{stat}_ci_low"), "ci_high": a.get(f"{stat}_ci_high"),
+                        "std": None, "median": None, "n_subjects": n, "n_values": n,
+                        "n_excluded": a.get("n_excluded", 0), "unit": a.get("unit")})
+    return out
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -762,7 +827,8 @@ def _write_entry(folder: Path, result: ScoreResult, meta: dict, per_case_format:
             raise LeaderboardError(f"writing Parquet needs pyarrow ({e}); pip install pyarrow or use "
                                    "per_case_format='csv'") from None
     else:
-        result.per_case.to_csv(folder / "per_case.csv", index=False, float_format="%.6g")
+        # 10 significant digits: per-case values read back agree with the aggregates to ~1e-10
+        result.per_case.to_csv(folder / "per_case.csv", index=False, float_format="%.10g")
     if result.per_subject is not None and len(result.per_subject.columns):
         result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.6g")
     _aggregates_of(result).to_csv(folder / "aggregates.csv", index=False, float_format="%.6g")
@@ -805,8 +871,9 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     if m not in present_metrics:
         raise LeaderboardError(f"benchmark '{bench}': no metric '{m}' (metrics: {', '.join(present_metrics)}); "
                                "give --metric as <metric>_<class>[_<phase>], e.g. dice_lv")
-    classes = [c for c in CLASSES if c in set(sel["class"])] + \
-        [c for c in dict.fromkeys(sel["class"]) if c not in CLASSES]
+    msel = sel[sel["metric"] == m]
+    classes = [c for c in (*CLASSES, *CLINICAL_INDICES) if c in set(msel["class"])] + \
+        [c for c in dict.fromkeys(msel["class"]) if c not in CLASSES and c not in CLINICAL_INDICES]
     if cls is None:
         cls = classes[0]
     if cls not in classes:
@@ -840,18 +907,34 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
         wide = wide.drop(columns="published_values")
         if paper.notna().any():
             wide["paper_" + rank_col] = paper
-    direction = METRIC_DIRECTION.get(m, 1)
+    direction = metric_direction(m)
     vals = wide[rank_col]
-    rank = (vals * -direction).rank(method="min", na_option="keep")
+    key = vals.abs() if direction == 0 else vals * -direction
+    rank = key.rank(method="min", na_option="keep")
     wide.insert(0, "rank", rank.astype("Int64"))
-    wide = wide.assign(_k=(vals * -direction).fillna(np.inf)).sort_values(["_k", "entry"], kind="stable")
+    wide = wide.assign(_k=key.fillna(np.inf)).sort_values(["_k", "entry"], kind="stable")
     wide = wide.drop(columns="_k").reset_index(drop=True)
     has_ci = bool(wide[[c for c in wide.columns if c.endswith("_ci_low")]].notna().any().any())
+    unit = METRIC_UNITS.get(m, "")
+    if "unit" in msel.columns and cls in CLINICAL_INDICES and m != "pearson_r":
+        u = msel.loc[msel["class"] == cls, "unit"].dropna()
+        unit = str(u.iloc[0]) if len(u) else ""
     wide.attrs.update({"metric": m, "class": cls, "group": group, "direction": direction,
                        "rank_column": rank_col, "has_ci": has_ci, "shown_metrics": shown, "classes": classes,
-                       "unit": METRIC_UNITS.get(m, ""), "protocol": (protocol or {}).get("name"),
-                       "benchmark": bench})
+                       "unit": unit, "protocol": (protocol or {}).get("name"), "benchmark": bench})
     return wide
+
+
+def metric_direction(metric: str) -> int:
+    """+1 higher is better, -1 lower is better, 0 closer to zero is better (a bias)."""
+    if metric in CLINICAL_STATS:
+        return CLINICAL_STATS[metric]
+    return METRIC_DIRECTION.get(metric, 1)
+
+
+def direction_text(direction: int) -> str:
+    """'higher is better', 'lower is better' or 'closer to 0 is better'."""
+    return {1: "higher is better", -1: "lower is better"}.get(direction, "closer to 0 is better")
 
 
 def _fmt_num(x, digits: int) -> str:
@@ -868,7 +951,7 @@ def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFra
     if "label" in ranked:
         out["label"] = ranked["label"].fillna("")
     for mm in a.get("shown_metrics", []):
-        d = digits if digits is not None else (3 if mm in ("dice", "iou") else 2)
+        d = digits if digits is not None else (3 if mm in ("dice", "iou", "pearson_r") else 2)
         for c in a.get("classes", []):
             key = f"{mm}_{c}"
             if key not in ranked:
@@ -879,7 +962,7 @@ def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFra
                 if not (pd.isna(lo) or pd.isna(hi)):
                     s += f" [{lo:.{d}f}, {hi:.{d}f}]"
                 cells.append(s)
-            unit = METRIC_UNITS.get(mm, "")
+            unit = METRIC_UNITS.get(mm, "") if c not in CLINICAL_INDICES else ""
             out[f"{mm} {c}" + (f" ({unit})" if unit else "")] = cells
     if "paper_" + str(a.get("rank_column")) in ranked:
         d = 3 if a.get("metric") in ("dice", "iou") else 2
@@ -903,16 +986,14 @@ def render(ranked: pd.DataFrame, fmt: str = "csv", title: str = "") -> str:
         recs = json.loads(ranked.to_json(orient="records"))
         return to_json({"benchmark": ranked.attrs.get("benchmark"), "title": title,
                         "ranked_by": ranked.attrs.get("rank_column"), "group": ranked.attrs.get("group"),
-                        "direction": "higher is better" if ranked.attrs.get("direction", 1) > 0 else
-                        "lower is better", "entries": recs}) + "\n"
+                        "direction": direction_text(ranked.attrs.get("direction", 1)), "entries": recs}) + "\n"
     if fmt == "markdown":
         disp = display_table(ranked)
         lines = []
         if title:
             lines += [f"### {title}", ""]
         a = ranked.attrs
-        lines += [f"Ranked by {a.get('rank_column')} ({a.get('group')}), "
-                  f"{'higher' if a.get('direction', 1) > 0 else 'lower'} is better"
+        lines += [f"Ranked by {a.get('rank_column')} ({a.get('group')}), {direction_text(a.get('direction', 1))}"
                   + ("; 95 % CI in brackets" if a.get("has_ci") else "") + ".", ""]
         cols = list(disp.columns)
         lines.append("| " + " | ".join(cols) + " |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,11 @@ def dashboard_cmd(
     err.print(f"leaderboard [bold]{lb.root}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
     err.print(f"serving on [bold]http://{address}:{port}[/bold]  (Ctrl+C to stop)")
     proc = subprocess.Popen(argv, env=env)
+
+    def _stop(signum, frame):  # SIGTERM to this command also stops the server (no orphan)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         code = proc.wait()
     except KeyboardInterrupt:

@@ -63,7 +63,8 @@ def show_cmd(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (or a unique prefix), "
                                             "e.g. cmr-7t__test__ankenbrand2021. Default: all."),
     metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric <metric>_<class>[_<phase>], "
-                               "e.g. dice_lv, dice_my_es, hd95_lv."),
+                               "e.g. dice_lv, dice_my_es, hd95_lv; clinical agreement: mae_lvef, bias_lvedv, "
+                               "pearson_r_lvm."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Further metric families to show as columns, "
                                           "comma-separated (e.g. iou,hd95)."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
@@ -107,11 +108,13 @@ def show_cmd(
 def _print_rich(df, info, disp) -> None:
     from rich.table import Table
 
+    from cardbench.benchmark.leaderboard import direction_text
+
     a = df.attrs
     proto = info.protocol
     con = Console()
     t = Table(title=f"{info.title}  |  ranked by {a['rank_column']} ({a['group']}), "
-                    f"{'higher' if a['direction'] > 0 else 'lower'} is better", title_justify="left")
+                    f"{direction_text(a['direction'])}", title_justify="left")
     for c in disp.columns:
         t.add_column(c, justify="left" if c in ("entry", "label") else "right",
                      overflow="fold", max_width=40 if c == "label" else None)

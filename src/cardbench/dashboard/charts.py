@@ -46,7 +46,7 @@ def leaderboard_bar(ranked: pd.DataFrame, top: int = 30, published: dict | None 
                                      marker=dict(symbol="diamond", size=10, color="black")))
     m = ranked.attrs["metric"]
     fig.update_layout(title=f"{_axis_title(m, ranked.attrs.get('class'))} ({ranked.attrs.get('group')})"
-                      + (", 95 % CI" if has_ci else ""), height=max(300, 26 * len(d) + 80),
+                      + (", 95 % CI" if has_ci else ""), height=max(220, 26 * len(d) + 110),
                       xaxis_title=_axis_title(m, ranked.attrs.get("class")), showlegend=bool(published), **_LAYOUT)
     if m in ("dice", "iou"):
         xmin = float(np.nanmin(np.r_[lo.dropna().to_numpy(), d[col].to_numpy()])) if len(d) else 0.0

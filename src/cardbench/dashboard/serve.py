@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -46,10 +47,12 @@ def chromium() -> str | None:
 
 @contextlib.contextmanager
 def server(leaderboard: str | os.PathLike, port: int | None = None, timeout: float = 60.0,
-           log: str | os.PathLike | None = None) -> Iterator[str]:
-    """Start ``streamlit run`` on the dashboard for ``leaderboard`` on 127.0.0.1; yield its base URL.
+           log: str | os.PathLike | None = None, via_cli: bool = False) -> Iterator[str]:
+    """Start the dashboard for ``leaderboard`` on 127.0.0.1; yield its base URL.
 
-    The server is stopped (SIGTERM, then SIGKILL after 10 s) when the block ends.
+    ``via_cli``: run the ``cardbench dashboard`` command itself (as a user would) instead of
+    ``streamlit run`` directly. The server is stopped (SIGTERM, then SIGKILL after 10 s) when the
+    block ends.
 
     Raises:
         RuntimeError: the server did not become healthy within ``timeout`` seconds (the message
@@ -59,6 +62,9 @@ def server(leaderboard: str | os.PathLike, port: int | None = None, timeout: flo
 
     port = port or free_port()
     argv, env = streamlit_command(Path(leaderboard), port=port)
+    if via_cli:
+        argv = [sys.executable, "-c", "from cardbench.cli import main; main()", "dashboard",
+                "--leaderboard", str(leaderboard), "--port", str(port)]
     logf = open(log, "w") if log else tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -73,7 +79,11 @@ def server(leaderboard: str | os.PathLike, port: int | None = None, timeout: flo
                 pass
             if proc.poll() is not None or time.monotonic() - t0 > timeout:
                 logf.flush()
-                tail = Path(log).read_text()[-2000:] if log else ""
+                if log:
+                    tail = Path(log).read_text()[-2000:]
+                else:
+                    logf.seek(0)
+                    tail = logf.read()[-2000:]
                 raise RuntimeError(f"streamlit server on {url} did not start (exit code {proc.poll()}): {tail}")
             time.sleep(0.2)
         yield url

@@ -15,8 +15,9 @@ if bench is None:
 entries, agg = data.board(bench["id"])
 proto = bench["protocol"]
 ds = bench["dataset"]
-st.caption(f"Dataset **{ds.get('name')}** (version {ds.get('version')}), split **{bench['split']}**, "
-           f"{len(entries)} entries.")
+version = f" (version {ds.get('version')})" if ds.get("version") else ""
+st.caption(f"Dataset **{ds.get('name')}**{version}, split **{bench['split']}**, {len(entries)} "
+           f"entr{'y' if len(entries) == 1 else 'ies'}.")
 st.info(data.protocol_caption(proto), icon=":material/rule:")
 with st.expander("Policy: what each status counts as"):
     st.dataframe(data.policy_table(proto), width="content")
@@ -81,7 +82,10 @@ colcfg.update({"n_subjects": st.column_config.NumberColumn("subjects"),
                "n_excluded": st.column_config.NumberColumn("excluded"),
                "published": st.column_config.CheckboxColumn("published"),
                "added": st.column_config.TextColumn("added")})
-table = view[[c for c in cols if c in view.columns]]
+table = view[[c for c in cols if c in view.columns]].copy()
+for c in ("label", "team"):
+    if c in table:
+        table[c] = table[c].fillna("")
 st.dataframe(table, hide_index=True, column_config=colcfg, key="lb_table", width="stretch")
 st.caption(f"Click a column header to sort. Values are means over {'subjects' if proto.get('aggregation') == 'subject' else 'all cases'}"
            f" of the split ({proto.get('level')} level); 'values' counts the cases used and 'excluded' those the "
