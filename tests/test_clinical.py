@@ -191,3 +191,57 @@ def test_confusion_tables_have_no_volumes():
     assert res.summary["clinical"]["available"] is False
     assert "voxel size" in res.summary["clinical"]["reason"]
     assert "clinical" not in res.extra_tables
+
+
+def test_sunnybrook_indices_match_an_independent_computation(tmp_path):
+    """Real expert contours (Sunnybrook sample, 5 heart-failure patients, ED/ES from subjects.csv).
+
+    Prediction: the reference with the LV eroded by one pixel in-plane (eroded pixels become
+    background). Expected EDV/ESV/EF/LV mass computed here with nibabel: voxel count x product of
+    the header zooms / 1000.
+    """
+    import nibabel as nib
+    from scipy import ndimage
+
+    from cardbench.datasets.prepare import prepare_dataset
+
+    ref = tmp_path / "sb"
+    prepare_dataset("sunnybrook-sample", ref)
+    subjects = pd.read_csv(ref / "subjects.csv", dtype={"subject": str})
+    pred = tmp_path / "pred"
+    expected = {}
+    for _, s in subjects.iterrows():
+        vols = {}
+        for phase, frame in (("ED", s["ed_frame"]), ("ES", s["es_frame"])):
+            path = ref / "labels" / s["subject"] / f"{s['subject']}_frame{int(frame):02d}.nii.gz"
+            img = nib.load(path)
+            lab = np.asarray(img.dataobj).astype(np.uint8)
+            er = lab.copy()
+            for z in range(lab.shape[2]):
+                lv = lab[:, :, z] == 1
+                er[:, :, z][lv & ~ndimage.binary_erosion(lv)] = 0
+            pred.mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(er, img.affine, img.header), pred / path.name)
+            vml = float(np.prod(img.header.get_zooms()[:3])) / 1000
+            vols[phase] = {"ref_lv": (lab == 1).sum() * vml, "pred_lv": (er == 1).sum() * vml,
+                           "my": (lab == 2).sum() * vml}
+        edv, esv = vols["ED"]["ref_lv"], vols["ES"]["ref_lv"]
+        pedv, pesv = vols["ED"]["pred_lv"], vols["ES"]["pred_lv"]
+        expected[s["subject"]] = {"LVEDV": (edv, pedv), "LVESV": (esv, pesv),
+                                  "LVEF": (100 * (edv - esv) / edv, 100 * (pedv - pesv) / pedv),
+                                  "LVM": (1.05 * vols["ED"]["my"], 1.05 * vols["ED"]["my"])}
+    res = score(pred, ref, progress=False)
+    clin = res.extra_tables["clinical"]
+    for subj, idx in expected.items():
+        for ix, (r, p) in idx.items():
+            row = _val(clin, subj, ix)
+            if ix == "LVM" and r == 0:  # SCD0000501 has no epicardial contours: MY not annotated
+                assert row["status"] == "not_annotated"
+                continue
+            # rel 1e-6: the header stores zooms as float32
+            assert row["ref"] == pytest.approx(r, rel=1e-6) and row["pred"] == pytest.approx(p, rel=1e-6)
+    # eroding the LV lowers every volume: the EDV bias is the mean of the independent differences
+    d = [p - r for idx in expected.values() for ix, (r, p) in idx.items() if ix == "LVEDV"]
+    edv = [a for a in res.summary["clinical"]["agreement"] if a["index"] == "LVEDV" and a["grouping"] == "all"][0]
+    assert edv["bias"] == pytest.approx(np.mean(d), rel=1e-6) and edv["bias"] < 0 and edv["n_subjects"] == 5
+    assert res.summary["clinical"]["phase_source"] == {"reference": 5}
