@@ -287,8 +287,8 @@ def splits_cmd(
                                        "per_subject": {k: int(v) for k, v in per.items()},
                                        "description": c.subsets["definitions"][subset]}, indent=2))
                 return
-            t = Table(title=f"{c.name} subset {subset}: {len(df)} images of {len(per)} subjects "
-                            f"({c.subsets['definitions'][subset]})")
+            t = Table(title=f"{c.name} subset {subset}: {len(df)} images of {len(per)} subjects",
+                      caption=c.subsets["definitions"][subset])
             t.add_column("subject")
             t.add_column("split")
             t.add_column("images", justify="right")

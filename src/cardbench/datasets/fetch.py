@@ -6,7 +6,7 @@ file at ``<cache>/<path>``:
 
 - cache: ``$CARDBENCH_DATA`` if set, else the platform cache folder (``platformdirs``:
   ``~/.cache/cardbench/data`` on Linux, ``~/Library/Caches/cardbench/data`` on macOS,
-  ``%LOCALAPPDATA%\\cardbench\\Cache\\data`` on Windows); or the ``cache=`` argument.
+  ``%LOCALAPPDATA%\\cardbench\\cardbench\\Cache\\data`` on Windows); or the ``cache=`` argument.
 - source: the pinned-commit URL of each file, or a mirror holding the registry layout
   (``$CARDBENCH_MIRROR`` or ``mirror=``): an ``http(s)://`` base URL (``<mirror>/<path>``), a
   local folder or a ``file://`` URL. pooch refuses ``file://`` URLs, so a local mirror is read by
@@ -295,12 +295,13 @@ def _status(entry: RegistryEntry, root: Path) -> FileStatus:
 
 def _progress(enabled: bool):
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                TimeRemainingColumn, TransferSpeedColumn)
 
+    console = Console(stderr=True)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TextColumn("{task.fields[files]}"), TimeRemainingColumn(), console=Console(stderr=True),
-                    transient=True, disable=not enabled)
+                    TextColumn("{task.fields[files]}"), TimeRemainingColumn(), console=console,
+                    transient=True, disable=not enabled or not console.is_terminal)
 
 
 def verify(name: str | DatasetCard, cache: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:
