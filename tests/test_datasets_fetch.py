@@ -291,3 +291,17 @@ def test_fetch_module_imports_no_heavy_optional_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_shipped_files_are_fetched_offline_from_the_embedded_copy(tmp_path, shared_data, monkeypatch):
+    monkeypatch.delenv("CARDBENCH_MIRROR", raising=False)
+    cache = tmp_path / "cache"
+    res = _cli(["fetch", "sunnybrook-sample"], cache)  # no mirror, no network: the package's own copy
+    assert res.exit_code == 0, res.stderr
+    assert "320 downloaded" in res.stderr and "from the copy embedded in cardbench" in res.stderr
+    for lp, row in {r["local_path"]: r for r in _rows(shared_data, "sunnybrook-sample/")}.items():
+        assert (cache / lp).read_bytes() == (shared_data / lp).read_bytes(), lp
+        assert _sha(cache / lp) == row["sha256"]
+    # with a mirror the mirror is used, not the embedded copy
+    rep = fetch("sunnybrook-sample", cache=tmp_path / "c2", mirror=shared_data, progress=False)
+    assert rep.from_embedded == [] and len(rep.downloaded) == 320

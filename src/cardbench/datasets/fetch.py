@@ -182,6 +182,34 @@ class _LocalCopy:
         return None
 
 
+class _EmbeddedCopy:
+    """pooch downloader that writes the gzip copy embedded in cardbench (``embedded:<registry path>``)."""
+
+    def __call__(self, url: str, output_file, pooch, check_only: bool = False):
+        import gzip
+
+        from cardbench.datasets.embedded import data_root
+
+        res = data_root() / (url.split(":", 1)[1] + ".gz")
+        if check_only:
+            return res.is_file()
+        data = gzip.decompress(res.read_bytes())
+        if hasattr(output_file, "write"):
+            output_file.write(data)
+        else:
+            with open(output_file, "wb") as fh:
+                fh.write(data)
+        return None
+
+
+def embedded_paths() -> set[str]:
+    """Registry paths of which cardbench ships a (gzip) copy, e.g. the Sunnybrook sample."""
+    from cardbench.datasets.embedded import data_root, registry
+
+    root = data_root()
+    return {p for p in registry() if (root / (p + ".gz")).is_file()}
+
+
 class _Checked:
     """Wraps a pooch downloader: after the download, check size and sha256 against the registry.
 
@@ -219,6 +247,8 @@ class _Checked:
 
 
 def _downloader(mirror: Mirror | None, url: str):
+    if url.startswith("embedded:"):
+        return _EmbeddedCopy()
     if mirror is not None and mirror.kind == "folder":
         return _LocalCopy()
     import pooch
@@ -337,6 +367,7 @@ class FetchReport:
         replaced: paths whose cached copy was corrupt and was replaced.
         bytes_downloaded: sum of the sizes downloaded now.
         source: ``"registry URLs"`` or the mirror.
+        from_embedded: paths taken from the copy embedded in cardbench (no network needed).
     """
 
     name: str
@@ -347,6 +378,7 @@ class FetchReport:
     replaced: list[str] = field(default_factory=list)
     bytes_downloaded: int = 0
     source: str = "registry URLs"
+    from_embedded: list[str] = field(default_factory=list)
 
     @property
     def n_files(self) -> int:
@@ -368,7 +400,7 @@ def _quiet_pooch():
 
 def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
           mirror: str | os.PathLike | None = None, retries: int = 3, jobs: int = 4,
-          progress: bool = True) -> FetchReport:
+          progress: bool = True, embedded: bool = True) -> FetchReport:
     """Download every registry file of a dataset into the cache, verified by sha256.
 
     Args:
@@ -380,6 +412,8 @@ def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
             1 s, 2 s, ... between attempts).
         jobs: parallel downloads (threads).
         progress: rich progress bar (bytes and files) on stderr.
+        embedded: without a mirror, take the files cardbench ships (e.g. the Sunnybrook sample) from
+            that copy instead of the network; the sha256 is checked all the same.
 
     Returns:
         :class:`FetchReport`. Files of datasets whose access is not open (e.g. Kaggle images) are not
@@ -416,7 +450,9 @@ def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
         todo.append(e)
     for e in todo:  # create folders up front: pooch's makedirs is not safe across threads
         (root / e.local_path).parent.mkdir(parents=True, exist_ok=True)
-    urls = {e.local_path: (m.url(e.local_path) if m else e.url) for e in files}
+    shipped = embedded_paths() if (m is None and embedded) else set()
+    urls = {e.local_path: (m.url(e.local_path) if m else
+                           f"embedded:{e.local_path}" if e.local_path in shipped else e.url) for e in files}
     # pooch's base_url is only used for files without an explicit URL; every file has one here
     pup = pooch.create(path=root, base_url=(m.location if m and m.kind == "http" else "https://invalid.invalid/"),
                        registry={e.local_path: f"sha256:{e.sha256}" for e in files}, urls=urls,
@@ -447,9 +483,14 @@ def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
                     done += 1
                     rep.downloaded.append(e.local_path)
                     rep.bytes_downloaded += e.bytes
+                    if urls[e.local_path].startswith("embedded:"):
+                        rep.from_embedded.append(e.local_path)
                     bar.update(t, advance=e.bytes, files=f"{done}/{len(todo)} files")
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
+    if rep.from_embedded:
+        rep.source = ("the copy embedded in cardbench" if len(rep.from_embedded) == len(rep.downloaded)
+                      else "registry URLs and the copy embedded in cardbench")
     return rep
