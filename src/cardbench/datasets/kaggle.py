@@ -86,6 +86,7 @@ class LogEntry:
     detail: str = ""
 
     def line(self) -> str:
+        """The log line: the five fields tab-separated (tabs and newlines inside a field become spaces)."""
         return "\t".join(str(x).replace("\t", " ").replace("\n", " ") for x in
                          (self.patient, self.problem, self.resolution, self.file, self.detail))
 
@@ -97,9 +98,11 @@ class CurationLog:
     entries: list[LogEntry] = field(default_factory=list)
 
     def add(self, patient: str, problem: str, resolution: str, file: str = "", detail: str = "") -> None:
+        """Record one problem and what was done about it."""
         self.entries.append(LogEntry(patient, problem, resolution, str(file), detail))
 
     def text(self) -> str:
+        """The whole log as text, one line per entry."""
         return "".join(e.line() + "\n" for e in self.entries)
 
     def write(self, path: str | os.PathLike) -> None:
@@ -109,6 +112,7 @@ class CurationLog:
         atomic_write_text(path, self.text())
 
     def of(self, patient: str) -> list[LogEntry]:
+        """The entries of one patient (the study id, before any ``_a``/``_b`` split)."""
         return [e for e in self.entries if e.patient == patient]
 
 
@@ -259,6 +263,7 @@ class CuratedStack:
 
     @property
     def normal(self) -> np.ndarray:
+        """Unit normal of the stack, ``IOP[:3] x IOP[3:]`` (LPS)."""
         n = np.cross(self.iop[:3], self.iop[3:])
         return n / np.linalg.norm(n)
 

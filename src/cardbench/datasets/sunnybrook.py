@@ -66,6 +66,7 @@ class RegistrySource:
 
     @property
     def label(self) -> str:
+        """``"embedded"`` or the folder, as recorded in the prepared card."""
         return "embedded" if self.data_dir is None else str(self.data_dir)
 
     def paths(self, prefix: str) -> list[str]:
