@@ -112,7 +112,7 @@ class CurationLog:
         atomic_write_text(path, self.text())
 
     def of(self, patient: str) -> list[LogEntry]:
-        """The entries of one patient (the study id, before any ``_a``/``_b`` split)."""
+        """The entries logged under ``patient`` (the study id, or ``<id>_a``/``<id>_b`` after a split)."""
         return [e for e in self.entries if e.patient == patient]
 
 
