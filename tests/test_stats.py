@@ -149,3 +149,35 @@ def test_compare_result_folders(tmp_path):
     rc = score(tmp_path / "B", ref_dir, protocol="ankenbrand2021", progress=False).write(tmp_path / "rc")
     with pytest.raises(ValueError, match="protocols differ"):
         compare_results(ra, rc)
+
+
+def test_compare_cli(tmp_path):
+    """`cardbench compare A B`: the same subjects, A identical to the reference, B with one LV row lost."""
+    from typer.testing import CliRunner
+
+    from cardbench.benchmark import score
+    from cardbench.cli import app
+    from helpers import save_nifti
+
+    ref = tmp_path / "ref"
+    lab = np.zeros((8, 8, 1), np.uint8)
+    lab[2:6, 2:6, 0] = 1
+    worse = lab.copy()
+    worse[2, 2:6, 0] = 0  # 12 of 16 voxels: Dice 24 / 28
+    for s in ("a", "b", "c"):
+        save_nifti(ref / "labels" / s / f"{s}_frame01.nii.gz", lab)
+        save_nifti(tmp_path / "A" / f"{s}_frame01.nii.gz", lab)
+        save_nifti(tmp_path / "B" / f"{s}_frame01.nii.gz", worse)
+    ra = score(tmp_path / "A", ref, classes=["LV"], progress=False).write(tmp_path / "ra")
+    rb = score(tmp_path / "B", ref, classes=["LV"], progress=False).write(tmp_path / "rb")
+    r = CliRunner().invoke(app, ["compare", str(ra), str(rb), "--metric", "dice", "--class", "LV", "--json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    out = json.loads(r.stdout)
+    assert (out["wins_a"], out["ties"], out["wins_b"]) == (3, 0, 0)
+    assert out["mean_diff"] == pytest.approx(1 - 24 / 28, rel=1e-5)  # per_subject.csv keeps 6 digits
+    # scipy: three equal positive differences, exact two-sided p = 2 / 2^3
+    assert out["pvalue"] == pytest.approx(sps.wilcoxon([4 / 28] * 3).pvalue) == pytest.approx(0.25)
+    r = CliRunner().invoke(app, ["compare", str(ra), str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "not a result folder" in r.output

@@ -268,3 +268,36 @@ def test_incomplete_table_is_refused(shared_data, kaggle, tmp_path):
     res = score_pixel_table(p, kaggle, allow_missing=True, n_boot=0)
     row = res.per_subject.set_index("subject").loc["1"]
     assert row["status"] == "missing" and row["ef_abs_diff"] == 100.0
+
+
+@pytest.mark.slow
+def test_choice_sensitivity_properties(shared_data, kaggle):
+    from cardbench.benchmark.volume_track import choice_sensitivity
+
+    t = choice_sensitivity(R34, shared_data, kaggle).set_index("variant")
+    assert t.loc["seed rule", "n"] == 1149 and (t["n"].drop("seed rule") == 1140).all()
+    # EF is a ratio of two volumes of one series: a per-series scale factor cancels in it, except for
+    # the 9 patients whose two acquisitions (with different scale factors) are averaged
+    for v in ("scaleFactor applied again", "grid factor ignored"):
+        assert t.loc[v, ["ef_mean", "ef_sd", "ef_median", "ef_iqr"]].tolist() == \
+            pytest.approx(t.loc["cardbench rule", ["ef_mean", "ef_sd", "ef_median", "ef_iqr"]].tolist(), abs=0.01)
+    # ... but not in the volumes: 301 curated series were downscaled (scaleFactor < 1)
+    assert t.loc["scaleFactor applied again", "edv_bias"] > t.loc["cardbench rule", "edv_bias"] + 50
+
+
+@pytest.mark.slow
+def test_cli_reproduce_matches_every_published_row(shared_data, tmp_path):
+    """`cardbench volumes reproduce`: the seed rule gives every row of the seed's README table at 2 decimals."""
+    from cardbench.cli import app
+
+    r = CliRunner().invoke(app, ["volumes", "reproduce", "--data", str(shared_data), "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    pub = [x for x in rows if x["published_mean"] is not None]
+    assert len(rows) == 11 and len(pub) == 10
+    for x in pub:
+        got = [round(x[f"seed_{k}"], 2) for k in ("mean", "sd", "median", "iqr")]
+        assert got == [x[f"published_{k}"] for k in ("mean", "sd", "median", "iqr")], x["label"]
+        assert x["seed_n"] == 1149 and x["cardbench_n"] == 1140
+    assert (tmp_path / "cardbench" / "UKBB" / "summary.json").exists()
+    assert (tmp_path / "kaggle_volumes.csv").exists()

@@ -393,7 +393,12 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
     from cardbench.benchmark.results import ScoreResult, read_result
 
     def load(x):
-        return x if isinstance(x, ScoreResult) else read_result(Path(x))
+        if isinstance(x, ScoreResult):
+            return x
+        if not (Path(x) / "summary.json").exists():
+            raise FileNotFoundError(f"{x}: not a result folder (no summary.json); give a folder written by "
+                                    "`cardbench score --out`")
+        return read_result(Path(x))
 
     sa, sb = load(a).summary, load(b).summary
     pa, pb = sa.get("protocol", {}), sb.get("protocol", {})

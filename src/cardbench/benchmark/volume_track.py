@@ -801,3 +801,52 @@ def reproduce_kaggle_volumes(data_dir: str | Path | None = None, n_boot: int = 2
             recs.append(rec)
             bar.advance(task)
     return pd.DataFrame.from_records(recs), results
+
+
+def choice_sensitivity(model_key: str = "resnet34_5percent_size256_normalTfms_ceLoss",
+                       data_dir: str | Path | None = None, kaggle: KaggleData | None = None) -> pd.DataFrame:
+    """How each choice of the volume computation changes the scores of one published model.
+
+    Variants (each changes one thing from rule ``cardbench`` unless stated):
+
+    - ``seed rule``: rule ``seed`` (1149 rows; the seed's README table);
+    - ``cardbench rule``: one row per patient, ``_a``/``_b`` averaged;
+    - ``repeats: _a only`` / ``repeats: _b only``: the first / second acquisition instead of the mean;
+    - ``unrotated series``: the original series instead of its ``_rot90`` copy (247 patients);
+    - ``scaleFactor applied again``: volumes divided by scaleFactor^2 (the curated spacing already
+      includes it; shown to make the consequence of double-counting visible);
+    - ``grid factor ignored``: without ``(max(X, Y) / grid)^2``.
+
+    Returns:
+        DataFrame variant, n, ef_mean, ef_sd, ef_median, ef_iqr (EF absolute difference, points),
+        edv_bias, edv_mae (mL; prediction - released).
+    """
+    model = next((m for m in PUBLISHED_MODELS if m.key == model_key), None)
+    if model is None or model.grid is None:
+        raise ValueError(f"{model_key}: not one of the published pixel-count models "
+                         f"({', '.join(m.key for m in PUBLISHED_MODELS if m.grid)})")
+    kaggle = kaggle or load_kaggle_data(data_dir)
+    data, where, _ = read_published(model.path, data_dir)
+    counts = read_pixel_counts(data, where)
+    base = series_indices(frame_volumes_from_pixels(counts, kaggle.dimensions, model.grid, where))
+    series = base["series"]
+    dims = series_dimensions(list(series), kaggle.dimensions)
+    variants: list[tuple[str, pd.DataFrame, str]] = [
+        ("seed rule", base, "seed"),
+        ("cardbench rule", base, "cardbench"),
+        ("repeats: _a only", base[~series.str.contains("_b")], "cardbench"),
+        ("repeats: _b only", base[~series.str.contains("_a")], "cardbench"),
+        ("unrotated series", base[~series.str.endswith("_rot90")], "cardbench"),
+    ]
+    sf2 = dims["scaleFactor"].reindex(series).to_numpy() ** 2
+    variants.append(("scaleFactor applied again", base.assign(edv=base["edv"] / sf2, esv=base["esv"] / sf2), "cardbench"))
+    gf = (dims[["X", "Y"]].max(axis=1).reindex(series).to_numpy() / model.grid) ** 2
+    variants.append(("grid factor ignored", base.assign(edv=base["edv"] / gf, esv=base["esv"] / gf), "cardbench"))
+    recs = []
+    for name, ind, rule in variants:
+        t = score_series(ind, kaggle.truth, rule)
+        e = ef_error_summary(t["ef_abs_diff"])
+        d = (t["edv_pred"] - t["edv_ref"]).dropna()
+        recs.append({"variant": name, "n": e["n"], "ef_mean": e["mean"], "ef_sd": e["sd"], "ef_median": e["median"],
+                     "ef_iqr": e["iqr"], "edv_bias": float(d.mean()), "edv_mae": float(d.abs().mean())})
+    return pd.DataFrame.from_records(recs)

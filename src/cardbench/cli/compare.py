@@ -163,3 +163,35 @@ def volumes_score_cmd(
                                    "(prediction - released)", groupings=("all", "split")))
     if out is not None:
         con.print(f"written to [bold]{out}[/bold] (summary.json, per_subject.csv, agreement.csv)")
+
+
+@volumes_app.command("choices")
+def volumes_choices_cmd(
+    model: str = typer.Option("resnet34_5percent_size256_normalTfms_ceLoss", "--model", help="Published model "
+                              "(file stem under analysis/kaggle/predictions)."),
+    data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """Show how each choice of the volume computation (series resolution, rotation, scale factors) changes the scores."""
+    from rich.table import Table
+
+    from cardbench.benchmark.results import to_json
+    from cardbench.benchmark.volume_track import VolumeTrackError, choice_sensitivity
+    from cardbench.datasets.embedded import IntegrityError
+
+    try:
+        table = choice_sensitivity(model, data)
+    except FileNotFoundError as e:
+        _fail(str(e), code=1)
+    except (IntegrityError, VolumeTrackError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(to_json(table.to_dict(orient="records")))
+        return
+    t = Table(title=f"{model}: one choice changed at a time", title_justify="left")
+    for c in ("variant", "n", "|EF diff| mean", "SD", "median", "IQR", "EDV bias (mL)", "EDV MAE (mL)"):
+        t.add_column(c, justify="left" if c == "variant" else "right")
+    for _, r in table.iterrows():
+        t.add_row(r["variant"], str(r["n"]), *(f"{r[c]:.2f}" for c in ("ef_mean", "ef_sd", "ef_median", "ef_iqr",
+                                                                       "edv_bias", "edv_mae")))
+    Console().print(t)
