@@ -94,8 +94,10 @@ def volume_result_rich_table(summary: dict) -> Table:
     """EF absolute-difference summary per group of one volume-track result."""
     t = Table(title=f"{summary['submission']['name']}: |EF prediction - released EF| (percentage points), "
                     f"rule {summary['rule']['name']}", title_justify="left")
-    for c in ("group", "n", "mean", "SD", "median", "IQR", "worst case (100)"):
+    for c in ("group", "n", "mean [95% CI]", "SD", "median [95% CI]", "IQR", "worst case (100)"):
         t.add_column(c, justify="left" if c == "group" else "right")
     for g, e in summary["ef_abs_diff"].items():
-        t.add_row(g, str(e["n"]), _f(e["mean"]), _f(e["sd"]), _f(e["median"]), _f(e["iqr"]), str(e["n_worst_case"]))
+        t.add_row(g, str(e["n"]), _f(e["mean"]) + _ci(e.get("mean_ci_low"), e.get("mean_ci_high")), _f(e["sd"]),
+                  _f(e["median"]) + _ci(e.get("median_ci_low"), e.get("median_ci_high")), _f(e["iqr"]),
+                  str(e["n_worst_case"]))
     return t

@@ -586,16 +586,27 @@ class VolumeTrackResult:
         return out
 
 
-def _summarise(table: pd.DataFrame) -> dict:
+def _summarise(table: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """EF-error summary per group with bootstrap 95 % CIs (rows resampled, as :mod:`cardbench.benchmark.stats`)."""
+    from cardbench.benchmark.aggregate import bootstrap_ci
+    from cardbench.benchmark.stats import bootstrap_stat_ci
+
     groups = {"all": table}
     for s in ("train", "validate", "test"):
         groups[f"split={s}"] = table[table["split"] == s]
     if table["in_training"].any():
         groups["not_in_training"] = table[~table["in_training"]]
+    stats = {"sd": lambda v: v.std(axis=1, ddof=1), "median": lambda v: np.median(v, axis=1),
+             "iqr": lambda v: np.subtract(*np.quantile(v, [0.75, 0.25], axis=1))}
     out = {}
     for k, g in groups.items():
-        e = ef_error_summary(g["ef_abs_diff"])
+        x = g["ef_abs_diff"].to_numpy(np.float64)
+        x = x[np.isfinite(x)]
+        e = ef_error_summary(x)
         e["n_worst_case"] = int((g["status"] != "ok").sum())
+        e["mean_ci_low"], e["mean_ci_high"] = bootstrap_ci(x, n_boot, seed) if x.size else (np.nan, np.nan)
+        for name, fn in stats.items():
+            e[f"{name}_ci_low"], e[f"{name}_ci_high"] = bootstrap_stat_ci(fn, [x], n_boot, seed)
         out[k] = e
     return out
 
@@ -618,8 +629,8 @@ def score_volume_track(indices: pd.DataFrame, kaggle: KaggleData, *, name: str, 
     Returns:
         :class:`VolumeTrackResult`. Summary keys: ``track`` ("kaggle-volumes"), ``submission``,
         ``rule`` (name and text), ``volume_method``, ``ef_abs_diff`` (group -> n, mean, sd, median,
-        iqr in percentage points, n_worst_case; groups all, split=train|validate|test,
-        not_in_training), ``agreement`` (records as in ``clinical.agreement`` of a score summary:
+        iqr in percentage points, each with ``_ci_low``/``_ci_high`` (bootstrap over rows),
+        n_worst_case; groups all, split=train|validate|test, not_in_training), ``agreement`` (records as in ``clinical.agreement`` of a score summary:
         LVEDV, LVESV in mL, LVEF in %; EF pairs with an undefined prediction are excluded and
         counted), ``counts``, ``bootstrap``, ``inputs`` (sha256), ``cardbench_version``.
     """
@@ -636,7 +647,7 @@ def score_volume_track(indices: pd.DataFrame, kaggle: KaggleData, *, name: str, 
         "submission": {"name": name, **({"training_confidence_cutoff_percent": cutoff} if cutoff else {})},
         "rule": {"name": rule, "text": _RULE_TEXT[rule]},
         "volume_method": method or {},
-        "ef_abs_diff": _summarise(table),
+        "ef_abs_diff": _summarise(table, n_boot, seed),
         "agreement": agree.to_dict(orient="records"),
         "counts": {"rows": int(len(table)), "patients": int(table["subject"].nunique()),
                    "series_used": int(used.nunique()), "status": table["status"].value_counts().to_dict()},
@@ -766,8 +777,6 @@ def reproduce_kaggle_volumes(data_dir: str | Path | None = None, n_boot: int = 2
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cardbench.benchmark.aggregate import bootstrap_ci
-
     kaggle = load_kaggle_data(data_dir)
     results: dict[tuple[str, str], VolumeTrackResult] = {}
     recs = []
@@ -792,8 +801,8 @@ def reproduce_kaggle_volumes(data_dir: str | Path | None = None, n_boot: int = 2
             else:
                 rec["match"] = None
             cb = results[(model.label, "cardbench")]
-            lo, hi = bootstrap_ci(cb.per_subject["ef_abs_diff"].to_numpy(np.float64), n_boot, seed)
-            rec["cardbench_mean_ci_low"], rec["cardbench_mean_ci_high"] = lo, hi
+            e = cb.summary["ef_abs_diff"]["all"]
+            rec["cardbench_mean_ci_low"], rec["cardbench_mean_ci_high"] = e["mean_ci_low"], e["mean_ci_high"]
             ef = cb.agreement[(cb.agreement["index"] == "LVEF") & (cb.agreement["grouping"] == "all")].iloc[0]
             rec["ef_bias"], rec["ef_loa_low"], rec["ef_loa_high"] = ef["bias"], ef["loa_low"], ef["loa_high"]
             held = cb.summary["ef_abs_diff"].get("not_in_training", cb.summary["ef_abs_diff"]["all"])
