@@ -244,3 +244,100 @@ def test_pages_with_an_empty_folder(tmp_path, monkeypatch):
     for page in (None, "submission", "case", "compare", "dataset"):
         at = run_page(page)
         assert "holds no benchmark yet" in texts(at, "warning")
+
+
+# ---------------------------------------------------------------------------------------------
+# a real-image benchmark: the Sunnybrook sample (CC0), with a prediction whose LV is eroded by one
+# pixel on every slice (the lost rim labelled MY): clinical indices, overlays
+
+
+@pytest.fixture(scope="module")
+def sunnybrook(tmp_path_factory):
+    prepare = pytest.importorskip("cardbench.datasets.prepare")
+    import nibabel as nib
+    from scipy import ndimage
+
+    from cardbench.benchmark import score
+
+    tmp = tmp_path_factory.mktemp("sb")
+    ref = tmp / "sunnybrook"
+    prepare.prepare_dataset("sunnybrook-sample", ref)
+    pred = tmp / "pred"
+    for f in sorted((ref / "labels").rglob("*.nii.gz")):
+        img = nib.load(f)
+        a = np.asarray(img.dataobj).astype(np.uint8)
+        p = a.copy()
+        for k in range(a.shape[2]):
+            lv = a[:, :, k] == 1
+            p[:, :, k][lv & ~ndimage.binary_erosion(lv)] = 2
+        pred.mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(p, img.affine, img.header), pred / f.name)
+    root = tmp / "leaderboard"
+    L.open_leaderboard(root)
+    res = score(pred, ref, protocol="cardbench-v1", progress=False)
+    e = L.add_entry(res, root, "lv-eroded", meta={"label": "reference with the LV eroded by 1 pixel"})
+    return ref, pred, root, e.benchmark
+
+
+def _lv_ml(path) -> float:
+    import nibabel as nib
+
+    img = nib.load(path)
+    return float((np.asarray(img.dataobj) == 1).sum() * np.prod(img.header.get_zooms()[:3]) / 1000.0)
+
+
+def test_sunnybrook_submission_clinical(sunnybrook, monkeypatch):
+    ref, pred, root, bench = sunnybrook
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    at = run_page("submission", benchmark=bench, entry="lv-eroded")
+    subjects = pd.read_csv(ref / "subjects.csv", dtype={"subject": str})
+    ref_edv, pred_edv = [], []
+    for _, s in subjects.sort_values("subject").iterrows():
+        name = f"{s['subject']}_frame{int(s['ed_frame']):02d}.nii.gz"
+        ref_edv.append(_lv_ml(ref / "labels" / s["subject"] / name))
+        pred_edv.append(_lv_ml(pred / name))
+    ref_edv, pred_edv = np.array(ref_edv), np.array(pred_edv)
+    assert at.selectbox(key="sub_index").value == "LVEDV"
+    ba = next(s for s in plotly_specs(at) if s["layout"]["title"]["text"].startswith("Bland-Altman"))
+    pts = ba["data"][0]
+    np.testing.assert_allclose(np.sort(values(pts["y"])), np.sort(pred_edv - ref_edv), rtol=1e-6)
+    np.testing.assert_allclose(np.sort(values(pts["x"])), np.sort((pred_edv + ref_edv) / 2), rtol=1e-6)
+    agree = frame_with(at, "index", "bias", "mae").set_index("index")
+    assert agree.loc["LVEDV", "bias"] == pytest.approx((pred_edv - ref_edv).mean(), rel=1e-6)
+    # the Leaderboard page ranks by a clinical figure too
+    at = run_page(benchmark=bench)
+    at.selectbox(key="lb_metric").select("mae").run()
+    at.selectbox(key="lb_class").select("LVEDV").run()
+    t = frame_with(at, "entry", "mae_LVEDV")
+    assert t.set_index("entry").loc["lv-eroded", "mae_LVEDV"] == pytest.approx(np.abs(pred_edv - ref_edv).mean(),
+                                                                               rel=1e-6)
+
+
+def test_sunnybrook_case_overlays(sunnybrook, monkeypatch):
+    import nibabel as nib
+
+    ref, pred, root, bench = sunnybrook
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
+    assert not [i.value for i in at.info if "not" in str(i.value)]
+    frames = at.select_slider(key="case_frame").options
+    at.select_slider(key="case_frame").set_value(frames[-1]).run()
+    at.select_slider(key="case_slice").set_value(4).run()
+    assert not at.exception
+    frame = int(str(at.select_slider(key="case_frame").value).split()[0])
+    name = f"SCD0000101_frame{frame:02d}.nii.gz"
+    r = np.asarray(nib.load(ref / "labels" / "SCD0000101" / name).dataobj)[:, :, 4]
+    p = np.asarray(nib.load(pred / name).dataobj)[:, :, 4]
+    specs = plotly_specs(at)
+    assert [s["layout"]["title"]["text"] for s in specs] == ["reference", "prediction (dashed)"]
+    # the image under the contours is the slice of the prepared image volume (transposed for display)
+    img = np.asarray(nib.load(ref / "images" / "SCD0000101" / name).dataobj, dtype=np.float32)[:, :, 4]
+    heat = specs[0]["data"][0]
+    z = heat["z"]
+    z = np.array([values(row) for row in z]) if isinstance(z, list) else values(z).reshape(img.T.shape)
+    np.testing.assert_allclose(z, img.T)
+    # one LV contour in the reference, drawn around the LV pixels
+    lv = [t for t in specs[0]["data"] if t.get("name") == "LV"]
+    assert lv and values(lv[0]["x"]).min() >= np.nonzero(r == 1)[0].min() - 1
+    caption = texts(at, "caption")
+    assert f"{int((r != p).sum())} pixels differ on this slice" in caption

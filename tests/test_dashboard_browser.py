@@ -18,7 +18,7 @@ import pytest
 
 import lbexpect as X
 from cardbench.benchmark.leaderboard import Leaderboard, open_leaderboard
-from cardbench.dashboard.serve import chromium, screenshot, server, wait_for_text
+from cardbench.dashboard.serve import blankness, chromium, screenshot, server, wait_for_text
 from conftest import REPO, find_shared_data
 
 pytestmark = pytest.mark.browser
@@ -37,15 +37,6 @@ def _numbers(dom: str) -> np.ndarray:
     return np.array([float(x) for x in re.findall(r"\d+\.\d+", dom)])
 
 
-def _not_blank(png: Path) -> tuple[float, float]:
-    """(grey-level SD, dark-pixel fraction) of the main area (right of the sidebar)."""
-    from PIL import Image
-
-    a = np.asarray(Image.open(png).convert("L"), dtype=float)
-    main = a[:, 320:]
-    return float(main.std()), float((main < 128).mean())
-
-
 def test_dashboard_in_chromium(tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     root = tmp_path / "leaderboard"
@@ -57,7 +48,7 @@ def test_dashboard_in_chromium(tmp_path):
         dom = wait_for_text(url + "/", ['role="gridcell"', best, "Ranked by dice LV"])
         assert np.min(np.abs(_numbers(dom) - best_lv)) < 1e-9
         png = screenshot(url + "/", ARTIFACTS / "dashboard-leaderboard.png", size=(1400, 1000))
-        sd, dark = _not_blank(png)
+        sd, dark = blankness(png)
         assert sd > 15 and dark > 0.005, (sd, dark)
 
         # a new entry scored by the command line appears after a reload
@@ -72,5 +63,5 @@ def test_dashboard_in_chromium(tmp_path):
         dom = wait_for_text(f"{url}/?benchmark={bench}", ['role="gridcell"', "my-rescore"])
         assert np.min(np.abs(_numbers(dom) - X.paper_protocol(X.seven_t("base", SHARED), "LV"))) < 1e-9
         png = screenshot(f"{url}/?benchmark={bench}", ARTIFACTS / "dashboard-new-entry.png", size=(1400, 1000))
-        sd, dark = _not_blank(png)
+        sd, dark = blankness(png)
         assert sd > 15 and dark > 0.005, (sd, dark)

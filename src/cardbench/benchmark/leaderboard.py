@@ -830,12 +830,12 @@ def _write_entry(folder: Path, result: ScoreResult, meta: dict, per_case_format:
         # 10 significant digits: per-case values read back agree with the aggregates to ~1e-10
         result.per_case.to_csv(folder / "per_case.csv", index=False, float_format="%.10g")
     if result.per_subject is not None and len(result.per_subject.columns):
-        result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.6g")
-    _aggregates_of(result).to_csv(folder / "aggregates.csv", index=False, float_format="%.6g")
+        result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.10g")
+    _aggregates_of(result).to_csv(folder / "aggregates.csv", index=False, float_format="%.10g")
     for tname, df in (result.extra_tables or {}).items():
         if f"{tname}.csv" in _STANDARD_FILES:
             continue
-        df.to_csv(folder / f"{safe_name(tname)}.csv", index=False, float_format="%.6g")
+        df.to_csv(folder / f"{safe_name(tname)}.csv", index=False, float_format="%.10g")
     (folder / "submission.yaml").write_text(yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True),
                                             encoding="utf-8")
 
@@ -981,7 +981,7 @@ def render(ranked: pd.DataFrame, fmt: str = "csv", title: str = "") -> str:
         LeaderboardError: unknown format.
     """
     if fmt == "csv":
-        return ranked.to_csv(index=False, float_format="%.6g")
+        return ranked.to_csv(index=False, float_format="%.10g")
     if fmt == "json":
         recs = json.loads(ranked.to_json(orient="records"))
         return to_json({"benchmark": ranked.attrs.get("benchmark"), "title": title,

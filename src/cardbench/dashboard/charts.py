@@ -151,37 +151,63 @@ def scatter_vs_reference(ref: np.ndarray, pred: np.ndarray, name: str, unit: str
     return fig
 
 
+def _contours(fig: go.Figure, labels: np.ndarray, dash: str, width: float, opacity: float, suffix: str) -> None:
+    from skimage import measure
+
+    for cls in CLASSES:
+        mask = labels == CLASSES.index(cls) + 1
+        if not mask.any():
+            continue
+        first = True
+        for c in measure.find_contours(np.pad(mask, 1).astype(np.float32), 0.5):
+            c = c - 1  # undo the padding
+            fig.add_trace(go.Scatter(x=c[:, 0], y=c[:, 1], mode="lines", name=cls + suffix, legendgroup=cls + suffix,
+                                     showlegend=first, opacity=opacity, hoverinfo="name",
+                                     line=dict(color=CLASS_COLORS[cls], width=width, dash=dash)))
+            first = False
+
+
 def overlay(image: np.ndarray | None, labels: np.ndarray, title: str, spacing: tuple[float, float] = (1.0, 1.0),
-            dash: str = "solid") -> go.Figure:
+            dash: str = "solid", also: np.ndarray | None = None, zoom: tuple[int, int, int, int] | None = None
+            ) -> go.Figure:
     """One 2D slice with the contour of each class drawn on it.
 
     Args:
         image: 2D grey image ``(x, y)`` as stored in the NIfTI (None: draw on black).
         labels: 2D cardbench label map ``(x, y)`` of the same shape.
         spacing: (x, y) pixel spacing in mm, for the aspect ratio.
+        dash: line style of ``labels``' contours.
+        also: a second label map drawn thin and faint (e.g. the reference under a prediction).
+        zoom: (x0, x1, y0, y1) pixel range to show (None: the whole slice).
 
     The slice is shown with x horizontal and y vertical (``array.T``, row 0 at the top); contours
     are the 0.5 iso-lines of each class mask (:func:`skimage.measure.find_contours`).
     """
-    from skimage import measure
-
     lab = np.asarray(labels)
     img = np.zeros(lab.shape, np.float32) if image is None else np.asarray(image, np.float32)
     fig = go.Figure(go.Heatmap(z=img.T, colorscale="gray", showscale=False, hoverinfo="skip"))
-    for cls in CLASSES:
-        val = CLASSES.index(cls) + 1
-        mask = lab == val
-        if not mask.any():
-            continue
-        first = True
-        for c in measure.find_contours(np.pad(mask, 1).astype(np.float32), 0.5):
-            c = c - 1  # undo the padding
-            fig.add_trace(go.Scatter(x=c[:, 0], y=c[:, 1], mode="lines", name=cls, legendgroup=cls,
-                                     showlegend=first, line=dict(color=CLASS_COLORS[cls], width=2, dash=dash),
-                                     hoverinfo="name"))
-            first = False
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", scaleratio=spacing[1] / spacing[0], visible=False)
+    if also is not None:
+        _contours(fig, np.asarray(also), "solid", 1.0, 0.6, " (reference)")
+    _contours(fig, lab, dash, 2.0, 1.0, "")
+    fig.update_yaxes(autorange="reversed" if zoom is None else None, scaleanchor="x",
+                     scaleratio=spacing[1] / spacing[0], visible=False)
     fig.update_xaxes(visible=False)
-    fig.update_layout(title=title, height=420, margin=dict(l=0, r=0, t=40, b=0),
+    if zoom is not None:
+        x0, x1, y0, y1 = zoom
+        fig.update_xaxes(range=[x0 - 0.5, x1 + 0.5])
+        fig.update_yaxes(range=[y1 + 0.5, y0 - 0.5])
+    fig.update_layout(title=title, height=460, margin=dict(l=0, r=0, t=40, b=0),
                       legend=dict(orientation="h", y=-0.02), template="plotly_white")
     return fig
+
+
+def label_box(*labels: np.ndarray, margin: int = 20) -> tuple[int, int, int, int] | None:
+    """(x0, x1, y0, y1) around every labelled pixel of the 2D maps, with ``margin`` pixels; None
+    when all are empty."""
+    masks = [np.asarray(lab) > 0 for lab in labels if lab is not None]
+    if not masks or not any(m.any() for m in masks):
+        return None
+    m = np.logical_or.reduce(masks)
+    xs, ys = np.nonzero(m)
+    return (max(0, int(xs.min()) - margin), min(m.shape[0] - 1, int(xs.max()) + margin),
+            max(0, int(ys.min()) - margin), min(m.shape[1] - 1, int(ys.max()) + margin))

@@ -108,9 +108,23 @@ def _run_chromium(args: list[str], url: str, size: tuple[int, int], budget_ms: i
         return r.stdout
 
 
+def blankness(png: str | os.PathLike, left: int = 320) -> tuple[float, float]:
+    """(grey-level SD, fraction of dark pixels) of a screenshot's main area (right of ``left`` px,
+    the sidebar). A page still showing Streamlit's skeleton has both near 0."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(png).convert("L"), dtype=np.float64)[:, left:]
+    return float(a.std()), float((a < 128).mean())
+
+
 def screenshot(url: str, out: str | os.PathLike, size: tuple[int, int] = (1400, 1000), budget_ms: int = 15000,
-               timeout: float = 120.0) -> Path:
+               timeout: float = 180.0, tries: int = 3, min_sd: float = 15.0) -> Path:
     """Save a PNG screenshot of ``url`` (headless Chromium) to ``out``.
+
+    A capture that is still the page skeleton (main-area grey SD below ``min_sd``, see
+    :func:`blankness`) is taken again with twice the virtual-time budget, up to ``tries`` times;
+    the last capture is kept either way (the caller checks it).
 
     Raises:
         FileNotFoundError: chromium is not installed.
@@ -118,11 +132,14 @@ def screenshot(url: str, out: str | os.PathLike, size: tuple[int, int] = (1400, 
     """
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.unlink()
-    _run_chromium([f"--screenshot={out}"], url, size, budget_ms, timeout)
-    if not out.exists():
-        raise RuntimeError(f"chromium wrote no screenshot of {url} to {out}")
+    for i in range(tries):
+        if out.exists():
+            out.unlink()
+        _run_chromium([f"--screenshot={out}"], url, size, budget_ms * 2 ** i, timeout)
+        if not out.exists():
+            raise RuntimeError(f"chromium wrote no screenshot of {url} to {out}")
+        if blankness(out)[0] >= min_sd:
+            break
     return out
 
 

@@ -1,5 +1,7 @@
-"""Case drill-down: one case's scores per class and slice, and, when the images are available, the
-image with the reference and the prediction contours side by side, with slice and frame sliders."""
+"""Case drill-down: one case's image with the reference and the prediction contours side by side
+(when the images are available), slice and frame sliders, and the case's scores per class and slice."""
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,7 @@ img_rows = analysis.level_rows(pc, "image")
 metric_cols = analysis.metric_columns(pc)
 
 subjects = sorted(pc["subject"].astype(str).unique().tolist())
-c1, c2 = st.columns([1, 2])
+c1, c2, c3 = st.columns([1, 1, 1])
 subject = data.select_persistent("Subject", subjects, "case_subject", container=c1, query_param="subject")
 frames_all = sorted(int(f) for f in pc.loc[pc["subject"].astype(str) == subject, "frame"].dropna().unique())
 phase_of = {int(r["frame"]): r["phase"] for _, r in vol[vol["subject"].astype(str) == subject].iterrows()
@@ -39,79 +41,79 @@ with c2:
     else:
         frame = frames_all[0]
         st.markdown(f"Frame {frame}" + (f" ({phase_of[frame]})" if frame in phase_of else ""))
-
 case_vol = vol[(vol["subject"].astype(str) == subject) & (vol["frame"] == frame)]
 case_img = img_rows[(img_rows["subject"].astype(str) == subject) & (img_rows["frame"] == frame)]
-show = ["class", "status", "ref_voxels", "pred_voxels", "tp", "fp", "fn"] + metric_cols
-st.subheader(f"Subject {subject}, frame {frame}" + (f" ({phase_of[frame]})" if frame in phase_of else ""))
-st.markdown("**Volume** (all slices of the frame)")
-vt = case_vol[[c for c in show if c in case_vol.columns]]
-st.dataframe(vt, hide_index=True, key="case_volume")
-data.download(vt, f"{entry}__{subject}_frame{frame}__volume.csv", key="dl_case_volume")
-
 slices = sorted(int(s) for s in case_img["slice"].dropna().unique())
-if slices:
-    st.markdown("**Per slice**")
-    metric = metric_cols[0] if metric_cols else None
-    if metric:
-        per_slice = case_img.pivot_table(index="slice", columns="class", values=metric, aggfunc="first")
-        per_slice.columns = [f"{metric} {c}" for c in per_slice.columns]
-        st.dataframe(per_slice, key="case_slices")
-        data.download(per_slice.reset_index(), f"{entry}__{subject}_frame{frame}__slices.csv", key="dl_case_slices")
-    sl = st.select_slider("Slice", slices, key="case_slice") if len(slices) > 1 else slices[0]
-else:
-    sl = None
+with c3:
+    if len(slices) > 1:
+        sl = st.select_slider("Slice", slices, key="case_slice")
+    else:
+        sl = slices[0] if slices else None
+        if sl is not None:
+            st.markdown(f"Slice {sl}")
 
-st.subheader("Images")
-ref_file = str(case_vol["ref_file"].iloc[0]) if "ref_file" in case_vol and len(case_vol) else ""
-pred_file = str(case_vol["pred_file"].iloc[0]) if "pred_file" in case_vol and len(case_vol) else ""
-if sl is not None and "ref_file" in case_img and len(case_img):
-    r = case_img[case_img["slice"] == sl]
-    if len(r):
-        ref_file = str(r["ref_file"].iloc[0])
-        pred_file = str(r["pred_file"].iloc[0]) if "pred_file" in r else pred_file
-found = images.locate_case(summary, ref_file, pred_file if pred_file != "nan" else "")
-if isinstance(found, str):
-    st.info(found, icon=":material/visibility_off:")
-    st.stop()
+title = f"Subject {subject}, frame {frame}" + (f" ({phase_of[frame]})" if frame in phase_of else "")
+st.subheader(title + (f", slice {sl}" if sl is not None else ""))
 
 
+# ---- images
 @st.cache_data(show_spinner=False, max_entries=32)
 def _load(path: str, label_map, kind: str):
-    from pathlib import Path
-
     if kind == "image":
         return images.read_volume(Path(path))
     return images.read_labels(Path(path), label_map), None
 
 
-try:
-    ref_lab, _ = _load(str(found.reference), (summary.get("dataset") or {}).get("label_map"), "labels")
-    pred_lab = _load(str(found.prediction), summary.get("label_map"), "labels")[0] if found.prediction else None
-    img, spacing = _load(str(found.image), None, "image") if found.image else (None, None)
-except Exception as e:  # noqa: BLE001 - show the reason, never a stack trace
-    st.error(f"Could not read the case's files: {e}")
-    st.stop()
-if spacing is None:
-    spacing = (1.0, 1.0, 1.0)
-k = 0
-if ref_lab.shape[2] > 1:
+def _images() -> None:
+    ref_file = str(case_vol["ref_file"].iloc[0]) if "ref_file" in case_vol and len(case_vol) else ""
+    pred_file = str(case_vol["pred_file"].iloc[0]) if "pred_file" in case_vol and len(case_vol) else ""
+    found = images.locate_case(summary, ref_file, "" if pred_file == "nan" else pred_file)
+    if isinstance(found, str):
+        st.info(found, icon=":material/visibility_off:")
+        return
+    try:
+        ref_lab, _ = _load(str(found.reference), (summary.get("dataset") or {}).get("label_map"), "labels")
+        pred_lab = _load(str(found.prediction), summary.get("label_map"), "labels")[0] if found.prediction else None
+        img, spacing = _load(str(found.image), None, "image") if found.image else (None, None)
+    except Exception as e:  # noqa: BLE001 - show the reason, never a stack trace
+        st.error(f"Could not read the case's files ({found.reference}): {e}")
+        return
+    spacing = spacing or (1.0, 1.0, 1.0)
     k = int(sl) if sl is not None and 0 <= int(sl) < ref_lab.shape[2] else 0
-elif sl is not None:
-    k = 0
-if found.image is None:
-    st.caption("No image file next to the reference labels (standard layout: images/<subject>/...); contours are "
-               "drawn on black.")
-img2 = None if img is None else img[:, :, min(k, img.shape[2] - 1)]
-c1, c2 = st.columns(2)
-c1.plotly_chart(charts.overlay(img2, ref_lab[:, :, k], f"reference (slice {k})", spacing[:2]), key="case_ref")
-if pred_lab is not None:
-    c2.plotly_chart(charts.overlay(img2, pred_lab[:, :, k], f"prediction (slice {k})", spacing[:2], dash="dash"),
-                    key="case_pred")
-else:
-    c2.info("The prediction file is not available here (the submission folder was moved, or it was an archive).")
-st.caption("x horizontal, y vertical, as stored in the NIfTI (array transposed for display). Colours: LV red, MY "
-           "green, RV blue. Contours: the 0.5 iso-line of each class mask.")
-if pred_lab is not None:
-    diff = int(np.sum(ref_lab[:, :, k] != pred_lab[:, :, k]))
-    st.caption(f"{diff} pixels differ on this slice.")
+    o1, o2 = st.columns(2)
+    zoom_on = o1.checkbox("Zoom to the heart", value=True, key="case_zoom")
+    both = o2.checkbox("Reference contours on the prediction too", value=True, key="case_both")
+    zoom = charts.label_box(ref_lab.any(axis=2), None if pred_lab is None else pred_lab.any(axis=2)) \
+        if zoom_on else None
+    if found.image is None:
+        st.caption("No image next to the reference labels (standard layout: images/<subject>/...): contours are "
+                   "drawn on black.")
+    img2 = None if img is None else img[:, :, min(k, img.shape[2] - 1)]
+    i1, i2 = st.columns(2)
+    i1.plotly_chart(charts.overlay(img2, ref_lab[:, :, k], "reference", spacing[:2], zoom=zoom), key="case_ref")
+    if pred_lab is not None:
+        i2.plotly_chart(charts.overlay(img2, pred_lab[:, :, k], "prediction (dashed)", spacing[:2], dash="dash",
+                                       also=ref_lab[:, :, k] if both else None, zoom=zoom), key="case_pred")
+        diff = int(np.sum(ref_lab[:, :, k] != pred_lab[:, :, k]))
+        st.caption(f"{diff} pixels differ on this slice. x horizontal, y vertical as stored in the NIfTI (array "
+                   "transposed for display). LV red, MY green, RV blue; contours are the 0.5 iso-lines of each mask.")
+    else:
+        i2.info("The prediction file is not available here (the submission folder was moved, or it was an "
+                "archive).")
+
+
+_images()
+
+# ---- scores
+st.markdown("**Volume** (all slices of the frame)")
+show = ["class", "status", "ref_voxels", "pred_voxels", "tp", "fp", "fn"] + metric_cols
+vt = case_vol[[c for c in show if c in case_vol.columns]]
+st.dataframe(vt, hide_index=True, key="case_volume")
+data.download(vt, f"{entry}__{subject}_frame{frame}__volume.csv", key="dl_case_volume")
+if slices and metric_cols:
+    metric = st.selectbox("Per-slice metric", metric_cols, key="case_metric")
+    st.markdown(f"**Per slice**: {metric}")
+    per_slice = case_img.pivot_table(index="slice", columns="class", values=metric, aggfunc="first", dropna=False)
+    per_slice.columns = [f"{metric} {c}" for c in per_slice.columns]
+    st.dataframe(per_slice, key="case_slices")
+    data.download(per_slice.reset_index(), f"{entry}__{subject}_frame{frame}__slices.csv", key="dl_case_slices")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cardbench.benchmark.leaderboard import LeaderboardError, rank_table
+from cardbench.benchmark.leaderboard import CLINICAL_INDICES, LeaderboardError, rank_table, direction_text
 from cardbench.dashboard import charts, data
 from cardbench.labelmaps import CLASSES
 
@@ -31,13 +31,17 @@ if agg.empty:
 
 metrics = [m for m in proto.get("metrics", []) if m in set(agg["metric"])] + \
     [m for m in dict.fromkeys(agg["metric"]) if m not in proto.get("metrics", [])]
-classes = [c for c in CLASSES if c in set(agg["class"])]
 groups = ["all"] + sorted(set(agg.loc[agg["grouping"] == "phase", "group"]) - {"-"}) + \
     sorted(set(agg.loc[agg["grouping"] == "split", "group"]) - {"-", bench["split"]})
 
 c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
-metric = c1.selectbox("Metric", metrics, key="lb_metric")
-cls = c2.selectbox("Rank by class", classes, key="lb_class")
+metric = c1.selectbox("Metric", metrics, key="lb_metric",
+                      help="Segmentation metrics (Dice, IoU, HD95, ASSD...) per class; clinical agreement (mae, bias, "
+                           "sd_diff, pearson_r) per index (LVEDV, LVESV, LVEF, LVM...) where entries have volumes.")
+present = set(agg.loc[agg["metric"] == metric, "class"])
+classes = [c for c in (*CLASSES, *CLINICAL_INDICES) if c in present] + sorted(
+    c for c in present if c not in CLASSES and c not in CLINICAL_INDICES)
+cls = c2.selectbox("Rank by class / index", classes, key="lb_class")
 group = c3.selectbox("Phase / group", groups, key="lb_group",
                      help="all: every case of the split; ED / ES: only end-diastolic / end-systolic frames.")
 query = c4.text_input("Filter entries", key="lb_filter", placeholder="name, label or team contains...")
@@ -56,13 +60,13 @@ if query:
     view = view[hay.str.contains(q, regex=False)]
 
 a = ranked.attrs
-better = "higher" if a["direction"] > 0 else "lower"
-st.subheader(f"Ranked by {metric} {cls} ({group}), {better} is better")
+unit = f" ({a['unit']})" if a.get("unit") else ""
+st.subheader(f"Ranked by {metric} {cls}{unit} ({group}), {direction_text(a['direction'])}")
 
 cols = ["rank", "entry", "label", "team"]
 colcfg = {"rank": st.column_config.NumberColumn("rank", width="small"),
           "entry": st.column_config.TextColumn("entry"), "label": st.column_config.TextColumn("label", width="medium")}
-fmt = "%.4f" if metric in ("dice", "iou") else "%.2f"
+fmt = "%.4f" if metric in ("dice", "iou", "pearson_r") else "%.2f"
 for c in a["classes"]:
     key = f"{metric}_{c}"
     cols.append(key)
