@@ -45,4 +45,5 @@ def main() -> None:
 from cardbench.cli import leaderboard as _leaderboard  # noqa: E402,F401  (cardbench leaderboard ...)
 from cardbench.cli import dashboard as _dashboard  # noqa: E402,F401  (cardbench dashboard)
 from cardbench.cli import data as _data  # noqa: E402,F401  (cardbench data ...)
+from cardbench.cli import baseline as _baseline  # noqa: E402,F401  (cardbench baseline ...)
 from cardbench.cli import compare as _compare  # noqa: E402,F401  (cardbench compare, cardbench volumes ...)
