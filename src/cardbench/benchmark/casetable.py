@@ -34,6 +34,9 @@ COUNT_COLUMNS = [f"c{r}{p}" for r in range(N_LABELS) for p in range(N_LABELS)]
 ID_COLUMNS = ["level", "subject", "frame", "slice", "phase", "split", "class", "status",
               "ref_voxels", "pred_voxels", "tp", "fp", "fn"]
 
+#: status columns of ``extra`` shared by a group of metrics: ``<group>_status`` -> metrics.
+STATUS_GROUPS: dict[str, tuple[str, ...]] = {"distance": ("hd", "hd95", "assd", "masd")}
+
 SplitFn = Callable[[str], str]
 PhaseFn = Callable[[str, "int | None"], str]
 AnnotFn = Callable[[str, "int | None"], "frozenset[str] | None"]
@@ -48,16 +51,20 @@ def volume_counts(images: pd.DataFrame) -> pd.DataFrame:
     Returns:
         counts table with one row per (subject, frame); ``slice`` is NA, ``missing`` is True when
         any image of the volume is missing, file columns keep their first value, ``n_slices`` counts
-        the images, ``voxel_ml`` and ``fov_diag_mm`` keep their first value.
+        the images, ``voxel_ml`` and ``fov_diag_mm`` keep their first value (``fov_diag_mm`` is
+        taken from ``volume_fov_diag_mm`` when the images carry it).
     """
     keys = ["subject", "frame"]
     agg: dict[str, object] = {c: "sum" for c in COUNT_COLUMNS}
     agg["missing"] = "any"
-    for c in ("ref_file", "pred_file", "voxel_ml", "fov_diag_mm"):
+    for c in ("ref_file", "pred_file", "voxel_ml", "fov_diag_mm", "volume_fov_diag_mm"):
         if c in images.columns:
             agg[c] = "first"
     g = images.groupby(keys, sort=True, dropna=False)
     out = g.agg(agg)
+    if "volume_fov_diag_mm" in out.columns:
+        # the worst-case distance of a volume is its own field-of-view diagonal, not an image's
+        out["fov_diag_mm"] = out.pop("volume_fov_diag_mm")
     out["n_slices"] = g.size()
     out = out.reset_index()
     out["slice"] = pd.array([pd.NA] * len(out), dtype="Int64")
@@ -102,7 +109,9 @@ def per_case_table(
         not_annotated_classes: classes the reference never annotates (status not_annotated).
         extra: optional metric values computed from arrays (surface distances...), with columns
             level, subject, frame, slice, class, and one column per metric; its ``<metric>_status``
-            columns, when present, override the count-based status for that metric.
+            columns, when present, override the count-based status for that metric, and a
+            ``<group>_status`` column for a group of :data:`STATUS_GROUPS` (``distance_status``)
+            does so for every metric of the group (e.g. ``failed`` when the spacing is unknown).
 
     Returns:
         DataFrame with :data:`ID_COLUMNS`, then ``dice``, ``iou`` and any extra metric columns, then
@@ -118,9 +127,14 @@ def per_case_table(
         conf = tab[COUNT_COLUMNS].to_numpy(np.int64).reshape(-1, N_LABELS, N_LABELS)
         subj = tab["subject"].astype(str).to_numpy()
         frame_vals = [None if pd.isna(f) else int(f) for f in tab["frame"]]
-        split = np.array([split_of(s) for s in subj], dtype=object)
-        phase = np.array([phase_of(s, f) for s, f in zip(subj, frame_vals)], dtype=object)
-        ann = [annotated(s, f) if annotated else None for s, f in zip(subj, frame_vals)]
+        # look each subject / volume up once (thousands of image rows share a few hundred volumes)
+        split_c = {s_: split_of(s_) for s_ in dict.fromkeys(subj)}
+        vols = list(dict.fromkeys(zip(subj, frame_vals)))
+        phase_c = {v: phase_of(*v) for v in vols}
+        ann_c = {v: annotated(*v) for v in vols} if annotated else {}
+        split = np.array([split_c[s_] for s_ in subj], dtype=object)
+        phase = np.array([phase_c[v] for v in zip(subj, frame_vals)], dtype=object)
+        ann = [ann_c.get(v) for v in zip(subj, frame_vals)]
         missing = tab["missing"].to_numpy(bool)
         for cls in classes:
             k = CLASS_VALUES[cls]
@@ -178,8 +192,11 @@ def _merge_extra(out: pd.DataFrame, extra: pd.DataFrame, protocol: Protocol) -> 
             continue
         status = merged["status"].to_numpy(object)
         # a metric-specific status (e.g. failed) overrides the count-based one where it is set
-        if f"{m}_status" in merged.columns:
-            ms = merged[f"{m}_status"].to_numpy(object)
+        scol = f"{m}_status" if f"{m}_status" in merged.columns else next(
+            (f"{grp}_status" for grp, ms_ in STATUS_GROUPS.items() if m in ms_ and f"{grp}_status" in merged.columns),
+            None)
+        if scol is not None:
+            ms = merged[scol].to_numpy(object)
             keep = np.isin(status, [MISSING, NOT_ANNOTATED])
             status = np.where(pd.isna(ms) | keep, status, ms)
         worst = METRIC_WORST.get(m)

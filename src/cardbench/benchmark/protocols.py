@@ -43,6 +43,13 @@ def _overlap_policy(both_empty) -> dict[str, object]:
             NOT_ANNOTATED: "nan", MISSING: "worst", FAILED: "nan"}
 
 
+def _distance_policy() -> dict[str, object]:
+    """Surface distances (HD, HD95, ASSD, MASD in mm): one side empty or a missing prediction is the
+    worst case (the field-of-view diagonal of the image or volume, in mm), both empty is NaN."""
+    return {OK: "value", BOTH_EMPTY: "nan", REF_EMPTY: "worst", PRED_EMPTY: "worst",
+            NOT_ANNOTATED: "nan", MISSING: "worst", FAILED: "nan"}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A scoring protocol.
@@ -99,15 +106,19 @@ ANKENBRAND2021 = Protocol(
 CARDBENCH_V1 = Protocol(
     name="cardbench-v1",
     version="1.0",
-    description=("Per 3D volume (subject, frame) per class; both empty: NaN, excluded and counted; one side "
-                 "empty: worst value; mean per subject, then over subjects; 95 % bootstrap CI over subjects."),
+    description=("Per 3D volume (subject, frame) per class: Dice, IoU, HD95 and ASSD in mm (HD and MASD in the "
+                 "per-case table); both empty: NaN, excluded and counted; one side empty: worst value (Dice 0, "
+                 "distances the field-of-view diagonal); mean per subject, then over subjects; 95 % bootstrap CI "
+                 "over subjects."),
     level="volume",
     aggregation="subject",
-    metrics=("dice", "iou"),
-    policy={"dice": _overlap_policy("nan"), "iou": _overlap_policy("nan")},
+    metrics=("dice", "iou", "hd95", "assd"),
+    policy={"dice": _overlap_policy("nan"), "iou": _overlap_policy("nan"),
+            "hd": _distance_policy(), "hd95": _distance_policy(), "assd": _distance_policy(),
+            "masd": _distance_policy()},
     bootstrap=2000,
-    citation="cardbench DESIGN.md; subject-level bootstrap as in Maier-Hein et al., Metrics Reloaded, "
-             "Nat Methods 2024;21:195",
+    citation="cardbench DESIGN.md; subject-level bootstrap, HD95 and MASD as in Maier-Hein et al., Metrics "
+             "Reloaded, Nat Methods 2024;21:195; ASSD as in Heimann et al., IEEE TMI 2009;28:1251",
 )
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (CARDBENCH_V1, ANKENBRAND2021)}

@@ -31,9 +31,10 @@ from cardbench.benchmark.aggregate import aggregate, per_subject_table
 from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
 from cardbench.benchmark.clinical import clinical_summary
 from cardbench.benchmark.confusion import confusion_per_slice
-from cardbench.benchmark.metrics import STATUSES
+from cardbench.benchmark.metrics import FAILED, STATUSES
 from cardbench.benchmark.protocols import Protocol, get_protocol
 from cardbench.benchmark.results import ScoreResult
+from cardbench.benchmark.surface import DISTANCE_METRICS, fov_diagonal_mm, label_surface_distances
 from cardbench.benchmark.submission import Submission, load_submission
 from cardbench.benchmark.validation import (
     DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels,
@@ -129,6 +130,7 @@ class VolumeTask:
     pred_map: LabelMap
     affine_tol: float
     png_spacing: tuple[float, float, float] | None = None
+    distances: bool = False
 
 
 def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem]) -> tuple[LabelImage | None, np.ndarray | None]:
@@ -149,15 +151,28 @@ def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem]) -> tuple
 
 
 def score_volume(task: VolumeTask) -> dict:
-    """Read, validate and count one (subject, frame) group.
+    """Read, validate and count one (subject, frame) group; with ``task.distances`` also compute
+    the surface distances (:mod:`cardbench.benchmark.surface`) of every class per 2D image and per
+    volume.
+
+    NIfTI: one file is the volume ``(x, y, slice)`` with the header's spacing; its images are the
+    planes ``[:, :, s]``. PNG: each file is one image ``(row, col)`` with the in-plane spacing of
+    the reference's spacing.csv; the volume is the stack of the frame's images sorted by slice
+    index, scored in 3D only when all images have one shape, the slice indices have no gap and
+    the spacing is known; otherwise the volume's distances get status ``failed`` and a note says
+    why (never a silent value).
 
     Returns:
-        dict with ``rows`` (counts-table records, one per 2D image), ``problems`` and ``hashes``
-        (``{"reference": {path: sha256}, "predictions": {...}}``).
+        dict with ``rows`` (counts-table records, one per 2D image), ``problems``, ``hashes``
+        (``{"reference": {path: sha256}, "predictions": {...}}``), ``extra`` (distance records:
+        level, subject, frame, slice, class, hd, hd95, assd, masd, distance_status) and ``notes``.
     """
     problems: list[Problem] = []
     rows: list[dict] = []
     hashes: dict[str, dict[str, str]] = {"reference": {}, "predictions": {}}
+    extra: list[dict] = []
+    notes: list[str] = []
+    png_items: list[tuple[int, np.ndarray, np.ndarray]] = []
     for pair in task.pairs:
         ref_img, ref = _read(pair.ref_path, task.ref_map, "reference", problems)
         if ref_img is not None:
@@ -184,15 +199,92 @@ def score_volume(task: VolumeTask) -> dict:
             sp = None
         voxel_ml = float(np.prod(sp)) / 1000.0 if sp is not None else np.nan
         shape3 = ref.shape if ref.ndim == 3 else ref.shape + (1,)
-        fov = float(np.linalg.norm(np.asarray(shape3) * np.asarray(sp))) if sp is not None else np.nan
+        # worst-case distance of each level: the diagonal of its field of view (image: in-plane)
+        fov = fov_diagonal_mm(shape3, sp) if sp is not None else np.nan
+        fov_image = fov_diagonal_mm(shape3[:2], sp[:2]) if sp is not None else np.nan
         slices = range(conf.shape[0]) if pair.key.slice is None else [pair.key.slice]
         for i, s in enumerate(slices):
             rec = {"subject": task.subject, "frame": task.frame, "slice": s, "missing": pair.pred_path is None,
                    "ref_file": str(pair.ref_path), "pred_file": "" if pair.pred_path is None else str(pair.pred_path),
-                   "voxel_ml": voxel_ml, "fov_diag_mm": fov}
+                   "voxel_ml": voxel_ml, "fov_diag_mm": fov_image, "volume_fov_diag_mm": fov}
             rec.update(zip(COUNT_COLUMNS, conf[i].ravel().tolist()))
             rows.append(rec)
-    return {"rows": rows, "problems": problems, "hashes": hashes}
+        if pair.key.slice is not None:
+            png_items.append((pair.key.slice, ref, pred))
+        elif task.distances:
+            extra.extend(_distance_records(task, ref, pred, sp, list(slices), volume=True, notes=notes,
+                                           what=pair.ref_path.name))
+    if png_items and task.png_spacing is not None:
+        # a PNG frame's volume spans its images: the worst-case distance of the volume level
+        slice_ids = sorted(s for s, _, _ in png_items)
+        vfov = fov_diagonal_mm((*max(r.shape for _, r, _ in png_items), slice_ids[-1] - slice_ids[0] + 1),
+                               task.png_spacing)
+        for rec in rows:
+            rec["volume_fov_diag_mm"] = vfov
+    if png_items and task.distances:
+        extra.extend(_png_distance_records(task, png_items, notes))
+    return {"rows": rows, "problems": problems, "hashes": hashes, "extra": extra, "notes": notes}
+
+
+def _failed_records(task: VolumeTask, slices: list, level: str) -> list[dict]:
+    return [{"level": level, "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
+             **{m: np.nan for m in DISTANCE_METRICS}, "distance_status": FAILED}
+            for s in slices for c in CLASSES]
+
+
+def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spacing, slices: list,
+                      volume: bool, notes: list[str], what: str) -> list[dict]:
+    """Distance records of one label volume ``(x, y, slice)`` (or image ``(row, col)``)."""
+    if spacing is None:
+        notes.append(f"{what}: surface distances not computed (status failed): the voxel spacing is unknown; "
+                     "give PNG references a spacing.csv (subject, spacing_row, spacing_col, spacing_slice in mm)")
+        return (_failed_records(task, slices, "image")
+                + (_failed_records(task, [None], "volume") if volume else []))
+    sp = tuple(float(x) for x in spacing)[:ref.ndim]
+    try:
+        res = label_surface_distances(ref, pred, sp, labels=[CLASS_VALUES[c] for c in CLASSES],
+                                      volume=volume and ref.ndim == 3, images=True)
+    except ValueError as e:
+        notes.append(f"{what}: surface distances not computed (status failed): {e}")
+        return (_failed_records(task, slices, "image")
+                + (_failed_records(task, [None], "volume") if volume else []))
+    out = []
+    for ci, c in enumerate(CLASSES):
+        for i, s in enumerate(slices):
+            out.append({"level": "image", "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
+                        **dict(zip(DISTANCE_METRICS, res["images"][ci, i].tolist())), "distance_status": None})
+        if volume:
+            out.append({"level": "volume", "subject": task.subject, "frame": task.frame, "slice": None, "class": c,
+                        **dict(zip(DISTANCE_METRICS, res["volume"][ci].tolist())), "distance_status": None})
+    return out
+
+
+def _png_distance_records(task: VolumeTask, items: list, notes: list[str]) -> list[dict]:
+    """Distance records of a frame given as PNG images: each image in 2D, the stack in 3D when it
+    is a valid volume (one shape, no gap in the slice indices, spacing known)."""
+    items = sorted(items, key=lambda t: t[0])
+    slices = [s for s, _, _ in items]
+    what = f"subject {task.subject} frame {task.frame}"
+    sp = task.png_spacing
+    shapes = {r.shape for _, r, _ in items}
+    reason = None
+    if sp is None:
+        reason = "the voxel spacing is unknown (add spacing.csv to the reference)"
+    elif len(shapes) > 1:
+        reason = f"its images differ in shape {sorted(shapes)}"
+    elif slices != list(range(slices[0], slices[0] + len(slices))):
+        missing = sorted(set(range(slices[0], slices[-1] + 1)) - set(slices))
+        reason = f"slice indices have a gap (no image for slice {', '.join(map(str, missing[:5]))})"
+    if reason is None:
+        ref = np.stack([r for _, r, _ in items], axis=-1)
+        pred = np.stack([p for _, _, p in items], axis=-1)
+        return _distance_records(task, ref, pred, sp, slices, volume=True, notes=notes, what=what)
+    notes.append(f"{what}: 3D surface distances not computed (status failed): {reason}")
+    out = []
+    for s, r, p in items:
+        out.extend(_distance_records(task, r, p, sp, [s], volume=False, notes=notes,
+                                     what=f"{what} slice {s}"))
+    return out + _failed_records(task, [None], "volume")
 
 
 def _progress(total: int, description: str, enabled: bool):
@@ -321,14 +413,18 @@ def score(
         groups: dict[tuple[str, int | None], list[CasePair]] = {}
         for p in pairs:
             groups.setdefault((p.key.subject, p.key.frame), []).append(p)
-        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s))
+        want_distances = any(m in proto.policy for m in DISTANCE_METRICS)
+        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), want_distances)
                  for (s, f), ps in groups.items()]
         results = run_tasks(tasks, jobs=jobs, progress=progress)
         hashes = {"reference": {}, "predictions": {}}
         rows: list[dict] = []
+        extra_rows: list[dict] = []
         for r in results:
             problems.extend(r["problems"])
             rows.extend(r["rows"])
+            extra_rows.extend(r.get("extra", []))
+            notes.extend(r.get("notes", []))
             for k in hashes:
                 hashes[k].update(r["hashes"][k])
         if problems:
@@ -339,8 +435,9 @@ def score(
                                       _rel(s, root))
         classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map)
         notes.extend(cnotes)
+        extra_df = pd.DataFrame.from_records(extra_rows) if extra_rows else None
         per_case = per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
-                                  ref.annotated_classes, not_ann)
+                                  ref.annotated_classes, not_ann, extra=extra_df)
         meta_hashes = {}
         from cardbench._util import sha256_file
         for m in ref.metadata_files:

@@ -1,0 +1,633 @@
+"""Surface distances between a reference and a predicted mask, in mm: HD, HD95, ASSD and MASD.
+
+Definitions (per class; the same in 2D, per image, and in 3D, per volume):
+
+Boundary
+    The boundary of a binary mask is the set of its foreground voxels that have at least one
+    face neighbour (4-neighbourhood in 2D, 6 in 3D) in the background; voxels outside the array
+    count as background, so a mask touching the edge of the array has a boundary there. For a
+    label map, a voxel of class k is on the boundary of k when a face neighbour holds another
+    label (background or another class). This is MONAI's ``get_mask_edges`` (``binary_erosion``
+    XOR the mask, scipy's default face-connected structure and ``border_value=0``) and MedPy's
+    ``__surface_distances`` (``connectivity=1``).
+
+Directed distances
+    For each boundary voxel of A, the Euclidean distance in mm from its centre to the centre of
+    the nearest boundary voxel of B, with the voxel spacing of each array axis (anisotropic
+    spacing is exact; ``d = sqrt(sum_i (delta_i * spacing_i)^2)``). ``d(A->B)`` is the list of
+    these distances (one per boundary voxel of A).
+
+HD (Hausdorff distance)
+    ``max(max d(P->R), max d(R->P))``.
+HD95
+    ``max(p95 d(P->R), p95 d(R->P))``: the larger of the two *directed* 95th percentiles, the
+    percentile interpolated linearly between order statistics (``numpy.percentile``'s default
+    ``linear`` method, the same as ``torch.quantile`` used by MONAI). This is the definition of
+    MONAI ``HausdorffDistanceMetric(percentile=95)`` and of Metrics Reloaded (Maier-Hein et al.,
+    Nat Methods 2024;21:195). It is *not* MedPy's ``hd95``, which takes the 95th percentile of
+    both directions pooled into one list.
+ASSD (average symmetric surface distance)
+    The mean over the pooled directed distances: ``(sum d(P->R) + sum d(R->P)) / (n_P + n_R)``
+    (Heimann et al., IEEE TMI 2009;28:1251; MONAI ``SurfaceDistanceMetric(symmetric=True)``;
+    MedPy >= 0.5 ``assd``).
+MASD (mean average surface distance)
+    The mean of the two directed means: ``(mean d(P->R) + mean d(R->P)) / 2`` (Metrics Reloaded's
+    MASD; older MedPy ``assd``). It weighs both surfaces equally however many voxels each has.
+
+DeepMind's ``surface-distance`` package measures something close but different: surface elements
+on the voxel-corner grid weighted by their area (Nikolov et al., JMIR 2021;23:e26151); its values
+differ from these by definition.
+
+Edge cases (status from the voxel counts, see :mod:`cardbench.benchmark.metrics`):
+
+- class present in one mask only (``ref_empty`` or ``pred_empty``): no distance exists; the
+  value is the worst case, the diagonal of the field of view in mm (``sqrt(sum (n_i *
+  spacing_i)^2)`` over the array's axes, the largest distance two points of the array can have),
+  and the status says so;
+- class absent from both (``both_empty``): NaN.
+
+Axis order: arrays are used as given; ``spacing[i]`` is the voxel size in mm along axis ``i``
+(NIfTI: ``(x, y, slice)`` with ``header.get_zooms()[:3]``; PNG: ``(row, col)``). For a volume the
+per-image (2D) values are computed in the planes ``[:, :, s]`` (slices along the last axis) with
+the in-plane spacing ``spacing[:2]``.
+
+Algorithm (exact, not an approximation): the arrays are cropped to the bounding box of all
+foreground labels of both masks; boundaries are found by comparing each voxel with its face
+neighbours; the nearest boundary voxel of the other mask is searched among neighbour offsets in
+order of increasing distance in mm (the first hit is the nearest), for all classes, both
+directions and both levels in one vectorised pass; the few voxels farther than the search radius
+(e.g. a spurious blob far from the heart) are answered by a k-d tree (``scipy.spatial.cKDTree``)
+over the target boundary. Values agree with MONAI to float32 precision (tests and
+``benchmarks/bench_scoring.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from cardbench.benchmark.metrics import BOTH_EMPTY, OK, PRED_EMPTY, REF_EMPTY
+
+#: metrics computed here, in report order.
+DISTANCE_METRICS: tuple[str, ...] = ("hd", "hd95", "assd", "masd")
+#: the percentile of HD95.
+PERCENTILE = 95.0
+
+# search budget: number of neighbour offsets tried before the k-d tree takes over
+_MAX_OFFSETS_3D = 4000
+_MAX_OFFSETS_2D = 1500
+# at most this many elements gathered per vectorised round (queries x offsets)
+_ROUND_ELEMENTS = 1 << 18
+
+
+@dataclass(frozen=True)
+class SurfaceDistances:
+    """Surface distances of one class between a reference and a prediction.
+
+    Attributes:
+        hd, hd95, assd, masd: distances in mm (see the module docstring); the worst case (field of
+            view diagonal) when one mask is empty, NaN when both are.
+        status: ``ok``, ``ref_empty``, ``pred_empty`` or ``both_empty``.
+        n_ref, n_pred: number of boundary voxels of the reference and the prediction.
+    """
+
+    hd: float
+    hd95: float
+    assd: float
+    masd: float
+    status: str
+    n_ref: int
+    n_pred: int
+
+    def as_dict(self) -> dict:
+        """``{hd, hd95, assd, masd, status, n_ref, n_pred}``."""
+        return {"hd": self.hd, "hd95": self.hd95, "assd": self.assd, "masd": self.masd,
+                "status": self.status, "n_ref": self.n_ref, "n_pred": self.n_pred}
+
+
+def _check_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
+    sp = np.asarray(spacing, dtype=np.float64).ravel()
+    if sp.size != ndim:
+        raise ValueError(f"spacing {tuple(sp)} has {sp.size} values for a {ndim}D array; give one voxel size in mm "
+                         "per array axis")
+    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"spacing {tuple(sp)} must be finite and positive (mm per array axis)")
+    return sp
+
+
+def fov_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """Diagonal of the field of view in mm: ``sqrt(sum_i (shape_i * spacing_i)^2)``.
+
+    The worst-case distance of a case whose class is empty on one side only.
+    """
+    return float(np.linalg.norm(np.asarray(shape, np.float64) * np.asarray(spacing, np.float64)))
+
+
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """Boundary voxels of a binary mask (any number of dimensions).
+
+    A foreground voxel is on the boundary when at least one of its face neighbours is background;
+    voxels outside the array count as background. Computed as ``mask & ~binary_erosion(mask)``
+    with a face-connected structure and ``border_value=0`` (as MONAI ``get_mask_edges`` and
+    MedPy with ``connectivity=1``).
+
+    Args:
+        mask: array, non-zero = foreground.
+
+    Returns:
+        bool array of the same shape.
+    """
+    from scipy import ndimage
+
+    m = np.asarray(mask).astype(bool)
+    if m.ndim == 0:
+        raise ValueError("boundary needs an array with at least one dimension")
+    st = ndimage.generate_binary_structure(m.ndim, 1)
+    return m & ~ndimage.binary_erosion(m, structure=st, border_value=0)
+
+
+def directed_distances(from_mask: np.ndarray, to_mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Distances in mm from each boundary voxel of ``from_mask`` to the nearest boundary voxel of
+    ``to_mask`` (centre to centre), in C order of the ``from_mask`` boundary voxels.
+
+    A plain reference implementation (k-d tree over all boundary voxels); :func:`surface_distances`
+    and :func:`label_surface_distances` use a faster search with the same result.
+
+    Args:
+        from_mask, to_mask: binary masks of one shape (2D or 3D).
+        spacing: voxel size in mm per array axis.
+
+    Returns:
+        float64 array, one distance per boundary voxel of ``from_mask`` (empty when it has none).
+
+    Raises:
+        ValueError: shapes differ, bad spacing, or ``to_mask`` is empty while ``from_mask`` is not.
+    """
+    from scipy.spatial import cKDTree
+
+    a = np.asarray(from_mask).astype(bool)
+    b = np.asarray(to_mask).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    sp = _check_spacing(spacing, a.ndim)
+    pa = np.argwhere(boundary(a)) * sp
+    pb = np.argwhere(boundary(b)) * sp
+    if len(pa) == 0:
+        return np.zeros(0)
+    if len(pb) == 0:
+        raise ValueError("to_mask is empty: no distance exists (the caller decides the worst case)")
+    return cKDTree(pb).query(pa, k=1)[0]
+
+
+def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                      worst: float | None = None) -> SurfaceDistances:
+    """HD, HD95, ASSD and MASD between two binary masks (2D or 3D), in mm.
+
+    Args:
+        ref: reference mask (non-zero = the class), any shape with 2 or 3 axes.
+        pred: predicted mask, same shape.
+        spacing: voxel size in mm per array axis, in the array's axis order.
+        worst: value for one side empty (default: :func:`fov_diagonal_mm` of the array).
+
+    Returns:
+        :class:`SurfaceDistances` (definitions in the module docstring).
+
+    Raises:
+        ValueError: shapes differ, not 2D/3D, or spacing is not one positive number per axis.
+    """
+    r = np.asarray(ref).astype(np.uint8, copy=False) != 0
+    p = np.asarray(pred).astype(np.uint8, copy=False) != 0
+    if r.shape != p.shape:
+        raise ValueError(f"shape mismatch: reference {r.shape} vs prediction {p.shape}")
+    if r.ndim not in (2, 3):
+        raise ValueError(f"expected a 2D or 3D mask, got {r.ndim}D")
+    sp = _check_spacing(spacing, r.ndim)
+    if worst is None:
+        worst = fov_diagonal_mm(r.shape, sp)
+    if r.ndim == 2:
+        r3, p3, sp3 = r[..., None], p[..., None], np.append(sp, 1.0)
+        res = _Engine(r3.view(np.uint8), p3.view(np.uint8), sp3, 1, volume=False, images=True)
+        vals, st, nr, npd = res.image_values(0)
+        vals, st, nr, npd = vals[0], st[0], nr[0], npd[0]
+    else:
+        res = _Engine(r.view(np.uint8), p.view(np.uint8), sp, 1, volume=True, images=False)
+        vals, st, nr, npd = res.volume_values(0)
+    if st in (REF_EMPTY, PRED_EMPTY):
+        vals = np.full(4, float(worst))
+    return SurfaceDistances(*(float(v) for v in vals), status=st, n_ref=int(nr), n_pred=int(npd))
+
+
+def label_surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
+                            labels: Sequence[int] = (1, 2, 3), volume: bool = True,
+                            images: bool = True) -> dict:
+    """Surface distances of several classes of two label maps, per volume and per 2D image.
+
+    Args:
+        ref, pred: integer label maps of one shape ``(x, y, slice)`` (a 2D ``(row, col)`` array is
+            one image); values outside ``labels`` count as background.
+        spacing: voxel size in mm per axis (3 values; for a 2D array 2 values).
+        labels: the label value of each class (at most 4 classes).
+        volume: compute the 3D values of the whole volume.
+        images: compute the 2D values of every plane ``[:, :, s]`` with spacing ``spacing[:2]``.
+
+    Returns:
+        dict with ``labels``; ``volume``: float array ``(n_labels, 4)`` of (hd, hd95, assd, masd)
+        and ``volume_status`` (n_labels,) when ``volume``; ``images``: ``(n_labels, n_slices, 4)``
+        and ``images_status`` ``(n_labels, n_slices)`` when ``images``. Values are NaN where the
+        status is not ``ok`` (the caller applies its worst-case policy).
+
+    Raises:
+        ValueError: shapes differ, wrong number of spacing values, more than 4 labels.
+    """
+    r = np.asarray(ref)
+    p = np.asarray(pred)
+    if r.shape != p.shape:
+        raise ValueError(f"shape mismatch: reference {r.shape} vs prediction {p.shape}")
+    if r.ndim == 2:
+        sp = _check_spacing(spacing, 2)
+        r, p, sp = r[..., None], p[..., None], np.append(sp, 1.0)
+        volume = False
+    elif r.ndim == 3:
+        sp = _check_spacing(spacing, 3)
+    else:
+        raise ValueError(f"expected a 2D or 3D label map, got {r.ndim}D")
+    labels = [int(v) for v in labels]
+    if len(labels) > 4 or len(set(labels)) != len(labels) or any(v <= 0 or v > 255 for v in labels):
+        raise ValueError(f"labels must be up to 4 distinct values 1..255, got {labels}")
+    lut = np.zeros(256, np.uint8)
+    for i, v in enumerate(labels):
+        lut[v] = i + 1
+    eng = _Engine(r, p, sp, len(labels), volume=volume, images=images, lut=lut)
+    out: dict = {"labels": labels}
+    if volume:
+        vals = np.full((len(labels), 4), np.nan)
+        st = np.empty(len(labels), dtype=object)
+        for i in range(len(labels)):
+            vals[i], st[i], _, _ = eng.volume_values(i)
+        out["volume"], out["volume_status"] = vals, st
+    if images:
+        vals = np.full((len(labels), r.shape[2], 4), np.nan)
+        st = np.empty((len(labels), r.shape[2]), dtype=object)
+        for i in range(len(labels)):
+            vals[i], st[i], _, _ = eng.image_values(i)
+        out["images"], out["images_status"] = vals, st
+    return out
+
+
+def _relabel(a: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Map label values to class indices 1..n (0 elsewhere) as uint8."""
+    if a.dtype == np.uint8:
+        return lut[a]
+    if a.dtype.kind == "b":
+        return lut[a.view(np.uint8)]
+    a = np.asarray(a)
+    ok = (a >= 0) & (a <= 255)
+    return np.where(ok, lut[np.clip(a, 0, 255).astype(np.intp)], 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# engine
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """A zeroed bool buffer of at least ``size`` elements, reused between calls of one thread.
+
+    The caller must set back to False every element it sets (so no zeroing pass is needed).
+    """
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < size:
+        buf = np.zeros(max(size, 1 << 20), bool)
+        _SCRATCH.buf = buf
+    return buf
+
+
+@lru_cache(maxsize=64)
+def _offsets(spacing: tuple[float, ...], max_offsets: int, planar: bool):
+    """Neighbour offsets (dx, dy, dz) sorted by length in mm, about ``max_offsets`` of them.
+
+    Returns (offsets int64 (m, 3), lengths float64 (m,), half-widths (3,)). Every offset of length
+    <= the radius is included (the list is complete up to it), so a search that finds no hit in
+    the list knows that the nearest point is farther than the radius.
+    """
+    sp = np.asarray(spacing, np.float64)
+    if planar:  # the disc holding about max_offsets pixels
+        radius = float(np.sqrt(max_offsets * sp[0] * sp[1] / np.pi))
+    else:  # the ball holding about max_offsets voxels
+        radius = float(np.cbrt(max_offsets * np.prod(sp) * 3.0 / (4.0 * np.pi)))
+    half = np.minimum(np.floor(radius / sp + 1e-9).astype(np.int64), 64)
+    if planar:
+        half[2] = 0
+    g = np.stack(np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij"), axis=-1).reshape(-1, 3)
+    d = np.sqrt(((g * sp) ** 2).sum(axis=1))
+    radius = min(radius, float(np.min(np.where(half > 0, (half + 1) * sp, np.inf))))  # complete up to here
+    keep = d <= radius
+    g, d = g[keep], d[keep]
+    order = np.argsort(d, kind="stable")
+    return g[order], d[order], half
+
+
+class _Engine:
+    """Boundaries and nearest-boundary distances of two label maps holding class indices 1..n.
+
+    ``ref`` and ``pred`` are ``(x, y, slice)`` arrays (a 2D image is ``(row, col, 1)``). After
+    construction, ``vol`` ``(n, 4)`` and ``img`` ``(n, n_slices, 4)`` hold (hd, hd95, assd, masd)
+    where both masks hold the class (NaN elsewhere); ``nb3`` ``(2, n)`` and ``nb2``
+    ``(2, n, n_slices)`` count the boundary voxels of reference (0) and prediction (1).
+    """
+
+    def __init__(self, ref: np.ndarray, pred: np.ndarray, spacing: np.ndarray, n_classes: int,
+                 volume: bool, images: bool, lut: np.ndarray | None = None):
+        self.shape = ref.shape
+        self.n = n_classes
+        self.sp = np.asarray(spacing, np.float64)
+        self.do_volume = volume
+        self.do_images = images
+        nz = ref.shape[2]
+        self.nb3 = np.zeros((2, n_classes), np.int64)
+        self.nb2 = np.zeros((2, n_classes, nz), np.int64)
+        self.vol = np.full((n_classes, 4), np.nan)
+        self.img = np.full((n_classes, nz, 4), np.nan)
+        box = _bbox(ref, pred)
+        if box is None:
+            return
+        sl = tuple(slice(a, b) for a, b in box)
+        rc = ref[sl]
+        pc = pred[sl]
+        if lut is not None:  # label values -> class indices 1..n, on the crop only
+            if not (np.array_equal(lut[1:n_classes + 1], np.arange(1, n_classes + 1))
+                    and max(int(rc.max()), int(pc.max())) <= n_classes and rc.dtype.kind in "ub"
+                    and pc.dtype.kind in "ub"):
+                rc = _relabel(rc, lut)
+                pc = _relabel(pc, lut)
+        self._compute(rc, pc, box[2][0])
+
+    @staticmethod
+    def _boundary(c: np.ndarray):
+        """Boundary voxels of every class of a cropped label map: (x, y, z, class index, in-plane flag).
+
+        A voxel of class k (> 0) is on the 3D boundary when one of its 6 face neighbours holds
+        another value, on the in-plane (2D) boundary when one of its 4 neighbours in the plane
+        does; outside the crop is background (the crop spans all foreground of both masks).
+        """
+        shp = c.shape
+        a = np.zeros((shp[0] + 2, shp[1] + 2, shp[2] + 2), np.uint8)
+        a[1:-1, 1:-1, 1:-1] = c
+        af = a.ravel()
+        s1 = shp[2] + 2
+        s0 = (shp[1] + 2) * s1
+        fg = np.flatnonzero(af)
+        lab = af[fg]
+        e2 = af[fg - s0] != lab
+        e2 |= af[fg + s0] != lab
+        e2 |= af[fg - s1] != lab
+        e2 |= af[fg + s1] != lab
+        e3 = af[fg - 1] != lab
+        e3 |= af[fg + 1] != lab
+        e3 |= e2
+        sel = np.flatnonzero(e3)
+        i = fg[sel]
+        x = i // s0 - 1
+        y = i % s0 // s1 - 1
+        z = i % s1 - 1
+        return x, y, z, lab[sel].astype(np.int64) - 1, e2[sel]
+
+    def _compute(self, rc: np.ndarray, pc: np.ndarray, z0: int):
+        n = self.n
+        sp = self.sp
+        off3, len3, half3 = _offsets(tuple(sp), _MAX_OFFSETS_3D, False)
+        off2, len2, half2 = _offsets(tuple(sp), _MAX_OFFSETS_2D, True)
+        half = np.maximum(half3 if self.do_volume else 0, half2 if self.do_images else 0)
+        shp = np.asarray(rc.shape, np.int64)
+        pad = half + 1
+        pshape = shp + 2 * pad
+        size = int(np.prod(pshape))
+        strides = np.array([pshape[1] * pshape[2], pshape[2], 1], np.int64)
+        nz_crop = int(shp[2])
+        nz = self.shape[2]
+        pts = []
+        for side, c in enumerate((rc, pc)):
+            x, y, z, cls, b2 = self._boundary(c)
+            pi = (x + pad[0]) * strides[0] + (y + pad[1]) * strides[1] + (z + pad[2])
+            pts.append((pi, cls, b2, x, y, z + z0))
+            self.nb3[side] = np.bincount(cls, minlength=n)
+            self.nb2[side][:, z0:z0 + nz_crop] = np.bincount(cls[b2] * nz_crop + z[b2],
+                                                             minlength=n * nz_crop).reshape(n, nz_crop)
+        both3 = (self.nb3[0] > 0) & (self.nb3[1] > 0)
+        both2 = (self.nb2[0] > 0) & (self.nb2[1] > 0)
+        off3f = off3 @ strides
+        off2f = off2 @ strides
+        # one flat bool array holding the target boundaries: (level, side, class) x padded crop;
+        # level 0 = in-plane (2D) boundary, level 1 = 3D boundary
+        T = _scratch(4 * n * size)
+        setpos = []
+        for side in (0, 1):
+            pi, cls, b2 = pts[side][:3]
+            setpos.append(((2 + side) * n + cls) * size + pi)
+            setpos.append((side * n + cls[b2]) * size + pi[b2])
+        try:
+            for p in setpos:
+                T[p] = True
+            res3 = []
+            if self.do_volume:
+                for side in (0, 1):
+                    pi, cls, b2, x, y, z = pts[side]
+                    sel = np.flatnonzero(both3[cls])
+                    tgt = (2 + (1 - side)) * n + cls[sel]
+                    d, j = _search(T, tgt * size + pi[sel], off3f, len3)
+                    self._fallback(d, sel, side, pts, planar=False)
+                    res3.append((d, j, sel))
+                (d_r, _, s_r), (d_p, _, s_p) = res3
+                self.vol[:] = _grouped_stats(d_p, pts[1][1][s_p], d_r, pts[0][1][s_r], n)
+            if self.do_images:
+                res = []
+                for side in (0, 1):
+                    pi, cls, b2, x, y, z = pts[side]
+                    sel = np.flatnonzero(b2 & both2[cls, z])
+                    tgt2 = ((1 - side) * n + cls[sel]) * size
+                    d = np.full(sel.size, np.nan)
+                    if res3:
+                        # the 3D distance is a lower bound of the in-plane one (the 2D boundary of
+                        # the plane is part of the 3D boundary); when the nearest 3D boundary voxel
+                        # found lies in the same plane and on the 2D boundary, both are equal
+                        d3, j3, sel3 = res3[side]
+                        pos = np.full(pts[side][0].size, -1, np.int64)
+                        pos[sel3] = np.arange(sel3.size)
+                        k = pos[sel]
+                        jj = j3[k]
+                        ok = jj >= 0
+                        ok[ok] = off3[jj[ok], 2] == 0
+                        idx = np.flatnonzero(ok)
+                        ok[idx] = T[tgt2[idx] + pi[sel[idx]] + off3f[jj[idx]]]
+                        d[ok] = d3[k[ok]]
+                    rest = np.flatnonzero(np.isnan(d))
+                    d[rest] = _search(T, tgt2[rest] + pi[sel[rest]], off2f, len2)[0]
+                    self._fallback(d, sel, side, pts, planar=True)
+                    res.append((d, cls[sel] * nz + z[sel]))
+                (d_r, g_r), (d_p, g_p) = res
+                self.img[:] = _grouped_stats(d_p, g_p, d_r, g_r, n * nz).reshape(n, nz, 4)
+        finally:
+            for p in setpos:
+                T[p] = False
+
+    def _fallback(self, d: np.ndarray, sel: np.ndarray, side: int, pts, planar: bool):
+        """Answer exactly the queries the neighbour search left open (nearest point beyond its
+        radius, e.g. a spurious blob far from the heart): brute force or a k-d tree."""
+        open_ = np.flatnonzero(np.isnan(d))
+        if open_.size == 0:
+            return
+        from scipy.spatial import cKDTree
+        from scipy.spatial.distance import cdist
+
+        sp = self.sp.copy()
+        if planar:
+            # keep planes apart: a point of another plane is farther than any point of this one
+            sp[2] = 2.0 * float(np.linalg.norm(np.asarray(self.shape[:2]) * self.sp[:2])) + 1.0
+        _, q_cls, _, qx, qy, qz = pts[side]
+        _, t_cls, t_b2, tx, ty, tz = pts[1 - side]
+        qsel = sel[open_]
+        qc = q_cls[qsel]
+        for ci in np.unique(qc):
+            m = qc == ci
+            tm = (t_cls == ci) & t_b2 if planar else t_cls == ci
+            tgt = np.stack([tx[tm], ty[tm], tz[tm]], axis=1) * sp
+            qq = qsel[m]
+            q = np.stack([qx[qq], qy[qq], qz[qq]], axis=1) * sp
+            if q.shape[0] * tgt.shape[0] <= 500_000:
+                d[open_[m]] = cdist(q, tgt).min(axis=1)
+            else:
+                d[open_[m]] = cKDTree(tgt).query(q, k=1)[0]
+
+    def volume_values(self, ci: int):
+        """((hd, hd95, assd, masd), status, n_ref boundary, n_pred boundary) of class ``ci`` in 3D."""
+        nb = (int(self.nb3[0, ci]), int(self.nb3[1, ci]))
+        return self.vol[ci].copy(), _status(*nb), *nb
+
+    def image_values(self, ci: int):
+        """Per-slice values ``(n_slices, 4)``, statuses, boundary counts of class ``ci`` in 2D."""
+        st = np.array([_status(a, b) for a, b in zip(self.nb2[0, ci], self.nb2[1, ci])], dtype=object)
+        return self.img[ci].copy(), st, self.nb2[0, ci], self.nb2[1, ci]
+
+
+def _status(n_ref: int, n_pred: int) -> str:
+    if n_ref and n_pred:
+        return OK
+    if n_ref:
+        return PRED_EMPTY
+    if n_pred:
+        return REF_EMPTY
+    return BOTH_EMPTY
+
+
+def _bbox(ref: np.ndarray, pred: np.ndarray):
+    """Bounding box [(lo, hi) per axis] of the non-zero voxels of either array, or None."""
+    if ref.dtype.kind in "ub" and pred.dtype.kind in "ub" and ref.dtype == pred.dtype:
+        m = ref | pred
+    else:
+        m = (ref != 0) | (pred != 0)
+    rev = m.flags.f_contiguous and not m.flags.c_contiguous
+    if rev:
+        m = m.T
+    # reduce over the leading axis first (contiguous rows), then the small rest
+    i0 = np.flatnonzero(m.reshape(m.shape[0], -1).any(axis=1))
+    if i0.size == 0:
+        return None
+    rest = m[i0[0]:i0[-1] + 1].any(axis=0)
+    i1 = np.flatnonzero(rest.any(axis=1))
+    i2 = np.flatnonzero(rest.any(axis=0))
+    box = [(int(i0[0]), int(i0[-1]) + 1), (int(i1[0]), int(i1[-1]) + 1), (int(i2[0]), int(i2[-1]) + 1)]
+    return box[::-1] if rev else box
+
+
+def _search(T: np.ndarray, q: np.ndarray, offs: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hit of each query: ``lens[j]`` for the first offset j with ``T[q + offs[j]]``.
+
+    Offsets are sorted by length, so the first hit is the nearest. Returns (distances, j); queries
+    without a hit in the list get NaN and j = -1. All open queries are processed together, a few
+    offsets per round.
+    """
+    out = np.full(q.size, np.nan)
+    hit_j = np.full(q.size, -1, np.int64)
+    open_ = np.arange(q.size)
+    start = 0
+    m_off = offs.size
+    while open_.size and start < m_off:
+        # chunks double in length (1, 1, 2, 4, ...): a query resolved at offset i has paid for at
+        # most 2 i + 1 offsets; the cap bounds the memory of one round
+        m = max(1, min(m_off - start, start, _ROUND_ELEMENTS // open_.size))
+        qo = q[open_]
+        if m == 1:
+            hit = T[qo + offs[start]]
+            done = open_[hit]
+            out[done] = lens[start]
+            hit_j[done] = start
+            open_ = open_[~hit]
+        else:
+            hit = T[qo[:, None] + offs[None, start:start + m]]
+            first = hit.argmax(axis=1)
+            anyh = hit[np.arange(first.size), first]
+            done = open_[anyh]
+            j = start + first[anyh]
+            out[done] = lens[j]
+            hit_j[done] = j
+            open_ = open_[~anyh]
+        start += m
+    return out, hit_j
+
+
+def _stats(d_pr: np.ndarray, d_rp: np.ndarray) -> np.ndarray:
+    """(hd, hd95, assd, masd) from the two directed distance lists (both non-empty)."""
+    hd = max(d_pr.max(), d_rp.max())
+    hd95 = max(np.percentile(d_pr, PERCENTILE), np.percentile(d_rp, PERCENTILE))
+    assd = (d_pr.sum() + d_rp.sum()) / (d_pr.size + d_rp.size)
+    masd = (d_pr.mean() + d_rp.mean()) / 2.0
+    return np.array([hd, hd95, assd, masd], np.float64)
+
+
+def _grouped_percentile(d: np.ndarray, g: np.ndarray, n_groups: int, q: float):
+    """Per-group max, q-th percentile (numpy's ``linear`` method), sum and count of ``d`` by ``g``."""
+    # sort by (group, distance) through one float key: groups are W apart, W > every distance
+    # (a near-tie closer than ~1e-11 mm may swap, which moves a percentile by less than that)
+    w = 2.0 ** np.ceil(np.log2(float(d.max()) + 1.0)) if d.size else 1.0
+    order = np.argsort(g * w + d)
+    ds, gs = d[order], g[order]
+    cnt = np.bincount(gs, minlength=n_groups)
+    start = np.cumsum(cnt) - cnt
+    sums = np.bincount(gs, weights=ds, minlength=n_groups)
+    mx = np.full(n_groups, np.nan)
+    pc = np.full(n_groups, np.nan)
+    has = np.flatnonzero(cnt)
+    c = cnt[has]
+    s = start[has]
+    mx[has] = ds[s + c - 1]
+    # numpy.percentile 'linear': virtual index (n - 1) q / 100, linear interpolation between the
+    # neighbouring order statistics, computed from the nearer end as numpy's _lerp does
+    pos = (c - 1) * (q / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, c - 1)
+    t = pos - lo
+    a = ds[s + lo]
+    b = ds[s + hi]
+    diff = b - a
+    pc[has] = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return mx, pc, sums, cnt
+
+
+def _grouped_stats(d_pr: np.ndarray, g_pr: np.ndarray, d_rp: np.ndarray, g_rp: np.ndarray,
+                   n_groups: int) -> np.ndarray:
+    """(hd, hd95, assd, masd) per group from the directed distances and their group ids;
+    NaN for groups where either direction has no distance."""
+    mx1, p1, s1, n1 = _grouped_percentile(d_pr, g_pr, n_groups, PERCENTILE)
+    mx2, p2, s2, n2 = _grouped_percentile(d_rp, g_rp, n_groups, PERCENTILE)
+    out = np.full((n_groups, 4), np.nan)
+    ok = (n1 > 0) & (n2 > 0)
+    out[ok, 0] = np.maximum(mx1[ok], mx2[ok])
+    out[ok, 1] = np.maximum(p1[ok], p2[ok])
+    out[ok, 2] = (s1[ok] + s2[ok]) / (n1[ok] + n2[ok])
+    out[ok, 3] = (s1[ok] / n1[ok] + s2[ok] / n2[ok]) / 2.0
+    return out
