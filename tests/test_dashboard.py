@@ -213,6 +213,13 @@ def test_compare_page(board):
     exp = (m.assign(subject=m["image"].str.split("_").str[0]).assign(d=lambda x: x["b"] - x["a"])
            .groupby("subject")["d"].mean().mean())
     assert sd.loc["LV", "mean diff (B-A)"] == pytest.approx(exp, abs=1e-9)
+    # subject-level Wilcoxon: with every subject favouring one side, the exact two-sided p is 2 / 2^n
+    subj = m.assign(subject=m["image"].str.split("_").str[0]).groupby("subject")[["a", "b"]].mean()
+    w = frame_with(at, "class", "subjects", "p-value").set_index("class")
+    assert w.loc["LV", "B better"] == int((subj["b"] > subj["a"]).sum())
+    assert w.loc["LV", "A better"] == int((subj["a"] > subj["b"]).sum())
+    if (subj["b"] > subj["a"]).all():
+        assert w.loc["LV", "p-value"] == pytest.approx(2 / 2 ** len(subj))
 
 
 def test_dataset_page(board):

@@ -552,21 +552,15 @@ class Leaderboard:
         = the statistic (:data:`CLINICAL_STATS`: mae, bias, sd_diff, pearson_r), ``mean`` its value
         and ``ci_low``/``ci_high`` its subject-bootstrap CI, so they rank like any metric.
         """
-        frames = []
+        cols = ["entry", "grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
+                "n_subjects", "n_values", "n_excluded"]
+        records: list[dict] = []
         for name, rec in (self.index(bench) if index is None else index).items():
-            if rec.get("results"):
-                df = pd.DataFrame.from_records(rec["results"])
-                df.insert(0, "entry", name)
-                frames.append(df)
-            clin = _clinical_rows((rec.get("clinical") or {}).get("agreement") or [])
-            if clin:
-                df = pd.DataFrame.from_records(clin)
-                df.insert(0, "entry", name)
-                frames.append(df)
-        if not frames:
-            return pd.DataFrame(columns=["entry", "grouping", "group", "class", "metric", "mean", "ci_low",
-                                         "ci_high", "std", "median", "n_subjects", "n_values", "n_excluded"])
-        out = pd.concat(frames, ignore_index=True)
+            records.extend({"entry": name, **r} for r in rec.get("results") or [])
+            records.extend({"entry": name, **r} for r in _clinical_rows((rec.get("clinical") or {}).get("agreement")
+                                                                       or []))
+        out = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=cols)
+        out = out[[c for c in cols if c in out.columns] + [c for c in out.columns if c not in cols]]
         for c in ("mean", "ci_low", "ci_high", "std", "median"):
             if c in out.columns:
                 out[c] = pd.to_numeric(out[c], errors="coerce")

@@ -54,13 +54,15 @@ def leaderboard_bar(ranked: pd.DataFrame, top: int = 30, published: dict | None 
     return fig
 
 
-def distribution(rows: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
-    """Box plot with every case as a point, one box per class (NaN values left out)."""
+def distribution(rows: pd.DataFrame, metric: str, title: str = "", max_points: int = 1000) -> go.Figure:
+    """Box plot per class (NaN values left out), mean dashed; every case drawn as a point when a
+    class has at most ``max_points`` values, else only the outliers (thousands of SVG points would
+    slow the browser down)."""
     fig = go.Figure()
     for cls in [c for c in CLASSES if c in set(rows["class"])]:
         v = rows.loc[rows["class"] == cls, metric].dropna()
-        fig.add_trace(go.Box(y=v, name=cls, boxpoints="all", jitter=0.4, pointpos=0, marker=dict(size=4),
-                             marker_color=CLASS_COLORS.get(cls), boxmean=True))
+        fig.add_trace(go.Box(y=v, name=cls, boxpoints="all" if len(v) <= max_points else "outliers", jitter=0.4,
+                             pointpos=0, marker=dict(size=4), marker_color=CLASS_COLORS.get(cls), boxmean=True))
     fig.update_layout(title=title, yaxis_title=_axis_title(metric), showlegend=False, height=380, **_LAYOUT)
     return fig
 
@@ -201,7 +203,7 @@ def overlay(image: np.ndarray | None, labels: np.ndarray, title: str, spacing: t
     return fig
 
 
-def label_box(*labels: np.ndarray, margin: int = 20) -> tuple[int, int, int, int] | None:
+def label_box(*labels: np.ndarray, margin: int = 12) -> tuple[int, int, int, int] | None:
     """(x0, x1, y0, y1) around every labelled pixel of the 2D maps, with ``margin`` pixels; None
     when all are empty."""
     masks = [np.asarray(lab) > 0 for lab in labels if lab is not None]

@@ -82,6 +82,30 @@ def board(bench: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return _board(folder, bench, Leaderboard(folder).stamp(bench))
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _ranked(folder: str, bench: str, stamp: tuple, metric: str, group: str, protocol_json: str) -> pd.DataFrame:
+    import json
+
+    from cardbench.benchmark.leaderboard import rank_table
+
+    entries, agg = _board(folder, bench, stamp)
+    r = rank_table(agg, entries, metric, group=group, protocol=json.loads(protocol_json), bench=bench)
+    return r
+
+
+def ranked(bench: dict, metric: str, group: str) -> pd.DataFrame:
+    """The ranked table (see :func:`cardbench.benchmark.leaderboard.rank_table`), cached per
+    benchmark state, metric and group. Raises LeaderboardError like rank_table."""
+    import json
+
+    folder = root()
+    r = _ranked(folder, bench["id"], Leaderboard(folder).stamp(bench["id"]), metric, group,
+                json.dumps(bench["protocol"], sort_keys=True))
+    out = r.copy()
+    out.attrs = dict(r.attrs)
+    return out
+
+
 def _entry_stamp(folder: str, bench: str, entry: str) -> int:
     try:
         return os.stat(Path(folder) / bench / "entries" / entry / "summary.json").st_mtime_ns

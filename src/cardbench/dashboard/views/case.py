@@ -46,7 +46,8 @@ case_img = img_rows[(img_rows["subject"].astype(str) == subject) & (img_rows["fr
 slices = sorted(int(s) for s in case_img["slice"].dropna().unique())
 with c3:
     if len(slices) > 1:
-        sl = st.select_slider("Slice", slices, key="case_slice")
+        sl = st.select_slider("Slice", slices, value=slices[len(slices) // 2], key="case_slice",
+                              help="Starts at the middle slice of the stack.")
     else:
         sl = slices[0] if slices else None
         if sl is not None:

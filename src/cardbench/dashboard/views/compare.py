@@ -1,6 +1,7 @@
 """Compare page: two entries of one benchmark on the same cases: paired per-case differences,
 win/tie/loss counts, the subject-level paired difference with its 95 % CI, and the cases that flip."""
 
+import pandas as pd
 import streamlit as st
 
 from cardbench.benchmark.protocols import METRIC_DIRECTION
@@ -57,6 +58,26 @@ st.markdown("**Paired difference at subject level** (mean over subjects of each 
             "percentile bootstrap over subjects)")
 st.dataframe(sd, hide_index=True, key="cmp_subject")
 data.download(sd, f"{a_name}_vs_{b_name}__subject_difference.csv", key="dl_cmp_subject")
+
+# subject-level test (cardbench.benchmark.stats): per-subject means of A and B, Wilcoxon signed-rank
+try:
+    from cardbench.benchmark.stats import paired_wilcoxon
+except ImportError:  # pragma: no cover - older cardbench
+    paired_wilcoxon = None
+if paired_wilcoxon is not None:
+    recs = []
+    for cls, g in pairs.groupby("class", sort=False):
+        sa = g.groupby("subject")["a"].mean()
+        sb = g.groupby("subject")["b"].mean()
+        pw = paired_wilcoxon(sa, sb, higher_is_better=METRIC_DIRECTION.get(metric, 1) > 0)
+        recs.append({"class": cls, "subjects": pw.n_subjects, "A better": pw.wins_a, "tie": pw.ties,
+                     "B better": pw.wins_b, "median diff (A-B)": pw.median_diff, "Wilcoxon statistic": pw.statistic,
+                     "p-value": pw.pvalue})
+    wt = pd.DataFrame(recs)
+    st.markdown("**Subject level: Wilcoxon signed-rank test** on the per-subject means (two-sided, scipy.stats."
+                "wilcoxon; with few subjects the smallest attainable p-value is large, e.g. 0.25 for 3 subjects)")
+    st.dataframe(wt, hide_index=True, key="cmp_wilcoxon")
+    data.download(wt, f"{a_name}_vs_{b_name}__wilcoxon.csv", key="dl_cmp_wilcoxon")
 
 c6, c7 = st.columns(2)
 c6.plotly_chart(charts.paired_scatter(pairs, a_name, b_name), key="cmp_scatter")

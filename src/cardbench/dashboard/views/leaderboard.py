@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cardbench.benchmark.leaderboard import CLINICAL_INDICES, LeaderboardError, rank_table, direction_text
+from cardbench.benchmark.leaderboard import CLINICAL_INDICES, LeaderboardError, direction_text
 from cardbench.dashboard import charts, data
 from cardbench.labelmaps import CLASSES
 
@@ -47,7 +47,7 @@ group = c3.selectbox("Phase / group", groups, key="lb_group",
 query = c4.text_input("Filter entries", key="lb_filter", placeholder="name, label or team contains...")
 
 try:
-    ranked = rank_table(agg, entries, f"{metric}_{cls}", group=group, protocol=proto, bench=bench["id"])
+    ranked = data.ranked(bench, f"{metric}_{cls}", group)
 except LeaderboardError as e:
     st.warning(str(e))
     st.stop()
