@@ -142,3 +142,21 @@ def test_missing_torch_gives_install_message(tmp_path):
     lines = res.stdout.splitlines()
     assert lines[0] == "1", res.stdout + res.stderr
     assert "pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch" in " ".join(lines[1:])
+
+
+def test_subset_files_in_three_forms(tmp_path):
+    # the form `cardbench data splits cmr-7t --subset v3 --out v3.csv` writes: case, subject, split
+    p = tmp_path / "v3.csv"
+    p.write_text("case,subject,split\n17_slice000_frame000,17,train\n17_slice003_frame024,17,train\n")
+    assert get_subset(subset_file=p).keys == frozenset({("17", 0, 0), ("17", 24, 3)})
+    p = tmp_path / "images.tsv"
+    p.write_text("subject\tframe\tslice\nA\t1\t2\n")
+    assert get_subset(subset_file=p).keys == frozenset({("A", 1, 2)})
+    p = tmp_path / "subjects.csv"
+    p.write_text("subject\n0001\n0002\n")
+    s = get_subset(subset_file=p)
+    assert s.keys is None and s.subjects == frozenset({"0001", "0002"})
+    p = tmp_path / "bad.csv"
+    p.write_text("patient,x\n1,2\n")
+    with pytest.raises(SubsetError, match="needs columns"):
+        get_subset(subset_file=p)

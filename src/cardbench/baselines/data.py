@@ -259,6 +259,13 @@ def index_dataset(root: str | Path, splits: tuple[str, ...] | list[str] | None =
 
 
 def _apply_subset(vols: list[Volume], subset, root: Path) -> list[Volume]:
+    if subset.subjects is not None:
+        out = [v for v in vols if v.subject in subset.subjects]
+        missing = sorted(subset.subjects - {v.subject for v in vols})
+        if missing:
+            raise DatasetError(f"{root}: subset file {subset.source} lists {len(missing)} subject(s) without labelled "
+                               f"training images here, e.g. {missing[0]}; check the names and the split")
+        return out
     if subset.keys is None:  # edes: ED and ES frames of subjects.csv
         out = [v for v in vols if v.phase in ("ED", "ES")]
         if not out:

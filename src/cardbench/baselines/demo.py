@@ -166,20 +166,21 @@ def print_leaderboard(lb_dir: Path, new: tuple[str, str] | None, con: Console) -
     lb = Leaderboard(lb_dir)
     t = Table(title="Leaderboard, protocol ankenbrand2021 (mean per-image Dice): published 7T entries and the new "
                     "demo entry", title_justify="left")
-    for c in ("benchmark", "rank", "entry", "label", "Dice LV", "Dice MY", "images"):
+    for c in ("data", "rank", "entry", "Dice LV", "Dice MY", "images"):
         t.add_column(c, justify="right" if c in ("rank", "Dice LV", "Dice MY", "images") else "left")
     benches = [b for b in (PUBLISHED_BENCH, new[0] if new else None) if b]
     for b in benches:
         try:
+            info = lb.benchmark(b)
             df = lb.ranked(b, "dice_lv", metrics=["dice"])
         except LeaderboardError as e:
             con.print(f"(skipped {b}: {e})", highlight=False)
             continue
+        data = f"{info.dataset.get('name', b)} {info.split}"
         for _, r in df.iterrows():
             is_new = new is not None and b == new[0] and r["entry"] == new[1]
-            style = "bold green" if is_new else None
-            t.add_row(b, str(r["rank"]), r["entry"] + ("  <- new" if is_new else ""), str(r.get("label") or ""),
-                      _fmt(r.get("dice_LV")), _fmt(r.get("dice_MY")), str(r.get("n_values", "")), style=style)
+            t.add_row(data, str(r["rank"]), r["entry"] + (" (new)" if is_new else ""), _fmt(r.get("dice_LV")),
+                      _fmt(r.get("dice_MY")), str(r.get("n_values", "")), style="bold green" if is_new else None)
     con.print(t)
     con.print("[dim]The published entries are 7T volunteers (Ankenbrand et al. 2021, test set); the demo entry is "
               "2 Sunnybrook patients at 1.5T scored with the same protocol: same metric, different data.[/dim]")

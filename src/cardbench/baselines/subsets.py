@@ -11,7 +11,11 @@
   the ``frame<FF>`` of the file name.
 * ``edes``: the ED and ES frames of every training subject, from ``subjects.csv`` (ed_frame,
   es_frame) of any dataset: the paper's practical guideline (annotate ED/ES only).
-* A subset file: CSV or TSV with columns ``subject``, ``frame``, ``slice`` (one row per image).
+* A subset file (CSV or TSV), one of:
+  columns ``subject``, ``frame``, ``slice`` (one row per image); a ``case`` column with the seed's
+  image names ``<subject>_slice<SSS>_frame<FFF>`` (what ``cardbench data splits cmr-7t --subset v3
+  --out v3.csv`` writes); or only a ``subject`` column (every labelled image of those subjects, e.g.
+  the Kaggle 5 % confidence set).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ class Subset:
 
     Attributes:
         name: subset name (``v7``, ..., ``edes``, or the file name).
-        keys: (subject, frame, slice) of every image; None for ``edes`` (resolved per dataset).
+        keys: (subject, frame, slice) of every image; None for ``edes`` (resolved per dataset) and for
+            subject lists.
+        subjects: the subjects of a subject-only subset file (else None).
         n_all: the number of images the subset was drawn from (for epoch scaling), or None.
         source: where it comes from (registry path with sha256, or the file).
     """
@@ -45,6 +51,7 @@ class Subset:
     keys: frozenset[tuple[str, int, int]] | None
     n_all: int | None
     source: str
+    subjects: frozenset[str] | None = None
 
 
 def published_subset_table(data_dir: str | Path | None = None) -> pd.DataFrame:
@@ -94,14 +101,26 @@ def get_subset(name: str | None = None, subset_file: str | Path | None = None) -
     if subset_file:
         p = Path(subset_file)
         try:
-            df = pd.read_csv(p, sep=None, engine="python", dtype={"subject": str})
+            first = p.read_text(encoding="utf-8").splitlines()[0] if p.stat().st_size else ""
+            sep = "\t" if "\t" in first else ("," if "," in first else (";" if ";" in first else ","))
+            df = pd.read_csv(p, sep=sep, dtype={"subject": str})
         except Exception as e:  # noqa: BLE001
             raise SubsetError(f"{p}: cannot read as CSV/TSV ({e})") from e
-        need = {"subject", "frame", "slice"}
-        if need - set(df.columns):
-            raise SubsetError(f"{p}: needs columns subject, frame, slice (found {list(df.columns)})")
-        keys = frozenset((str(r.subject), int(r.frame), int(r.slice)) for r in df.itertuples())
-        return Subset(p.name, keys, None, str(p))
+        if "case" in df.columns:
+            from cardbench.datasets.naming import parse_case_name
+
+            try:
+                parsed = [parse_case_name(str(c) if str(c).endswith(".png") else f"{c}.png") for c in df["case"]]
+            except ValueError as e:
+                raise SubsetError(f"{p}: column 'case' must hold <subject>_slice<SSS>_frame<FFF> names ({e})") from e
+            keys = frozenset((k.subject, int(k.frame), int(k.slice)) for k in parsed)
+            return Subset(p.name, keys, None, str(p))
+        if {"subject", "frame", "slice"} <= set(df.columns):
+            keys = frozenset((str(r.subject), int(r.frame), int(r.slice)) for r in df.itertuples())
+            return Subset(p.name, keys, None, str(p))
+        if "subject" in df.columns:
+            return Subset(p.name, None, None, str(p), frozenset(df["subject"].astype(str)))
+        raise SubsetError(f"{p}: needs columns subject, frame, slice, or case, or subject (found {list(df.columns)})")
     if not name:
         return None
     if name == "edes":

@@ -163,11 +163,15 @@ def write_reproduction(out: Path, table, results) -> None:
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("cardbench-demo"), "--out", "-o", help="Where to write the outputs."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the baseline loop (needs "
+                                  "torch: the [baselines] extra; a few minutes on 2 CPU cores)."),
 ) -> None:
     """Run cardbench's main job on the embedded real data, offline.
 
     1. Reproduce Ankenbrand et al. 2021's 7T test-set Dice table from the published confusion tables.
     2. Score the public Kaggle labels (ukbb_cardiac) against the seed's 816 manual masks.
+    3. Baseline loop (when torch is installed): prepare the Sunnybrook sample, fine-tune a U-Net on its 3
+       training patients, predict the 2 test patients, score them, add them to a leaderboard, print it.
     """
     from cardbench.benchmark.report import print_summary, reproduction_table
     from cardbench.benchmark.reproduce import reproduce_ankenbrand2021, score_label_quality
@@ -183,11 +187,26 @@ def demo_cmd(
         res = score_label_quality(proto)
         res.write(out / "label-quality" / proto)
         print_summary(res, con)
+    baseline_done = False
+    if baseline:
+        con.rule("[bold]3. Baseline loop: U-Net on 3 Sunnybrook patients, predict 2, score, leaderboard")
+        from cardbench.cli.baseline import torch_missing
+
+        missing = torch_missing()
+        if missing:
+            con.print(f"[yellow]skipped:[/yellow] {missing}", highlight=False, soft_wrap=True)
+        else:
+            from cardbench.baselines.demo import run_demo_loop
+
+            run_demo_loop(out / "baseline", console=con, progress=sys.stderr.isatty())
+            baseline_done = True
     con.rule("[bold]Outputs")
     con.print(f"written to [bold]{out}[/bold]:")
     con.print(f"  {out}/reproduce-ankenbrand2021/reproduction.csv   the table above")
     con.print(f"  {out}/reproduce-ankenbrand2021/<protocol>/<model>/  summary.json, per_case.csv, ...")
     con.print(f"  {out}/label-quality/<protocol>/                     the Kaggle label-quality scores")
+    if baseline_done:
+        con.print(f"  {out}/baseline/                                   U-Net run, predictions, scores, leaderboard")
     con.print("Next: score your own predictions with\n"
               "  cardbench score PREDICTIONS/ --reference REFERENCE/ [--protocol ankenbrand2021]\n"
               "or a per-image confusion table with  cardbench score confusion.tsv")
