@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cardbench.benchmark.surface import foreground_bbox
+
 #: number of cardbench labels (background, LV, MY, RV).
 N_LABELS = 4
 
@@ -40,16 +42,17 @@ def confusion_per_slice(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
     n_slices = ref.shape[2]
     if ref.size and (int(ref.max()) >= N_LABELS or int(pred.max()) >= N_LABELS):
         raise ValueError(f"label values must be 0..{N_LABELS - 1} (cardbench map) before counting")
-    # one code per voxel, ref * 4 + pred (uint8, in the arrays' own memory order); only the
-    # non-zero codes are counted per slice, code 0 (background in both) is the rest of the slice
-    code = ref.astype(np.uint8, copy=False) * np.uint8(N_LABELS) + pred.astype(np.uint8, copy=False)
-    fortran = code.flags.f_contiguous and not code.flags.c_contiguous
-    flat = code.ravel(order="F" if fortran else "C")
-    idx = np.flatnonzero(flat)
-    per_slice = ref.shape[0] * ref.shape[1]
-    sl = idx // per_slice if fortran else idx % n_slices
+    # one code per voxel, ref * 4 + pred, counted per slice inside the bounding box of all
+    # foreground; code 0 (background in both) is the rest of each slice
     nl2 = N_LABELS * N_LABELS
-    counts = np.bincount(flat[idx].astype(np.intp) + nl2 * sl, minlength=n_slices * nl2).reshape(n_slices, nl2)
+    per_slice = ref.shape[0] * ref.shape[1]
+    counts = np.zeros((n_slices, nl2), np.int64)
+    box = foreground_bbox(ref, pred)
+    if box is not None:
+        (x0, x1), (y0, y1), (z0, z1) = box
+        code = (ref[x0:x1, y0:y1, z0:z1].astype(np.intp) * N_LABELS + pred[x0:x1, y0:y1, z0:z1]
+                + (np.arange(z1 - z0) * nl2)[None, None, :])
+        counts[z0:z1] = np.bincount(code.ravel(), minlength=(z1 - z0) * nl2).reshape(z1 - z0, nl2)
     counts[:, 0] = per_slice - counts[:, 1:].sum(axis=1)
     return counts.reshape(n_slices, N_LABELS, N_LABELS)
 
