@@ -118,7 +118,7 @@ def test_reproduce_cli_json_and_score_cli_on_confusion_table(shared_data, tmp_pa
 
 
 def test_demo_runs_offline(tmp_path):
-    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--no-baseline"])
     assert res.exit_code == 0, res.stdout + res.stderr
     assert "7 of 7 rows match" in res.stdout
     assert (tmp_path / "demo" / "reproduce-ankenbrand2021" / "reproduction.csv").exists()
