@@ -198,7 +198,7 @@ def main() -> None:
         big = args.keep or tmp / "big"
         lb = Leaderboard(big)
         if lb.benchmark_ids():
-            bench = lb.benchmark_ids()[0]
+            bench = max(lb.benchmark_ids(), key=lambda b: len(lb.entry_names(b)))
             print(f"reusing {big} ({len(lb.entry_names(bench))} entries)", file=sys.stderr)
         else:
             print(f"generating {args.entries} entries x {args.cases} cases in {big} ...", file=sys.stderr)

@@ -909,13 +909,16 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     wide = wide.assign(_k=key.fillna(np.inf)).sort_values(["_k", "entry"], kind="stable")
     wide = wide.drop(columns="_k").reset_index(drop=True)
     has_ci = bool(wide[[c for c in wide.columns if c.endswith("_ci_low")]].notna().any().any())
-    unit = METRIC_UNITS.get(m, "")
-    if "unit" in msel.columns and cls in CLINICAL_INDICES and m != "pearson_r":
-        u = msel.loc[msel["class"] == cls, "unit"].dropna()
-        unit = str(u.iloc[0]) if len(u) else ""
+    # units per class: the metric's (mm for distances), or each clinical index's own (mL, %, g)
+    units = {c: METRIC_UNITS.get(m, "") for c in classes}
+    if "unit" in msel.columns and m != "pearson_r":
+        for c, u in msel.dropna(subset=["unit"]).drop_duplicates("class").set_index("class")["unit"].items():
+            if c in CLINICAL_INDICES:
+                units[c] = str(u)
     wide.attrs.update({"metric": m, "class": cls, "group": group, "direction": direction,
                        "rank_column": rank_col, "has_ci": has_ci, "shown_metrics": shown, "classes": classes,
-                       "unit": unit, "protocol": (protocol or {}).get("name"), "benchmark": bench})
+                       "unit": units.get(cls, ""), "units": units, "protocol": (protocol or {}).get("name"),
+                       "benchmark": bench})
     return wide
 
 
@@ -956,7 +959,7 @@ def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFra
                 if not (pd.isna(lo) or pd.isna(hi)):
                     s += f" [{lo:.{d}f}, {hi:.{d}f}]"
                 cells.append(s)
-            unit = METRIC_UNITS.get(mm, "") if c not in CLINICAL_INDICES else ""
+            unit = (a.get("units") or {}).get(c, "") if mm == a.get("metric") else METRIC_UNITS.get(mm, "")
             out[f"{mm} {c}" + (f" ({unit})" if unit else "")] = cells
     if "paper_" + str(a.get("rank_column")) in ranked:
         d = 3 if a.get("metric") in ("dice", "iou") else 2
