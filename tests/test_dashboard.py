@@ -132,6 +132,8 @@ def test_leaderboard_filter_and_download(board):
     t = frame_with(at, "entry", "dice_LV")
     assert set(t["entry"]) == {"imagenet_tl", "double_tl"}
     assert any(b.label == "Download CSV" for b in at.get("download_button"))
+    at.text_input(key="lb_filter").input("no such model").run()
+    assert not at.exception and "No entry matches" in texts(at, "info")
 
 
 def test_new_entry_appears_after_reload(board):
@@ -348,3 +350,23 @@ def test_sunnybrook_case_overlays(sunnybrook, monkeypatch):
     assert lv and values(lv[0]["x"]).min() >= np.nonzero(r == 1)[0].min() - 1
     caption = texts(at, "caption")
     assert f"{int((r != p).sum())} pixels differ on this slice" in caption
+
+
+def test_case_images_found_when_the_reference_moved(sunnybrook, tmp_path, monkeypatch):
+    """The recorded reference folder is gone: the page uses the sample cardbench prepares itself
+    (same dataset version) instead of failing; a dataset it cannot prepare gets a message."""
+    ref, pred, root, bench = sunnybrook
+    copy = tmp_path / "leaderboard"
+    shutil.copytree(root, copy)
+    summ = copy / bench / "entries" / "lv-eroded" / "summary.json"
+    s = json.loads(summ.read_text())
+    s["dataset"]["path"] = str(tmp_path / "moved-away")
+    summ.write_text(json.dumps(s))
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(copy))
+    monkeypatch.setenv("CARDBENCH_DATA", str(tmp_path / "data-cache"))
+    at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
+    assert [s["layout"]["title"]["text"] for s in plotly_specs(at)] == ["reference", "prediction (dashed)"]
+    s["dataset"]["name"] = "not-a-dataset"
+    summ.write_text(json.dumps(s))
+    at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
+    assert "is not on this machine" in texts(at, "info") and not plotly_specs(at)

@@ -35,29 +35,26 @@ class CaseFiles:
 
 
 def _dataset_root(summary: dict) -> Path | None:
+    """The reference folder recorded at scoring time, else the dataset prepared by cardbench itself
+    (``cardbench.datasets.prepare.prepared_path``, prepared into the cache on first use) when the
+    dataset has a converter and the same version; else None."""
     ds = summary.get("dataset") or {}
     p = ds.get("path")
     if p and not str(p).startswith("embedded:") and Path(p).is_dir():
         return Path(p)
     name = ds.get("name")
-    if not name:
-        return None
-    # a prepared dataset cardbench knows where to find (the datasets part), when it is installed
     try:
-        from cardbench.datasets import fetch as _fetch  # noqa: F401
+        from cardbench.datasets import prepare
+        from cardbench.datasets.cards import load_card
     except ImportError:
         return None
-    for fn_name in ("prepared_path", "dataset_path", "prepared_dataset_path"):
-        fn = getattr(_fetch, fn_name, None)
-        if fn is None:
-            continue
-        try:
-            cand = Path(fn(name))
-        except Exception:  # noqa: BLE001 - any failure means: not available here
-            continue
-        if cand.is_dir():
-            return cand
-    return None
+    try:
+        if name not in prepare.preparable() or load_card(name).version != ds.get("version"):
+            return None
+        cand = Path(prepare.prepared_path(name))
+    except Exception:  # noqa: BLE001 - any failure means: not available here
+        return None
+    return cand if cand.is_dir() else None
 
 
 def image_for_label(label_rel: str) -> str:

@@ -68,7 +68,8 @@ def _load(path: str, label_map, kind: str):
 def _images() -> None:
     ref_file = str(case_vol["ref_file"].iloc[0]) if "ref_file" in case_vol and len(case_vol) else ""
     pred_file = str(case_vol["pred_file"].iloc[0]) if "pred_file" in case_vol and len(case_vol) else ""
-    found = images.locate_case(summary, ref_file, "" if pred_file == "nan" else pred_file)
+    with st.spinner("Looking for the case's images..."):
+        found = images.locate_case(summary, ref_file, "" if pred_file == "nan" else pred_file)
     if isinstance(found, str):
         st.info(found, icon=":material/visibility_off:")
         return

@@ -58,6 +58,9 @@ if query:
     hay = (view["entry"].astype(str) + " " + view["label"].fillna("").astype(str) + " "
            + view["team"].fillna("").astype(str)).str.lower()
     view = view[hay.str.contains(q, regex=False)]
+    if view.empty:
+        st.info(f"No entry matches '{query}'.")
+        st.stop()
 
 a = ranked.attrs
 unit = f" ({a['unit']})" if a.get("unit") else ""
