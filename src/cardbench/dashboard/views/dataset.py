@@ -43,6 +43,7 @@ else:
         ("card version", card.version), ("splits version", card.splits_version),
     ], columns=["field", "value"])
     st.dataframe(facts, hide_index=True, key="ds_card")
+    data.download(facts, f"{name}__card.csv", key="dl_ds_card")
     st.markdown("**Citation**")
     st.code(card.citation, language=None, wrap_lines=True)
     note = (card.raw or {}).get("annotators_note")

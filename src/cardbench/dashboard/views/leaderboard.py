@@ -20,7 +20,9 @@ st.caption(f"Dataset **{ds.get('name')}**{version}, split **{bench['split']}**, 
            f"entr{'y' if len(entries) == 1 else 'ies'}.")
 st.info(data.protocol_caption(proto), icon=":material/rule:")
 with st.expander("Policy: what each status counts as"):
-    st.dataframe(data.policy_table(proto), width="content")
+    pol = data.policy_table(proto)
+    st.dataframe(pol, width="content")
+    data.download(pol.reset_index(), f"policy_{proto.get('name')}_v{proto.get('version')}.csv", key="dl_policy")
     st.caption("value: the computed value; nan: excluded (and counted); worst: the metric's worst value (Dice 0; "
                "the field-of-view diagonal for distances); a number: that value. "
                + (f"Citation: {proto.get('citation')}" if proto.get("citation") else ""))
