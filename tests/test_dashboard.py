@@ -362,6 +362,9 @@ def test_case_images_found_when_the_reference_moved(sunnybrook, tmp_path, monkey
     s = json.loads(summ.read_text())
     s["dataset"]["path"] = str(tmp_path / "moved-away")
     summ.write_text(json.dumps(s))
+    sub_yaml = summ.parent / "submission.yaml"
+    sub_yaml.write_text("\n".join(line for line in sub_yaml.read_text().splitlines()
+                                   if not line.startswith("reference_path")) + "\n")
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(copy))
     monkeypatch.setenv("CARDBENCH_DATA", str(tmp_path / "data-cache"))
     at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
@@ -370,3 +373,25 @@ def test_case_images_found_when_the_reference_moved(sunnybrook, tmp_path, monkey
     summ.write_text(json.dumps(s))
     at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
     assert "is not on this machine" in texts(at, "info") and not plotly_specs(at)
+
+
+def test_case_images_with_relative_paths(sunnybrook, tmp_path, monkeypatch):
+    """Scored with paths relative to one working directory, viewed from another."""
+    from cardbench.benchmark import score
+
+    ref, pred, _, bench = sunnybrook
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(ref, work / "ref")
+    shutil.copytree(pred, work / "pred")
+    monkeypatch.chdir(work)
+    res = score("pred", "ref", protocol="cardbench-v1", progress=False)
+    assert res.summary["dataset"]["path"] == "ref"
+    root = tmp_path / "lb"
+    L.add_entry(res, root, "relative", prefill=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    (root / L.MARKER).write_text(json.dumps({"format": L.FORMAT_VERSION,
+                                             "prefilled": {k: {} for k in L.PREFILL_SOURCES}}))
+    at = run_page("case", benchmark=bench, entry="relative", subject="SCD0000401")
+    assert [s["layout"]["title"]["text"] for s in plotly_specs(at)] == ["reference", "prediction (dashed)"]

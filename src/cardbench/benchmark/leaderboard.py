@@ -81,7 +81,7 @@ ENTRIES = "entries"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
 #: submission.yaml keys shown in tables (any other key is kept as well).
 META_KEYS = ("name", "label", "team", "method", "training_data", "url", "label_map", "added", "source",
-             "published")
+             "published", "reference_path", "predictions_path")
 PHASES = ("ED", "ES")
 #: clinical indices (cardbench.benchmark.clinical) usable in place of a class in a metric spec.
 CLINICAL_INDICES = ("LVEDV", "LVESV", "LVSV", "LVEF", "LVM", "RVEDV", "RVESV", "RVSV", "RVEF")
@@ -339,6 +339,12 @@ def _submission_meta(result: ScoreResult, name: str, meta: dict | None, source: 
         out["submission_name"] = sub["name"]
     out["added"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out["source"] = source
+    # absolute locations of the reference and the predictions when added (the summary keeps the
+    # paths as given, which may be relative to a working directory the dashboard does not share)
+    for key, rel in (("reference_path", (result.summary.get("dataset") or {}).get("path")),
+                     ("predictions_path", sub.get("path"))):
+        if rel and not str(rel).startswith("embedded:") and Path(rel).exists():
+            out[key] = str(Path(rel).resolve())
     out["published"] = False
     out.update({k: v for k, v in (meta or {}).items() if v is not None})
     out["name"] = name

@@ -34,14 +34,15 @@ class CaseFiles:
     prediction: Path | None
 
 
-def _dataset_root(summary: dict) -> Path | None:
-    """The reference folder recorded at scoring time, else the dataset prepared by cardbench itself
+def _dataset_root(summary: dict, meta: dict | None = None) -> Path | None:
+    """The reference folder recorded when the entry was added (``reference_path`` in
+    submission.yaml) or scored (``dataset.path``), else the dataset prepared by cardbench itself
     (``cardbench.datasets.prepare.prepared_path``, prepared into the cache on first use) when the
     dataset has a converter and the same version; else None."""
     ds = summary.get("dataset") or {}
-    p = ds.get("path")
-    if p and not str(p).startswith("embedded:") and Path(p).is_dir():
-        return Path(p)
+    for p in ((meta or {}).get("reference_path"), ds.get("path")):
+        if p and not str(p).startswith("embedded:") and Path(p).is_dir():
+            return Path(p)
     name = ds.get("name")
     try:
         from cardbench.datasets import prepare
@@ -65,8 +66,11 @@ def image_for_label(label_rel: str) -> str:
     return str(Path("images", *parts))
 
 
-def locate_case(summary: dict, ref_file: str, pred_file: str) -> CaseFiles | str:
-    """Find the files of one case, or return the reason (one sentence) why they cannot be shown."""
+def locate_case(summary: dict, ref_file: str, pred_file: str, meta: dict | None = None) -> CaseFiles | str:
+    """Find the files of one case, or return the reason (one sentence) why they cannot be shown.
+
+    ``meta`` is the entry's submission.yaml (its ``reference_path`` and ``predictions_path`` are
+    tried first)."""
     ds = summary.get("dataset") or {}
     name = ds.get("name", "")
     if name in PRIVATE_IMAGES:
@@ -74,7 +78,7 @@ def locate_case(summary: dict, ref_file: str, pred_file: str) -> CaseFiles | str
     if not ref_file or str(ref_file).endswith((".tsv", ".csv")):
         return (f"Entry scored from a table of counts ({ref_file or 'no file names'}): there are no images or masks "
                 "to show.")
-    root = _dataset_root(summary)
+    root = _dataset_root(summary, meta)
     if root is None:
         return (f"The reference folder of dataset '{name}' ({ds.get('path', '?')}) is not on this machine; prepare or "
                 "fetch the dataset (cardbench data) to see the images.")
@@ -83,10 +87,11 @@ def locate_case(summary: dict, ref_file: str, pred_file: str) -> CaseFiles | str
         return f"Reference labels {ref} not found (was the reference folder changed since scoring?)."
     img = root / image_for_label(ref_file)
     image = img if img.is_file() else None
-    sub = Path((summary.get("submission") or {}).get("path", ""))
     pred = None
-    if pred_file and sub.is_dir() and (sub / pred_file).is_file():
-        pred = sub / pred_file
+    for sub in ((meta or {}).get("predictions_path"), (summary.get("submission") or {}).get("path")):
+        if pred_file and sub and Path(sub).is_dir() and (Path(sub) / pred_file).is_file():
+            pred = Path(sub) / pred_file
+            break
     return CaseFiles(image, ref, pred)
 
 

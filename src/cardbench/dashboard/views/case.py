@@ -19,7 +19,7 @@ if entries.empty:
     st.warning("This benchmark has no entries.")
     st.stop()
 entry = data.select_persistent("Entry", entries["entry"].tolist(), "entry", query_param="entry")
-summary, _, _, _ = data.entry_details(bench["id"], entry)
+summary, _, _, meta = data.entry_details(bench["id"], entry)
 pc = data.per_case(bench["id"], entry)
 vol = analysis.level_rows(pc, "volume")
 img_rows = analysis.level_rows(pc, "image")
@@ -69,7 +69,7 @@ def _images() -> None:
     ref_file = str(case_vol["ref_file"].iloc[0]) if "ref_file" in case_vol and len(case_vol) else ""
     pred_file = str(case_vol["pred_file"].iloc[0]) if "pred_file" in case_vol and len(case_vol) else ""
     with st.spinner("Looking for the case's images..."):
-        found = images.locate_case(summary, ref_file, "" if pred_file == "nan" else pred_file)
+        found = images.locate_case(summary, ref_file, "" if pred_file == "nan" else pred_file, meta)
     if isinstance(found, str):
         st.info(found, icon=":material/visibility_off:")
         return
