@@ -31,6 +31,13 @@ from cardbench.datasets.naming import parse_case_name
 from cardbench.labelmaps import CLASSES
 
 _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
+#: reference methods of the seed's published tables -> (dataset name, version, observer), so a user's
+#: table scored with ``cardbench score`` lands in the same benchmark as the paper's entries.
+KNOWN_REFERENCES: dict[str, tuple[str, str, str]] = {
+    "scaled_masks": ("cmr-7t", "ankenbrand2021", "WS"),
+    "scaled_masks_TR": ("cmr-7t", "ankenbrand2021", "TR"),
+    "own_masks": ("kaggle-dsb-manual-masks", "ankenbrand2021", "manual"),
+}
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val", "test": "test"}
 
 
@@ -180,6 +187,7 @@ def score_confusion_table(
     phases: dict[str, tuple[int | None, int | None]] | None = None,
     data: bytes | None = None,
     name: str | None = None,
+    dataset: str | None = None,
 ) -> ScoreResult:
     """Score a published per-image confusion table under a protocol (same code as mask files).
 
@@ -191,6 +199,8 @@ def score_confusion_table(
         phases: subject -> (ED frame, ES frame), to label phases.
         data: the file's bytes, if already read (e.g. an embedded file).
         name: submission name for the summary (default: the table's method B).
+        dataset: dataset name for the summary (default: from :data:`KNOWN_REFERENCES` when the
+            table's method A is one of the seed's references, else method A).
 
     Raises:
         ValidationError: malformed table.
@@ -198,9 +208,18 @@ def score_confusion_table(
     """
     path = Path(path)
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
+    known = KNOWN_REFERENCES.get(info["reference"])
+    ds = {"name": dataset or (known[0] if known else info["reference"]),
+          "version": known[1] if known and not dataset else "", "path": str(path)}
+    if known:
+        ds["reference_observer"] = known[2]
+        if phases is None and known[0] == "cmr-7t":
+            from cardbench.benchmark.reproduce import esed_phases
+
+            phases = esed_phases()
     return score_counts(
         counts, protocol, classes=classes or info["classes"], split=split, phases=phases,
-        dataset={"name": info["reference"], "version": "", "path": str(path)},
+        dataset=ds,
         submission={"name": name or info["prediction"], "path": str(path), "reference_method": info["reference"]},
         inputs={"confusion_table": {path.name: info["sha256"]}},
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardbench.benchmark.confusion_tables import read_confusion_table, score_counts
+from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES, read_confusion_table, score_counts
 from cardbench.benchmark.results import ScoreResult
 from cardbench.datasets.embedded import open_published
 
@@ -77,7 +77,7 @@ def score_published(comp: Comparison, protocol: str, split: str | None = "test",
     return score_counts(
         counts, protocol, classes=["LV", "MY"], split=split, phases=esed_phases(data_dir),
         dataset={"name": "cmr-7t", "version": "ankenbrand2021", "path": where,
-                 "reference_observer": info["reference"]},
+                 "reference_observer": KNOWN_REFERENCES.get(info["reference"], ("", "", info["reference"]))[2]},
         submission={"name": comp.key, "label": comp.label, "method": info["prediction"],
                     "url": "https://doi.org/10.1002/mrm.28822"},
         inputs={"confusion_table": {entry.url: info["sha256"]}},
