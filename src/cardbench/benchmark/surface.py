@@ -376,25 +376,26 @@ class _Engine:
         does; outside the crop is background (the crop spans all foreground of both masks).
         """
         shp = c.shape
-        a = np.zeros((shp[0] + 2, shp[1] + 2, shp[2] + 2), np.uint8)
+        # pad by one background voxel, in the crop's own memory order (NIfTI arrays are Fortran-ordered)
+        order = "F" if c.strides[0] < c.strides[-1] else "C"
+        a = np.zeros((shp[0] + 2, shp[1] + 2, shp[2] + 2), np.uint8, order=order)
         a[1:-1, 1:-1, 1:-1] = c
-        af = a.ravel()
-        s1 = shp[2] + 2
-        s0 = (shp[1] + 2) * s1
+        af = a.ravel(order="K")
+        sx, sy, sz = (st // a.itemsize for st in a.strides)
         fg = np.flatnonzero(af)
         lab = af[fg]
-        e2 = af[fg - s0] != lab
-        e2 |= af[fg + s0] != lab
-        e2 |= af[fg - s1] != lab
-        e2 |= af[fg + s1] != lab
-        e3 = af[fg - 1] != lab
-        e3 |= af[fg + 1] != lab
+        e2 = af[fg - sx] != lab
+        e2 |= af[fg + sx] != lab
+        e2 |= af[fg - sy] != lab
+        e2 |= af[fg + sy] != lab
+        e3 = af[fg - sz] != lab
+        e3 |= af[fg + sz] != lab
         e3 |= e2
         sel = np.flatnonzero(e3)
         i = fg[sel]
-        x = i // s0 - 1
-        y = i % s0 // s1 - 1
-        z = i % s1 - 1
+        x = i // sx % (shp[0] + 2) - 1
+        y = i // sy % (shp[1] + 2) - 1
+        z = i // sz % (shp[2] + 2) - 1
         return x, y, z, lab[sel].astype(np.int64) - 1, e2[sel]
 
     def _compute(self, rc: np.ndarray, pc: np.ndarray, z0: int):
@@ -435,17 +436,22 @@ class _Engine:
                 T[p] = True
             res3 = []
             if self.do_volume:
-                for side in (0, 1):
-                    pi, cls, b2, x, y, z = pts[side]
-                    sel = np.flatnonzero(both3[cls])
-                    tgt = (2 + (1 - side)) * n + cls[sel]
-                    d, j = _search(T, tgt * size + pi[sel], off3f, len3)
+                # both directions in one search (reference voxels look for the prediction's
+                # boundary and vice versa): half the vectorised rounds
+                sels = [np.flatnonzero(both3[pts[side][1]]) for side in (0, 1)]
+                q = np.concatenate([((2 + (1 - side)) * n + pts[side][1][sel]) * size + pts[side][0][sel]
+                                    for side, sel in enumerate(sels)])
+                d_all, j_all = _search(T, q, off3f, len3)
+                cut = sels[0].size
+                for side, sel in enumerate(sels):
+                    d = d_all[:cut] if side == 0 else d_all[cut:]
+                    j = j_all[:cut] if side == 0 else j_all[cut:]
                     self._fallback(d, sel, side, pts, planar=False)
                     res3.append((d, j, sel))
                 (d_r, _, s_r), (d_p, _, s_p) = res3
                 self.vol[:] = _grouped_stats(d_p, pts[1][1][s_p], d_r, pts[0][1][s_r], n)
             if self.do_images:
-                res = []
+                parts = []
                 for side in (0, 1):
                     pi, cls, b2, x, y, z = pts[side]
                     sel = np.flatnonzero(b2 & both2[cls, z])
@@ -456,7 +462,7 @@ class _Engine:
                         # the plane is part of the 3D boundary); when the nearest 3D boundary voxel
                         # found lies in the same plane and on the 2D boundary, both are equal
                         d3, j3, sel3 = res3[side]
-                        pos = np.full(pts[side][0].size, -1, np.int64)
+                        pos = np.full(pi.size, -1, np.int64)
                         pos[sel3] = np.arange(sel3.size)
                         k = pos[sel]
                         jj = j3[k]
@@ -465,9 +471,15 @@ class _Engine:
                         idx = np.flatnonzero(ok)
                         ok[idx] = T[tgt2[idx] + pi[sel[idx]] + off3f[jj[idx]]]
                         d[ok] = d3[k[ok]]
-                    rest = np.flatnonzero(np.isnan(d))
-                    d[rest] = _search(T, tgt2[rest] + pi[sel[rest]], off2f, len2)[0]
+                    parts.append((sel, tgt2 + pi[sel], d))
+                rests = [np.flatnonzero(np.isnan(d)) for _, _, d in parts]
+                found = _search(T, np.concatenate([qq[r] for (_, qq, _), r in zip(parts, rests)]), off2f, len2)[0]
+                cut = rests[0].size
+                res = []
+                for side, ((sel, _, d), r) in enumerate(zip(parts, rests)):
+                    d[r] = found[:cut] if side == 0 else found[cut:]
                     self._fallback(d, sel, side, pts, planar=True)
+                    pi, cls, b2, x, y, z = pts[side]
                     res.append((d, cls[sel] * nz + z[sel]))
                 (d_r, g_r), (d_p, g_p) = res
                 self.img[:] = _grouped_stats(d_p, g_p, d_r, g_r, n * nz).reshape(n, nz, 4)
