@@ -48,6 +48,10 @@ class DatasetError(ValueError):
     """The dataset folder cannot be used for training or prediction (message names file and fix)."""
 
 
+class EmptySelectionError(DatasetError):
+    """The dataset is usable but the selection (split, subset) holds no volumes."""
+
+
 @dataclass
 class Volume:
     """One (subject, frame) image volume and, if present, its label volume.
@@ -189,7 +193,7 @@ def index_dataset(root: str | Path, splits: tuple[str, ...] | list[str] | None =
         known = set(subjects_df["split"].dropna().astype(str))
         for s in splits:
             if s not in known and s not in ("train", "val", "test"):
-                raise DatasetError(f"{root / 'subjects.csv'}: no subject has split '{s}' (splits: {sorted(known)})")
+                raise EmptySelectionError(f"{root / 'subjects.csv'}: no subject has split '{s}' (splits: {sorted(known)})")
     name = ref.name if ref is not None else root.name
     notes: list[str] = []
 
@@ -249,22 +253,27 @@ def index_dataset(root: str | Path, splits: tuple[str, ...] | list[str] | None =
         notes.append(f"{skipped_unannotated} labelled frame(s) skipped: none of {list(classes)} is annotated there "
                      "(annotations.csv)")
     if subset is not None:
-        vols = _apply_subset(vols, subset, root)
+        vols = _apply_subset(vols, subset, root, notes)
     if not vols:
-        raise DatasetError(f"{root}: no {'labelled ' if labelled_only else ''}volumes in split(s) "
+        raise EmptySelectionError(f"{root}: no {'labelled ' if labelled_only else ''}volumes in split(s) "
                            f"{list(splits) if splits else 'all'}" + (f" and subset {subset.name}" if subset else ""))
     from cardbench.labelmaps import CARDBENCH
 
     return DatasetIndex(root, name, vols, ref.label_map if ref is not None else CARDBENCH, notes)
 
 
-def _apply_subset(vols: list[Volume], subset, root: Path) -> list[Volume]:
+def _apply_subset(vols: list[Volume], subset, root: Path, notes: list[str]) -> list[Volume]:
     if subset.subjects is not None:
         out = [v for v in vols if v.subject in subset.subjects]
         missing = sorted(subset.subjects - {v.subject for v in vols})
+        if not out:
+            raise DatasetError(f"{root}: none of the {len(subset.subjects)} subjects of subset {subset.name} "
+                               f"({subset.source}) has labelled images in this split, e.g. {missing[0]}; check the "
+                               "subject names and the split")
         if missing:
-            raise DatasetError(f"{root}: subset file {subset.source} lists {len(missing)} subject(s) without labelled "
-                               f"training images here, e.g. {missing[0]}; check the names and the split")
+            notes.append(f"subset {subset.name}: {len(missing)} of its {len(subset.subjects)} subjects have no labelled "
+                         f"images in this split (e.g. {missing[0]}); training on the other "
+                         f"{len(subset.subjects) - len(missing)}")
         return out
     if subset.keys is None:  # edes: ED and ES frames of subjects.csv
         out = [v for v in vols if v.phase in ("ED", "ES")]
@@ -547,8 +556,8 @@ def chunks(n: int, size: int):
 
 
 __all__ = [
-    "DatasetError", "DatasetIndex", "FitGeometry", "Volume", "annotated_vector", "batches_for_epoch",
-    "chunks", "class_lut", "estimate_bytes", "fit_geometry", "index_dataset", "intensity_window",
-    "load_image_volume", "load_label_volume", "make_slice_dataset", "n_steps", "network_input",
-    "preload", "preprocess_slice", "resolve_dataset",
+    "DatasetError", "DatasetIndex", "EmptySelectionError", "FitGeometry", "Volume", "annotated_vector",
+    "batches_for_epoch", "chunks", "class_lut", "estimate_bytes", "fit_geometry", "index_dataset",
+    "intensity_window", "load_image_volume", "load_label_volume", "make_slice_dataset", "n_steps",
+    "network_input", "preload", "preprocess_slice", "resolve_dataset",
 ]

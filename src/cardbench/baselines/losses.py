@@ -28,8 +28,8 @@ annotated ``(B, C)`` bool):
 Metrics (the seed's log columns, ``code/7T/segmentation_with_reduced_set.py``): per image on the
 network canvas, then averaged over images: ``acc_seg`` (pixel accuracy: share of pixels whose
 predicted class is allowed, i.e. equal to the label, or for background pixels of a partially
-annotated image one of background and the unannotated classes), ``diceComb`` (Dice of foreground vs background), ``diceLV``, ``diceMY`` (Dice of one channel);
-Dice = 2|A and B| / (|A| + |B|), an image where both are empty counts 1 (the seed's
+annotated image one of background and the unannotated classes), ``diceComb`` (Dice of foreground
+vs background), ``diceLV``, ``diceMY`` (Dice of one channel); Dice = 2|A and B| / (|A| + |B|), an image where both are empty counts 1 (the seed's
 ``res[isnan] = 1``); images where the class is not annotated are left out.
 """
 

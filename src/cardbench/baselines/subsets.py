@@ -9,6 +9,10 @@
   Subjects are the volunteer ids of that table (``17``, ``20``, ...); slices and frames are the
   0-based indices of the seed's PNG names, i.e. the slice index along the NIfTI's third axis and
   the ``frame<FF>`` of the file name.
+* ``kaggle-conf5``, ``kaggle-conf10``, ``kaggle-conf15``: the seed's Kaggle confidence sets (patients
+  with confidence <= 0.05, 0.10, 0.15 in the published ``analysis/kaggle/confidence_by_patient.tsv``:
+  180, 538, 794 of 1396 patient ids, ``<id>`` and ``<id>_rot90`` as ``cardbench data prepare kaggle``
+  names them). The table is read from the data cache (``cardbench data fetch ankenbrand2021-derived``).
 * ``edes``: the ED and ES frames of every training subject, from ``subjects.csv`` (ed_frame,
   es_frame) of any dataset: the paper's practical guideline (annotate ED/ES only).
 * A subset file (CSV or TSV), one of:
@@ -28,6 +32,10 @@ import pandas as pd
 
 PUBLISHED_TABLE = "cmr-seg-tl/analysis/7T/image_subsets.tsv"
 PUBLISHED_SUBSETS = ("v7", "v3", "v1", "r7", "r3", "r1", "esed", "r_esed")
+CONFIDENCE_TABLE = "cmr-seg-tl/analysis/kaggle/confidence_by_patient.tsv"
+#: the seed's Kaggle confidence sets: patients whose confidence (larger relative LV volume deviation at
+#: ED/ES between ukbb_cardiac labels and the released volumes) is at most 5, 10, 15 %.
+CONFIDENCE_SUBSETS = {"kaggle-conf5": 0.05, "kaggle-conf10": 0.10, "kaggle-conf15": 0.15}
 
 
 class SubsetError(ValueError):
@@ -89,6 +97,34 @@ def published_subset_table(data_dir: str | Path | None = None) -> pd.DataFrame:
     return out
 
 
+def confidence_subjects(max_confidence: float, data_dir: str | Path | None = None) -> list[str]:
+    """Kaggle patient ids whose published confidence is at most ``max_confidence`` (a fraction).
+
+    Raises:
+        SubsetError: the published table is neither at ``data_dir`` nor in the data cache (the message
+            says how to fetch it). IntegrityError: its sha256 does not match the registry.
+    """
+    from cardbench.datasets.embedded import open_published
+
+    tries = [data_dir] if data_dir is not None else []
+    if data_dir is None:
+        try:
+            from cardbench.datasets.fetch import cache_dir
+
+            tries.append(cache_dir())
+        except ImportError:
+            pass
+    for d in tries:
+        try:
+            data, _, _ = open_published(CONFIDENCE_TABLE, d)
+        except FileNotFoundError:
+            continue
+        t = pd.read_csv(io.BytesIO(data), sep="\t", dtype={"Id": str})
+        return sorted(t.loc[t["confidence"] <= max_confidence, "Id"].astype(str))
+    raise SubsetError(f"{CONFIDENCE_TABLE}: not found in the data cache; fetch it with "
+                      "`cardbench data fetch ankenbrand2021-derived` (or give its folder)")
+
+
 def get_subset(name: str | None = None, subset_file: str | Path | None = None) -> Subset | None:
     """Resolve a subset by published name, ``edes``, or a file.
 
@@ -125,9 +161,13 @@ def get_subset(name: str | None = None, subset_file: str | Path | None = None) -
         return None
     if name == "edes":
         return Subset("edes", None, None, "ed_frame/es_frame of subjects.csv")
+    if name in CONFIDENCE_SUBSETS:
+        return Subset(name, None, None, f"{CONFIDENCE_TABLE} (confidence <= {CONFIDENCE_SUBSETS[name]:g})",
+                      frozenset(confidence_subjects(CONFIDENCE_SUBSETS[name])))
     if name not in PUBLISHED_SUBSETS:
         raise SubsetError(f"unknown subset '{name}'; use one of {', '.join(PUBLISHED_SUBSETS)} (7T study), "
-                          "edes (ED/ES frames of subjects.csv) or --subset-file FILE")
+                          f"{', '.join(CONFIDENCE_SUBSETS)} (Kaggle), edes (ED/ES frames of subjects.csv) "
+                          "or --subset-file FILE")
     table = published_subset_table()
     sel = table[table[name]]
     keys = frozenset(zip(sel["subject"], sel["frame"].astype(int), sel["slice"].astype(int)))

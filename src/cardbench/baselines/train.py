@@ -112,7 +112,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = False):
     Raises:
         TrainError: no dataset configured. DatasetError, SubsetError: see their modules.
     """
-    from cardbench.baselines.data import DatasetError, estimate_bytes, index_dataset, make_slice_dataset, preload
+    from cardbench.baselines.data import EmptySelectionError, estimate_bytes, index_dataset, make_slice_dataset, preload
 
     if not cfg.dataset:
         raise TrainError("no dataset: pass --dataset FOLDER (a dataset in the standard layout)")
@@ -122,13 +122,13 @@ def prepare_data(cfg: TrainConfig, progress: bool = False):
     if cfg.valid_split:
         try:
             valid_index = index_dataset(cfg.dataset, [cfg.valid_split], classes=tuple(cfg.classes))
-        except DatasetError:
+        except EmptySelectionError:
             valid_index = None
     train_ds = make_slice_dataset(train_index, cfg.image_size, cfg.classes)
     valid_ds = make_slice_dataset(valid_index, cfg.image_size, cfg.classes) if valid_index else None
     n_train = len(train_ds)
     n_all = cfg.n_all or (subset.n_all if subset is not None and subset.n_all else None)
-    if n_all is None and subset is not None:
+    if n_all is None and subset is not None and cfg.scale_epochs:
         n_all = len(make_slice_dataset(index_dataset(cfg.dataset, [cfg.train_split], classes=tuple(cfg.classes)),
                                        cfg.image_size, cfg.classes))
     want = str(cfg.preload).lower()
