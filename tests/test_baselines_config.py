@@ -160,3 +160,18 @@ def test_subset_files_in_three_forms(tmp_path):
     p.write_text("patient,x\n1,2\n")
     with pytest.raises(SubsetError, match="needs columns"):
         get_subset(subset_file=p)
+
+
+def test_kaggle_confidence_sets_from_the_published_table(shared_data):
+    import csv
+
+    from cardbench.baselines.subsets import confidence_subjects
+
+    path = shared_data / "cmr-seg-tl/analysis/kaggle/confidence_by_patient.tsv"
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for cut in (0.05, 0.10, 0.15):
+        expected = sorted(r["Id"] for r in rows if float(r["confidence"]) <= cut)
+        assert confidence_subjects(cut, shared_data) == expected
+    assert len(confidence_subjects(0.05, shared_data)) == 180
+    assert load_config("pretrain-kaggle").subset == "kaggle-conf5"

@@ -167,9 +167,15 @@ def _print_plan(cfg, n_images: int | None = None) -> None:
     from cardbench.baselines.config import compute_schedule
     from cardbench.baselines.subsets import get_subset
 
+    from cardbench.baselines.subsets import SubsetError
+
     con = Console()
     con.print_json(cfg.to_json())
-    sub = get_subset(cfg.subset, cfg.subset_file)
+    try:
+        sub = get_subset(cfg.subset, cfg.subset_file)
+    except SubsetError as e:
+        con.print(f"schedule: {e}", highlight=False)
+        return
     n_all = cfg.n_all or (sub.n_all if sub else None)
     n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
     if n is None:
