@@ -141,7 +141,9 @@ def test_missing_torch_gives_install_message(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = res.stdout.splitlines()
     assert lines[0] == "1", res.stdout + res.stderr
-    assert "pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch" in " ".join(lines[1:])
+    msg = " ".join(lines[1:])
+    assert "pip install torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch" in msg
+    assert "cardbench[baselines]" in msg
 
 
 def test_subset_files_in_three_forms(tmp_path):

@@ -343,8 +343,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
     model = build_model(cfg)  # fails fast on missing ImageNet weights
     if data is None:
         data = prepare_data(cfg, progress)
+    from rich.markup import escape
+
     for note in data["notes"]:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {escape(note)}", highlight=False)
     schedule = compute_schedule(cfg, data["n_train"], data["n_all"])
     try:
         torch.use_deterministic_algorithms(True, warn_only=True)

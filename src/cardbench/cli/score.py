@@ -194,7 +194,9 @@ def demo_cmd(
 
         missing = torch_missing()
         if missing:
-            con.print(f"[yellow]skipped:[/yellow] {missing}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            con.print(f"[yellow]skipped:[/yellow] {escape(missing)}", highlight=False, soft_wrap=True)
         else:
             from cardbench.baselines.demo import run_demo_loop
 
