@@ -6,7 +6,8 @@ What it measures (a benchmark script, not a test; only ratios within one run mea
    backward, AdamW step) of ``segmentation_models_pytorch.Unet`` for each encoder (default: the
    shipped ones, resnet34 and resnet18, plus mobilenet_v2 and efficientnet-b0) at 128 and 256 px,
    batch 8, on tensors already in memory; the ratio to the seed's setting (resnet34 at 256 px) is
-   printed next to each.
+   printed next to each. Settings are timed in interleaved rounds (one step of each per round,
+   median over ``--steps`` rounds) so that load from other processes hits all of them alike.
 2. Data-loading overhead: time per step with cardbench's real loader (each item read from its NIfTI
    file and preprocessed on the fly, volume cache disabled, as for a large data set in random
    order; plus batch augmentation) over the time per step with preloaded tensors (plus the same
@@ -79,21 +80,35 @@ def time_steps(step, batches, device, warmup: int = 1) -> list[float]:
     return out
 
 
-def bench_throughput(encoder: str, size: int, batch: int, steps: int, device, amp: bool) -> float:
-    import segmentation_models_pytorch as smp
-    import torch
+class _Setting:
+    """One (encoder, size) model with its optimizer and a fixed batch in memory."""
 
-    torch.manual_seed(0)
-    model = smp.Unet(encoder, encoder_weights=None, in_channels=3, classes=3).to(device).train()
-    step = train_step_fn(model, device, amp)
-    x = torch.rand(batch, 1, size, size)
-    y = torch.randint(0, 3, (batch, size, size))
-    times = time_steps(step, [lambda: (x, y)] * (steps + 1), device)
-    return batch / statistics.median(times)
+    def __init__(self, encoder: str, size: int, batch: int, device, amp: bool):
+        import segmentation_models_pytorch as smp
+        import torch
+
+        torch.manual_seed(0)
+        self.model = smp.Unet(encoder, encoder_weights=None, in_channels=3, classes=3).to(device).train()
+        self.step = train_step_fn(self.model, device, amp)
+        self.x = torch.rand(batch, 1, size, size)
+        self.y = torch.randint(0, 3, (batch, size, size))
+
+
+def bench_throughput(settings: dict, steps: int, device, batch: int) -> dict:
+    """Images/s per setting: one warm-up step each, then ``steps`` rounds in which every setting runs one
+    timed step (interleaved, so a change of machine load hits every setting alike); median per setting."""
+    times: dict = {k: [] for k in settings}
+    for r in range(steps + 1):
+        for k, st in settings.items():
+            t = time_steps(st.step, [lambda st=st: (st.x, st.y)], device, warmup=0)[0]
+            if r > 0:
+                times[k].append(t)
+    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 def bench_loader(encoder: str, size: int, batch: int, steps: int, device, amp: bool, dataset: Path,
                  num_workers: int) -> dict:
+    """Seconds per training step with preloaded tensors and with the real loader, interleaved step by step."""
     import segmentation_models_pytorch as smp
     import torch
 
@@ -110,22 +125,25 @@ def bench_loader(encoder: str, size: int, batch: int, steps: int, device, amp: b
     model = smp.Unet(encoder, encoder_weights=None, in_channels=3, classes=3).to(device).train()
     step = train_step_fn(model, device, amp)
     n = len(lazy)
-    res = {}
-    for name, data in (("preloaded", mem), ("real loader", lazy)):
-        g = torch.Generator().manual_seed(1)
-        idx_batches = []
-        while len(idx_batches) < steps + 1:
-            idx_batches += batches_for_epoch(n, batch, g)
-        idx_batches = idx_batches[: steps + 1]
-        loader = _Loader(data, num_workers)
-        it = iter(loader.batches(idx_batches))
-        ga = torch.Generator().manual_seed(2)
+    g = torch.Generator().manual_seed(1)
+    idx_batches = []
+    while len(idx_batches) < steps + 1:
+        idx_batches += batches_for_epoch(n, batch, g)
+    idx_batches = idx_batches[: steps + 1]
+    iters = {name: iter(_Loader(data, num_workers).batches(idx_batches))
+             for name, data in (("preloaded", mem), ("real loader", lazy))}
+    ga = torch.Generator().manual_seed(2)
+    times: dict = {k: [] for k in iters}
+    for r in range(steps + 1):
+        for name, it in iters.items():
+            def get(it=it):
+                x, y, _a = next(it)
+                return augment_batch(x.float(), y, aug, ga)
 
-        def get():
-            x, y, _a = next(it)
-            return augment_batch(x.float(), y, aug, ga)
-
-        res[name] = statistics.median(time_steps(step, [get] * (steps + 1), device))
+            t = time_steps(step, [get], device, warmup=0)[0]
+            if r > 0:
+                times[name].append(t)
+    res = {k: statistics.median(v) for k, v in times.items()}
     res["ratio"] = res["real loader"] / res["preloaded"]
     res["n_images"] = n
     return res
@@ -164,11 +182,10 @@ def main(argv=None) -> int:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     con.print(f"device {info['device']}{' (' + info['gpu'] + ')' if info['gpu'] else ''}, torch {info['torch']}, "
               f"{info['threads']} threads, batch {args.batch}, median of {args.steps} steps", highlight=False)
-    thr = {}
-    for enc in encoders:
-        for s in sizes:
-            thr[(enc, s)] = bench_throughput(enc, s, args.batch, args.steps, device, args.amp)
-            con.print(f"  {enc} {s} px: {thr[(enc, s)]:.2f} img/s", highlight=False)
+    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    settings = {(enc, s): _Setting(enc, s, args.batch, device, args.amp) for enc in encoders for s in sizes}
+    thr = bench_throughput(settings, args.steps, device, args.batch)
+    del settings
     ref = thr.get(("resnet34", 256))
     t = Table(title="training throughput (images/s, tensors in memory)", title_justify="left")
     t.add_column("encoder")
@@ -201,6 +218,12 @@ def main(argv=None) -> int:
     for (enc, s), r in load.items():
         t2.add_row(enc, f"{s} px", f"{r['preloaded']:.3f}", f"{r['real loader']:.3f}", f"{r['ratio']:.2f}")
     con.print(t2)
+    load1 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load0:
+        con.print(f"1-minute load average: {load0[0]:.1f} at the start, {load1[0]:.1f} at the end "
+                  f"({os.cpu_count()} CPUs; other processes slow every setting alike, the ratios are what counts)",
+                  highlight=False)
+    info["loadavg_start"], info["loadavg_end"] = (load0 or [None])[0], (load1 or [None])[0]
     if args.json:
         payload = {"info": info,
                    "throughput": [{"encoder": e, "size": s, "images_per_s": v} for (e, s), v in thr.items()],
