@@ -21,7 +21,8 @@ What it does:
    (c) MedPy: ``dc``, ``hd95``, ``assd`` with ``voxelspacing`` (3D only);
    (d) surface-distance (DeepMind): ``compute_dice_coefficient``,
        ``compute_robust_hausdorff(.., 95)``, ``compute_average_surface_distance`` (3D only);
-   (e) loading the files only (nibabel: header and voxel array of every reference and prediction).
+   (e) loading the files only (nibabel: header and voxel array of every reference and prediction);
+       (e') the same with cardbench's reader (bytes read once, sha256, gzip, header checks).
 
    Peers (b)-(d) read the files with nibabel, as a user of them would.
 3. Checks the values: cardbench's volume-level Dice, HD95 and ASSD against each peer where the
@@ -159,6 +160,19 @@ def work_load(root: Path, limit: int | None) -> dict:
     return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": []}
 
 
+def work_load_cardbench(root: Path, limit: int | None) -> dict:
+    """cardbench's reader: bytes, sha256, gzip, header checks, label values (no metrics)."""
+    from cardbench.datasets.io import read_mask
+
+    cases = case_files(root)[:limit]
+    read_mask(cases[0][2])
+    with _Timer() as t:
+        for _, _, rp, pp in cases:
+            read_mask(rp)
+            read_mask(pp)
+    return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": []}
+
+
 def work_cardbench(root: Path, limit: int | None, jobs: int) -> dict:
     import scipy.spatial  # noqa: F401  (imported lazily by cardbench; import time is not scoring time)
     import scipy.stats  # noqa: F401
@@ -283,7 +297,47 @@ def work_surface_distance(root: Path, limit: int | None) -> dict:
     return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": vals}
 
 
-WORKERS = {"load": work_load, "cardbench": work_cardbench, "cardbench-kernel": work_cardbench_kernel,
+def breakdown(root: Path) -> dict:
+    """CPU time (ms per case) of the steps of one ``score()`` run, in this process (``--jobs 1``)."""
+    import scipy.spatial  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import cardbench.benchmark.scoring as sc
+
+    sc.score(root / "warm" / "pred", root / "warm" / "ref", progress=False)
+    steps = {"_read": "read, hash and validate the files", "confusion_per_slice": "confusion counts",
+             "_distance_records": "surface distances (volume and images)",
+             "per_case_table": "per-case table", "aggregate": "aggregation with bootstrap CIs",
+             "per_subject_table": "per-subject table", "clinical_summary": "clinical indices and agreement"}
+    spent = dict.fromkeys(steps, 0.0)
+    saved = {k: getattr(sc, k) for k in steps}
+
+    def timed(name, fn):
+        def inner(*a, **kw):
+            t = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] += time.process_time() - t
+        return inner
+
+    for k in steps:
+        setattr(sc, k, timed(k, saved[k]))
+    try:
+        t0 = time.process_time()
+        res = sc.score(root / "pred", root / "ref", jobs=1, progress=False)
+        total = time.process_time() - t0
+    finally:
+        for k, f in saved.items():
+            setattr(sc, k, f)
+    n = int((res.per_case["level"] == "volume").sum() // 3)
+    out = {steps[k]: 1000 * v / n for k, v in spent.items()}
+    out["other"] = 1000 * total / n - sum(out.values())
+    out["total"] = 1000 * total / n
+    return out
+
+
+WORKERS = {"breakdown": lambda root, limit: breakdown(root), "load": work_load, "load-cardbench": work_load_cardbench, "cardbench": work_cardbench, "cardbench-kernel": work_cardbench_kernel,
            "monai": work_monai, "medpy": work_medpy,
            "surface-distance": work_surface_distance}
 
@@ -338,6 +392,8 @@ def main(argv=None) -> int:
                     help="time the peers on the first N cases only (per-case times are compared)")
     ap.add_argument("--skip", default="", help="comma-separated methods to skip: monai,medpy,surface-distance")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print the CPU time of each step of cardbench's score() (one extra run)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
@@ -353,7 +409,8 @@ def main(argv=None) -> int:
     root = build_dataset(args.data.resolve(), args.cases)
     print(f"data: {args.cases} cases in {root} ({time.perf_counter() - t0:.1f} s to build or check)", flush=True)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    plan = [("load", LOAD, 1, None), ("cardbench", CB1, 1, None),
+    plan = [("load", LOAD, 1, None), ("load-cardbench", "(e') load only (cardbench reader)", 1, None),
+            ("cardbench", CB1, 1, None),
             ("cardbench", f"(a) cardbench score(), jobs {args.jobs}", args.jobs, None),
             ("cardbench-kernel", KERNEL, 1, None)]
     for name, label in (("monai", "(b) MONAI"), ("medpy", "(c) MedPy"), ("surface-distance", "(d) surface-distance")):
@@ -413,8 +470,15 @@ def main(argv=None) -> int:
     print("  same definition: MONAI Dice, HD95, ASSD; MedPy Dice, ASSD; surface-distance Dice.\n"
           "  different by definition: MedPy hd95 (one percentile of both directions pooled); surface-distance\n"
           "  HD95 and ASD (surface elements weighted by area; ASD here is the mean of its two directed averages)")
+    bd = None
+    if args.breakdown:
+        bd = run_worker("breakdown", root, None, 1)
+        print()
+        print("cardbench score() steps, CPU ms per case (jobs 1, one run):")
+        for k, v in bd.items():
+            print(f"  {k:40s} {v:7.2f}" if isinstance(v, float) else f"  {k}: {v}")
     if args.json:
-        out = {"cases": args.cases, "jobs": args.jobs, "repeat": args.repeat, "peer_limit": args.peer_limit,
+        out = {"breakdown_cpu_ms_per_case": bd, "cases": args.cases, "jobs": args.jobs, "repeat": args.repeat, "peer_limit": args.peer_limit,
                "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
                "wall_ms_per_case": {k: 1000 * v for k, v in wall.items()},
                "cpu_ms_per_case": {k: 1000 * v for k, v in cpu.items()},

@@ -430,7 +430,8 @@ class _Engine:
         for side in (0, 1):
             pi, cls, b2 = pts[side][:3]
             setpos.append(((2 + side) * n + cls) * size + pi)
-            setpos.append((side * n + cls[b2]) * size + pi[b2])
+            if self.do_images:
+                setpos.append((side * n + cls[b2]) * size + pi[b2])
         try:
             for p in setpos:
                 T[p] = True
