@@ -35,7 +35,7 @@ _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
 #: table scored with ``cardbench score`` lands in the same benchmark as the paper's entries.
 KNOWN_REFERENCES: dict[str, tuple[str, str, str]] = {
     "scaled_masks": ("cmr-7t", "ankenbrand2021", "WS"),
-    "scaled_masks_TR": ("cmr-7t", "ankenbrand2021", "TR"),
+    "scaled_masks_TR": ("cmr-7t-tr", "ankenbrand2021", "TR"),  # second observer as reference: own benchmark
     "own_masks": ("kaggle-dsb-manual-masks", "ankenbrand2021", "manual"),
 }
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val", "test": "test"}
@@ -213,7 +213,7 @@ def score_confusion_table(
           "version": known[1] if known and not dataset else "", "path": str(path)}
     if known:
         ds["reference_observer"] = known[2]
-        if phases is None and known[0] == "cmr-7t":
+        if phases is None and known[0].startswith("cmr-7t"):
             from cardbench.benchmark.reproduce import esed_phases
 
             phases = esed_phases()
