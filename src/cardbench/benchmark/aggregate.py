@@ -15,6 +15,8 @@ reductions (``monai.metrics.utils.do_metric_reduction``) which also return the c
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -26,6 +28,15 @@ GROUPINGS: list[tuple[str, list[str]]] = [
 ]
 AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
                "n_subjects", "n_values", "n_excluded"]
+
+
+@lru_cache(maxsize=64)
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap resample matrix ``(n_boot, n)`` of subject indices; cached, so every metric and
+    class of one run is resampled identically (paired) and the matrix is drawn once."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx.setflags(write=False)
+    return idx
 
 
 def bootstrap_ci(subject_means: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -43,9 +54,7 @@ def bootstrap_ci(subject_means: np.ndarray, n_boot: int, seed: int, alpha: float
     x = np.asarray(subject_means, dtype=np.float64)
     if n_boot <= 0 or x.size < 2:
         return (np.nan, np.nan)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    means = x[idx].mean(axis=1)
+    means = x[bootstrap_indices(x.size, n_boot, seed)].mean(axis=1)
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
 

@@ -244,13 +244,17 @@ def clinical_indices(per_case: pd.DataFrame, classes: Iterable[str] | None = Non
         base = {"subject": subj, "split": "" if pd.isna(split) else split,
                 "ed_frame": ed_f, "es_frame": es_f, "phase_source": source}
 
+        rows = {}
+        for rec in g.to_dict("records"):
+            if not pd.isna(rec["frame"]):
+                rows.setdefault((rec["class"], int(rec["frame"])), rec)
+
         def at(cls: str, frame: int | None) -> tuple[float, float, str]:
             if frame is None:
                 return np.nan, np.nan, NO_PHASE
-            r = g[(g["class"] == cls) & (g["frame"] == frame)]
-            if r.empty:
+            r = rows.get((cls, int(frame)))
+            if r is None:
                 return np.nan, np.nan, NO_PHASE
-            r = r.iloc[0]
             if r["status"] == NOT_ANNOTATED:
                 return np.nan, np.nan, NOT_ANNOTATED
             ref, pred = float(r["ref_ml"]), float(r["pred_ml"])

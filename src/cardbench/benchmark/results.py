@@ -83,11 +83,11 @@ class ScoreResult:
         out = Path(out)
         with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
-            self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.6g")
-            self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.6g")
-            self.aggregates.to_csv(tmp / "aggregates.csv", index=False, float_format="%.6g")
+            self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")
+            self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.10g")
+            self.aggregates.to_csv(tmp / "aggregates.csv", index=False, float_format="%.10g")
             for name, df in self.extra_tables.items():
-                df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.6g")
+                df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.10g")
         return out
 
 

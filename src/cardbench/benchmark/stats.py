@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from cardbench.benchmark.aggregate import bootstrap_ci
+from cardbench.benchmark.aggregate import bootstrap_ci, bootstrap_indices
 
 LOA_Z = 1.96
 AGREEMENT_STATS = ("bias", "sd_diff", "loa_low", "loa_high", "mae", "pearson_r")
@@ -86,15 +86,6 @@ def bland_altman(ref, pred) -> dict[str, float]:
     return {"n": int(n), "ref_mean": float(r.mean()) if n else np.nan, "pred_mean": float(p.mean()) if n else np.nan,
             "bias": bias, "sd_diff": sd, "loa_low": bias - LOA_Z * sd, "loa_high": bias + LOA_Z * sd,
             "mae": float(np.abs(d).mean()) if n else np.nan, "pearson_r": rr, "pearson_p": pp}
-
-
-def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Subject indices of ``n_boot`` resamples of ``n`` subjects, shape (n_boot, n).
-
-    The same draw as :func:`cardbench.benchmark.aggregate.bootstrap_ci` (``default_rng(seed)``,
-    ``integers(0, n, size=(n_boot, n))``).
-    """
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
 def bootstrap_stat_ci(statistic: Callable[..., np.ndarray], arrays: Sequence[np.ndarray], n_boot: int, seed: int,
