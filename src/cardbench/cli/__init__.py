@@ -39,6 +39,12 @@ from cardbench.cli import score as _score  # noqa: E402,F401  (registers score, 
 
 def main() -> None:
     """Console entry point."""
+    import os
+    import sys
+
+    # rich wraps tables at 80 columns when output is not a terminal (logs, CI, pipes): use 120
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        os.environ["COLUMNS"] = "120"
     app()
 
 
