@@ -34,7 +34,13 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
     """cardbench: score cardiac MRI segmentations, fetch and verify datasets, train baselines."""
 
 
-from cardbench.cli import score as _score  # noqa: E402,F401  (registers score, reproduce, demo)
+# each part registers its commands on `app` when imported
+from cardbench.cli import score as _score  # noqa: E402,F401  (score, reproduce, demo)
+from cardbench.cli import data as _data  # noqa: E402,F401  (cardbench data ...)
+from cardbench.cli import baseline as _baseline  # noqa: E402,F401  (cardbench baseline ...)
+from cardbench.cli import leaderboard as _leaderboard  # noqa: E402,F401  (cardbench leaderboard ...)
+from cardbench.cli import dashboard as _dashboard  # noqa: E402,F401  (cardbench dashboard)
+from cardbench.cli import compare as _compare  # noqa: E402,F401  (cardbench compare, cardbench volumes ...)
 
 
 def main() -> None:
@@ -46,10 +52,3 @@ def main() -> None:
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "120"
     app()
-
-
-from cardbench.cli import leaderboard as _leaderboard  # noqa: E402,F401  (cardbench leaderboard ...)
-from cardbench.cli import dashboard as _dashboard  # noqa: E402,F401  (cardbench dashboard)
-from cardbench.cli import data as _data  # noqa: E402,F401  (cardbench data ...)
-from cardbench.cli import baseline as _baseline  # noqa: E402,F401  (cardbench baseline ...)
-from cardbench.cli import compare as _compare  # noqa: E402,F401  (cardbench compare, cardbench volumes ...)

@@ -64,7 +64,7 @@ def score_cmd(
                                                "this leaderboard folder (see `cardbench leaderboard`)."),
     name: Optional[str] = typer.Option(None, "--name", help="Leaderboard entry name (default: the submission's)."),
 ) -> None:
-    """Validate a submission against a reference and score it (Dice, IoU per class; per image and volume).
+    """Validate a submission against a reference and score it: Dice, IoU, HD95, ASSD, EDV/ESV/EF per class.
 
     Every problem (missing, extra or duplicate cases, shape/spacing/affine mismatch, label values outside
     the map, unreadable files) is printed on one line; then the command exits with code 2 and writes
