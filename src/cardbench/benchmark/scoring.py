@@ -406,7 +406,7 @@ def score(
                 raise ValueError(f"{ref.root}: no subject in split '{split}' "
                                  f"(splits: {sorted(ref.subjects['split'].dropna().unique())})")
         # no subject in two splits; splits of a registered dataset match its frozen standard split
-        problems.extend(Problem(i.file, i.problem, i.fix, i.kind) for i in reference_split_issues(
+        problems.extend(reference_split_issues(
             ref.subjects, ref.name, ref.version, str(ref.root / "subjects.csv")))
         pairs, pp, notes = pair_cases(sub, ref, allow_missing=allow_missing, subjects=subjects)
         problems.extend(pp)

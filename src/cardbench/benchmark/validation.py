@@ -11,41 +11,16 @@ masks); float masks that are not integral; colour PNGs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from cardbench.datasets.io import LabelImage
+from cardbench.problems import Problem  # noqa: F401  (re-exported)
 from cardbench.labelmaps import LabelMap
 
 #: default absolute tolerance on every affine element (mm): origin jitter of 1e-3 mm passes.
 DEFAULT_AFFINE_TOL = 1e-2
 #: default relative tolerance on voxel spacing.
 DEFAULT_SPACING_RTOL = 1e-3
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One validation problem.
-
-    Attributes:
-        file: the file (or case) concerned.
-        problem: what is wrong.
-        fix: what to do about it.
-        kind: short machine-readable category (``missing``, ``extra``, ``duplicate``, ``unreadable``,
-            ``shape``, ``spacing``, ``affine``, ``labels``, ``name``, ``metadata``).
-    """
-
-    file: str
-    problem: str
-    fix: str
-    kind: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.problem}. Fix: {self.fix}"
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "problem": self.problem, "fix": self.fix, "kind": self.kind}
 
 
 class ValidationError(Exception):

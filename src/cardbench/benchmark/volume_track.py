@@ -163,6 +163,17 @@ def read_published(local_path: str, data_dir: str | Path | None = None) -> tuple
     return data, where, entry.sha256
 
 
+def _source_bytes(source: "str | Path | bytes", name: str | None) -> tuple[bytes, str]:
+    """(decompressed bytes, name for messages) of a path or of bytes already read."""
+    if isinstance(source, (bytes, bytearray)):
+        name = name or "<bytes>"
+        data = bytes(source)
+    else:
+        name = name or str(source)
+        data = Path(source).read_bytes()
+    return _decompress(data, name), name
+
+
 def _decompress(data: bytes, name: str) -> bytes:
     if name.endswith(".xz") or data[:6] == b"\xfd7zXZ\x00":
         try:
@@ -206,13 +217,7 @@ def read_pixel_counts(source: str | Path | bytes, name: str | None = None) -> pd
         VolumeTrackError: missing columns, unparseable file names, negative, fractional or missing
             counts, duplicate images (each problem names the file and the first offending rows).
     """
-    if isinstance(source, (bytes, bytearray)):
-        name = name or "<bytes>"
-        data = bytes(source)
-    else:
-        name = name or str(source)
-        data = Path(source).read_bytes()
-    data = _decompress(data, name)
+    data, name = _source_bytes(source, name)
     try:
         df = pd.read_csv(io.BytesIO(data), sep="\t", dtype={"file": str})
     except Exception as e:  # pandas raises several types
@@ -257,13 +262,8 @@ def read_volume_table(source: str | Path | bytes, name: str | None = None) -> pd
     Raises:
         VolumeTrackError: columns missing or values not numbers.
     """
-    if isinstance(source, (bytes, bytearray)):
-        name = name or "<bytes>"
-        data = bytes(source)
-    else:
-        name = name or str(source)
-        data = Path(source).read_bytes()
-    df = pd.read_csv(io.BytesIO(_decompress(data, name)), dtype={0: str})
+    data, name = _source_bytes(source, name)
+    df = pd.read_csv(io.BytesIO(data), dtype={0: str})
     df = df.rename(columns={df.columns[0]: "series"})
     need = ["LVEDV (mL)", "LVESV (mL)"]
     if not set(need) <= set(df.columns):

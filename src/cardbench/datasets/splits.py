@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Mapping
 from cardbench._util import atomic_write_text, sha256_bytes
 from cardbench.datasets.cards import SPLIT_NAMES, DatasetCard, list_cards, load_card
 from cardbench.datasets.embedded import data_root
+from cardbench.problems import Problem
 
 MANIFEST_COLUMNS = ("dataset", "splits_version", "file", "sha256", "n_train", "n_val", "n_test")
 
@@ -69,16 +70,6 @@ class Leak:
     def __str__(self) -> str:
         where = ", ".join(f"{s} ({', '.join(self.ids[s])})" for s in self.splits)
         return f"subject {self.subject} is in {len(self.splits)} splits: {where}"
-
-
-@dataclass(frozen=True)
-class SplitIssue:
-    """A problem with the split of a reference (mirrors benchmark.validation.Problem)."""
-
-    file: str
-    problem: str
-    fix: str
-    kind: str = "split"
 
 
 @dataclass(frozen=True)
@@ -327,7 +318,7 @@ def freeze_split(name: str | DatasetCard, root: str | Path | None = None) -> tup
 # --------------------------------------------------------------------------- references
 
 def reference_split_issues(subjects, dataset: str | None = None, dataset_version: str | None = None,
-                           file: str = "subjects.csv") -> list[SplitIssue]:
+                           file: str = "subjects.csv") -> list[Problem]:
     """Split problems of a reference's subjects table (called by ``cardbench score``).
 
     Checks:
@@ -349,7 +340,7 @@ def reference_split_issues(subjects, dataset: str | None = None, dataset_version
     if subjects is None or "split" not in getattr(subjects, "columns", ()) or len(subjects) == 0:
         return []
     pairs = [(str(s), sp) for s, sp in zip(subjects.index, subjects["split"])]
-    issues = [SplitIssue(file, str(lk), "put every subject in exactly one split (subject ids are compared "
+    issues = [Problem(file, str(lk), "put every subject in exactly one split (subject ids are compared "
                          "ignoring case and leading zeros)", "leakage")
               for lk in leakage_in_table(pairs)]
     if dataset and dataset in list_cards():
@@ -362,11 +353,11 @@ def reference_split_issues(subjects, dataset: str | None = None, dataset_version
                     continue
                 hit = std_by_key.get(subject_key(s))
                 if hit is None:
-                    issues.append(SplitIssue(file, f"subject {s} is not in the standard split of {card.name} "
+                    issues.append(Problem(file, f"subject {s} is not in the standard split of {card.name} "
                                              f"v{card.version} (splits {std.file})", "remove the subject or "
                                              "rename the dataset in card.yaml (it is not the registered one)"))
                 elif hit[1] != str(sp):
-                    issues.append(SplitIssue(file, f"subject {s} is '{sp}' here but '{hit[1]}' in the standard "
+                    issues.append(Problem(file, f"subject {s} is '{sp}' here but '{hit[1]}' in the standard "
                                              f"split of {card.name} v{card.version} ({std.file}, sha256 "
                                              f"{std.sha256[:12]}...)", f"set its split to '{hit[1]}' (see "
                                              f"`cardbench data splits {card.name}`) or rename the dataset in "

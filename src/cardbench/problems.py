@@ -1,0 +1,33 @@
+"""One input problem: the file, what is wrong, and how to fix it.
+
+Shared by every part (datasets checks splits and files, benchmark validates submissions), so all
+of cardbench reports problems in one shape and the CLI prints them one per line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem.
+
+    Attributes:
+        file: the file (or case) concerned.
+        problem: what is wrong.
+        fix: what to do about it.
+        kind: short machine-readable category (``missing``, ``extra``, ``duplicate``, ``unreadable``,
+            ``shape``, ``spacing``, ``affine``, ``labels``, ``name``, ``metadata``, ``split``).
+    """
+
+    file: str
+    problem: str
+    fix: str
+    kind: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}. Fix: {self.fix}"
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "problem": self.problem, "fix": self.fix, "kind": self.kind}
