@@ -17,7 +17,6 @@ summary.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path

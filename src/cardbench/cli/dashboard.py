@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,29 +11,9 @@ import typer
 from rich.console import Console
 
 from cardbench.cli import app
+from cardbench.dashboard.serve import streamlit_command  # noqa: F401  (re-exported)
 
 err = Console(stderr=True)
-
-
-def streamlit_command(leaderboard: Path, port: int = 8501, address: str = "127.0.0.1",
-                      headless: bool = True) -> tuple[list[str], dict]:
-    """The command line and environment that serve the dashboard for ``leaderboard``.
-
-    Returns:
-        (argv, env): ``python -m streamlit run <cardbench/dashboard/app.py> --server.port ...`` and a
-        copy of ``os.environ`` with ``CARDBENCH_LEADERBOARD`` set.
-    """
-    from cardbench.benchmark.leaderboard import ENV_VAR
-
-    app_py = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-    argv = [sys.executable, "-m", "streamlit", "run", str(app_py),
-            "--server.address", address, "--server.port", str(port),
-            "--server.headless", "true" if headless else "false",
-            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
-            "--client.toolbarMode", "viewer"]
-    env = dict(os.environ)
-    env[ENV_VAR] = str(Path(leaderboard).expanduser().resolve())
-    return argv, env
 
 
 @app.command("dashboard")

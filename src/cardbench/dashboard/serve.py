@@ -24,6 +24,27 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+def streamlit_command(leaderboard: Path, port: int = 8501, address: str = "127.0.0.1",
+                      headless: bool = True) -> tuple[list[str], dict]:
+    """The command line and environment that serve the dashboard for ``leaderboard``.
+
+    Returns:
+        (argv, env): ``python -m streamlit run <cardbench/dashboard/app.py> --server.port ...`` and a
+        copy of ``os.environ`` with ``CARDBENCH_LEADERBOARD`` set.
+    """
+    from cardbench.benchmark.leaderboard import ENV_VAR
+
+    app_py = Path(__file__).resolve().parent / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app_py),
+            "--server.address", address, "--server.port", str(port),
+            "--server.headless", "true" if headless else "false",
+            "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
+            "--client.toolbarMode", "viewer"]
+    env = dict(os.environ)
+    env[ENV_VAR] = str(Path(leaderboard).expanduser().resolve())
+    return argv, env
+
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--hide-scrollbars"]
@@ -58,8 +79,6 @@ def server(leaderboard: str | os.PathLike, port: int | None = None, timeout: flo
         RuntimeError: the server did not become healthy within ``timeout`` seconds (the message
             holds the end of its log).
     """
-    from cardbench.cli.dashboard import streamlit_command
-
     port = port or free_port()
     argv, env = streamlit_command(Path(leaderboard), port=port)
     if via_cli:
