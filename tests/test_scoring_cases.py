@@ -248,3 +248,34 @@ def test_summary_provenance(two_slice):
     assert s["inputs"]["reference"]["labels/s1/s1_frame01.nii.gz"] == hashlib.sha256(ref_file.read_bytes()).hexdigest()
     pred_file = two_slice / "pred" / "s1_frame01.nii.gz"
     assert s["inputs"]["predictions"]["s1_frame01.nii.gz"] == hashlib.sha256(pred_file.read_bytes()).hexdigest()
+
+
+def test_out_never_deletes_a_users_folder(two_slice, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cardbench.cli import app
+
+    res = score(two_slice / "pred", two_slice / "ref", progress=False)
+    mine = two_slice / "thesis"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    with pytest.raises(FileExistsError, match="not written by cardbench"):
+        res.write(mine)
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    # the reference and prediction folders themselves are refused too
+    for target in (two_slice / "ref", two_slice / "pred"):
+        r = CliRunner().invoke(app, ["score", str(two_slice / "pred"), "-r", str(two_slice / "ref"),
+                                     "--out", str(target)])
+        assert r.exit_code == 2 and "not written by cardbench" in r.stderr
+    assert (two_slice / "pred" / "s1_frame01.nii.gz").exists()
+    # the current folder is refused without leaving temporary folders behind
+    monkeypatch.chdir(two_slice)
+    r = CliRunner().invoke(app, ["score", "pred", "-r", "ref", "--out", "."])
+    assert r.exit_code == 2 and "current folder" in r.stderr
+    assert not [p for p in two_slice.iterdir() if p.name.startswith(".")]
+    # a previous result folder is replaced
+    out = two_slice / "scores"
+    res.write(out)
+    (out / "stale.csv").write_text("x")
+    res.write(out)
+    assert not (out / "stale.csv").exists() and (out / "summary.json").exists()

@@ -73,20 +73,37 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False, marker: str | None = None) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it into place when the block succeeds.
 
-    Yields the temporary folder to fill. On success an existing ``path`` is replaced (when
-    ``overwrite``) by renaming: the old folder is moved aside first and deleted only after the new
-    one is in place, so a crash never leaves a half-written ``path``. On an exception the temporary
-    folder is deleted and ``path`` is untouched.
+    Yields the temporary folder to fill. On success the folder is renamed to ``path``; an existing
+    ``path`` is moved aside first and deleted only after the new one is in place, so a crash never
+    leaves a half-written ``path``. On an exception the temporary folder is deleted and ``path`` is
+    untouched.
+
+    An existing ``path`` is replaced only when it is an empty folder, or when ``overwrite`` is True
+    and (if ``marker`` is given) it holds the file ``marker``, i.e. it is a folder cardbench wrote
+    itself (e.g. ``summary.json`` for a result folder). A user's folder is never deleted.
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileExistsError: ``path`` exists and may not be replaced (the message names the fix).
+        ValueError: ``path`` is the current folder or one of its parents.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; pass overwrite=True or choose another folder")
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ValueError(f"{path}: cannot write results into the current folder or one of its parents; "
+                         "give a new sub-folder (e.g. --out results)")
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"{path}: exists and is a file; choose another folder")
+        empty = not any(path.iterdir())
+        if not empty and not overwrite:
+            raise FileExistsError(f"{path}: already exists; choose another folder or delete it first")
+        if not empty and marker is not None and not (path / marker).exists():
+            raise FileExistsError(f"{path}: exists and was not written by cardbench (it has no {marker}); "
+                                  "cardbench replaces only its own output folders: choose another folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -95,10 +112,17 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-        old.rmdir()
-        os.replace(path, old)
-    os.replace(tmp, path)
+    try:
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old.rmdir()
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None and not path.exists():
+            os.replace(old, path)  # put the previous folder back
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -77,11 +77,15 @@ class ScoreResult:
     def write(self, out: str | Path, overwrite: bool = True) -> Path:
         """Write the result folder atomically; returns its path.
 
+        An existing ``out`` is replaced only if it is empty or a previous result folder (it holds
+        summary.json) and ``overwrite`` is True; any other folder is left alone.
+
         Raises:
-            FileExistsError: ``out`` exists and ``overwrite`` is False.
+            FileExistsError: ``out`` exists and may not be replaced.
+            ValueError: ``out`` is the current folder or one of its parents.
         """
         out = Path(out)
-        with atomic_dir(out, overwrite=overwrite) as tmp:
+        with atomic_dir(out, overwrite=overwrite, marker="summary.json") as tmp:
             (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
             self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")
             self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.10g")

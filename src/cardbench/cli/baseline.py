@@ -265,7 +265,7 @@ def predict_cmd(
     try:
         res = predict_dataset(checkpoint, dataset, out, split=None if split == "all" else split, fmt=fmt.value,
                               frames=frames.value, name=name, device=device, progress=sys.stderr.isatty())
-    except (DatasetError, ValueError) as e:
+    except (DatasetError, ValueError, FileExistsError) as e:
         _fail(str(e), 2)
     except (WeightsError, TrainError) as e:
         _fail(str(e), 1)

@@ -160,6 +160,8 @@ def prepare_cmd(
         _fail(str(e.args[0]) if e.args else str(e), 2)
     except (IntegrityError, SunnybrookError, DicomError, ContourError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    except FileExistsError as e:
+        _fail(str(e), 2)
     if print_path:
         typer.echo(str(dest))
         return

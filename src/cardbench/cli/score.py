@@ -93,7 +93,10 @@ def score_cmd(
         fail(str(e))
     if not no_save:
         dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
-        result.write(dest)
+        try:
+            result.write(dest)
+        except (FileExistsError, ValueError) as e:
+            fail(f"{e} (nothing was written)")
         result.summary["output"] = str(dest)
     if leaderboard is not None:
         from cardbench.cli.leaderboard import add_to_leaderboard
