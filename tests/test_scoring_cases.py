@@ -279,3 +279,14 @@ def test_out_never_deletes_a_users_folder(two_slice, monkeypatch):
     (out / "stale.csv").write_text("x")
     res.write(out)
     assert not (out / "stale.csv").exists() and (out / "summary.json").exists()
+
+
+def test_flip_rejected_even_with_a_large_affine_tolerance(tmp_path):
+    ref, pred = two_slice_case()
+    save_nifti(tmp_path / "ref" / "s1_frame01.nii.gz", ref)
+    flip = affine()
+    flip[0, 0] = -flip[0, 0]
+    save_nifti(tmp_path / "pred" / "s1_frame01.nii.gz", pred, flip)
+    with pytest.raises(ValidationError) as e:
+        score(tmp_path / "pred", tmp_path / "ref", affine_tol=1000.0, progress=False)
+    assert "flipped" in e.value.problems[0].problem and "--affine-tol" not in e.value.problems[0].fix

@@ -88,16 +88,20 @@ def check_geometry(ref: LabelImage, pred: LabelImage, affine_tol: float = DEFAUL
                                  "write the prediction with the reference's header (copy its affine), "
                                  "after resampling to the reference grid if needed", "spacing"))
             return probs
+    # orientation first, whatever the tolerance: a flipped or permuted axis is never "close enough"
+    rdir = np.sign(np.round(ref.affine[:3, :3], 6))
+    pdir = np.sign(np.round(pred.affine[:3, :3], 6))
+    if not np.array_equal(rdir, pdir):
+        probs.append(Problem(where, "orientation differs from the reference's (an axis is flipped or permuted)",
+                             "save the prediction in the reference's voxel order with the reference's affine "
+                             "(e.g. nibabel.Nifti1Image(pred, ref_img.affine, ref_img.header)); undo any flip or "
+                             "transpose applied to the array", "affine"))
+        return probs
     diff = np.abs(ref.affine - pred.affine)
     if diff.max() > affine_tol:
-        rdir = np.sign(np.round(ref.affine[:3, :3], 6))
-        pdir = np.sign(np.round(pred.affine[:3, :3], 6))
-        if not np.array_equal(rdir, pdir):
-            what = "orientation differs from the reference's (an axis is flipped or permuted)"
-        else:
-            what = f"affine differs from the reference's by up to {diff.max():.4g} mm (tolerance {affine_tol} mm)"
-        probs.append(Problem(where, what,
-                             "save the prediction in the reference's orientation with the reference's affine "
-                             "(e.g. nibabel.Nifti1Image(pred, ref_img.affine, ref_img.header)); raise "
-                             "--affine-tol only if the offset is known to be harmless", "affine"))
+        probs.append(Problem(where, f"affine differs from the reference's by up to {diff.max():.4g} mm "
+                                    f"(tolerance {affine_tol} mm)",
+                             "save the prediction with the reference's affine (e.g. nibabel.Nifti1Image(pred, "
+                             "ref_img.affine, ref_img.header)); raise --affine-tol only if the offset is known to "
+                             "be harmless", "affine"))
     return probs
