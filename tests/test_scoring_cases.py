@@ -290,3 +290,40 @@ def test_flip_rejected_even_with_a_large_affine_tolerance(tmp_path):
     with pytest.raises(ValidationError) as e:
         score(tmp_path / "pred", tmp_path / "ref", affine_tol=1000.0, progress=False)
     assert "flipped" in e.value.problems[0].problem and "--affine-tol" not in e.value.problems[0].fix
+
+
+def test_acdc_coded_predictions_without_labels_flag_warn(tmp_path):
+    # reference (cardbench map, LV and MY only): LV 4 voxels, MY 2 voxels
+    ref = np.zeros((4, 4, 1), np.uint8)
+    ref[0:2, 0:2, 0] = 1
+    ref[3, 0:2, 0] = 2
+    acdc = np.where(ref == 1, 3, ref).astype(np.uint8)  # the same masks in ACDC's map (LV = 3)
+    save_nifti(tmp_path / "ref" / "a_frame01.nii.gz", ref)
+    save_nifti(tmp_path / "pred" / "a_frame01.nii.gz", acdc)
+    res = score(tmp_path / "pred", tmp_path / "ref", progress=False)
+    w = res.summary["warnings"]
+    # all 4 LV voxels are predicted as value 3 (RV under cardbench's map), which the reference does not annotate
+    assert any("100 % of the reference's LV voxels are predicted as RV" in x and "--labels acdc" in x for x in w)
+    assert any("4 voxels of RV" in x and "not scored" in x for x in w)
+    ok = score(tmp_path / "pred", tmp_path / "ref", labels="acdc", progress=False)
+    assert ok.summary["warnings"] == [] and _row(ok, "volume", "LV")["dice"] == 1.0
+
+
+def test_acdc_coded_reference_declared_lv_my_warns(tmp_path):
+    ref = np.zeros((4, 4, 1), np.uint8)
+    ref[0:2, 0:2, 0] = 3  # LV written as ACDC's 3
+    ref[3, 0:2, 0] = 2
+    pred = np.where(ref == 3, 1, ref).astype(np.uint8)
+    save_nifti(tmp_path / "ref" / "labels" / "a" / "a_frame01.nii.gz", ref)
+    (tmp_path / "ref" / "card.yaml").write_text("name: r\nclasses: [LV, MY]\n")
+    save_nifti(tmp_path / "pred" / "a_frame01.nii.gz", pred)
+    res = score(tmp_path / "pred", tmp_path / "ref", progress=False)
+    assert any("the reference has no LV voxel in any case" in x and "--reference-labels" in x
+               for x in res.summary["warnings"])
+
+
+def test_repeated_notes_are_collapsed():
+    from cardbench.benchmark.validation import collapse_notes
+
+    notes = [f"s{i}: surface distances not computed" for i in range(5)] + ["one-off"]
+    assert collapse_notes(notes) == ["5 cases (s0, s1, s2, ...): surface distances not computed", "one-off"]

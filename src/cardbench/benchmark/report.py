@@ -69,6 +69,8 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
     if st:
         parts = [f"{cls}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for cls, d in st.items()]
         console.print("status counts (" + result.summary["protocol"]["level"] + " level): " + "; ".join(parts))
+    for w in result.summary.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
     for n in result.summary.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {n}")
 

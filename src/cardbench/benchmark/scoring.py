@@ -36,7 +36,7 @@ from cardbench.benchmark.results import ScoreResult
 from cardbench.benchmark.surface import DISTANCE_METRICS, fov_diagonal_mm, label_surface_distances
 from cardbench.benchmark.submission import Submission, load_submission
 from cardbench.benchmark.validation import (
-    DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels,
+    DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels, collapse_notes, label_map_warnings,
 )
 from cardbench.datasets.io import LabelImage, MaskReadError, read_mask
 from cardbench.datasets.naming import CaseKey, nifti_name, png_name
@@ -454,10 +454,12 @@ def score(
             notes.append(f"{len(sub.ignored)} file(s) in the submission are not masks and were ignored: "
                          + ", ".join(_rel(str(p), sub.root) for p in sub.ignored[:5]))
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
+        warnings = label_map_warnings(counts, classes_scored, not_ann, pred_map, ref.label_map)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},
-            submission=submission, label_map=pred_map, inputs=inputs, notes=notes, split=split,
+            submission=submission, label_map=pred_map, inputs=inputs, notes=collapse_notes(notes), split=split,
+            extra={"warnings": warnings},
         )
 
 

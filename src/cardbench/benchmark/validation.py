@@ -105,3 +105,82 @@ def check_geometry(ref: LabelImage, pred: LabelImage, affine_tol: float = DEFAUL
                              "ref_img.affine, ref_img.header)); raise --affine-tol only if the offset is known to "
                              "be harmless", "affine"))
     return probs
+
+
+def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pred_map: LabelMap,
+                       ref_map: LabelMap) -> list[str]:
+    """Warnings for scores that are computable but probably wrong because of a label-map mix-up.
+
+    A prediction in ACDC's map (3 = LV) read as cardbench's (3 = RV) is valid input, but its LV is
+    then "missed" everywhere: a silent zero. These checks, on the summed confusion counts
+    (``c<ref><pred>`` columns of the counts table), say so:
+
+    1. most reference voxels of a scored class are predicted as another label (swapped labels);
+    2. predictions contain a label whose class the reference does not annotate (not scored);
+    3. a scored class has no reference voxel at all but predicted voxels (reference map mix-up).
+
+    Returns:
+        warning lines (empty when nothing looks wrong).
+    """
+    from cardbench.labelmaps import CLASS_VALUES, CLASSES
+
+    tot = {c: int(counts[c].sum()) if c in counts.columns else 0
+           for c in (f"c{r}{p}" for r in range(4) for p in range(4))}
+    name_of = {v: c for c, v in CLASS_VALUES.items()}
+
+    def raw(label: int, lm: LabelMap) -> str:
+        cls = name_of[label]
+        return f"{cls} (value {lm.labels[cls]} in label map '{lm.name}')" if cls in lm.labels else cls
+
+    out: list[str] = []
+    scored = [c for c in classes if c not in not_annotated]
+    for a in scored:
+        ka = CLASS_VALUES[a]
+        ref_a = sum(tot[f"c{ka}{p}"] for p in range(4))
+        if not ref_a:
+            continue
+        for kb in range(1, 4):
+            if kb == ka:
+                continue
+            s_ab = tot[f"c{ka}{kb}"]
+            if s_ab > tot[f"c{ka}{ka}"] and s_ab > 0.5 * ref_a:
+                out.append(f"{100 * s_ab / ref_a:.0f} % of the reference's {a} voxels are predicted as "
+                           f"{raw(kb, pred_map)}: are the predictions in another label map? Declare it with "
+                           "--labels (e.g. --labels acdc for 1 RV, 2 MY, 3 LV) or label_map in submission.yaml")
+    for c in CLASSES:
+        if c in scored:
+            continue
+        k = CLASS_VALUES[c]
+        p = sum(tot[f"c{r}{k}"] for r in range(4))
+        if p:
+            out.append(f"the predictions contain {p} voxels of {raw(k, pred_map)}, a class the reference does not "
+                       "annotate: they are not scored. If that label means something else in your masks, declare "
+                       "the label map with --labels")
+    for c in scored:
+        k = CLASS_VALUES[c]
+        if not sum(tot[f"c{k}{p}"] for p in range(4)) and sum(tot[f"c{r}{k}"] for r in range(4)):
+            out.append(f"the reference has no {c} voxel in any case, but the predictions have {c}: is the reference "
+                       f"in another label map than '{ref_map.name}'? Declare it with --reference-labels or "
+                       "label_map in its card.yaml")
+    return out
+
+
+def collapse_notes(notes: list[str], limit: int = 3) -> list[str]:
+    """Merge notes that repeat one message for many cases (``"<case>: <message>"``) into one line."""
+    groups: dict[str, list[str]] = {}
+    order: list[str] = []
+    for n in notes:
+        where, sep, msg = n.partition(": ")
+        key = msg if sep else n
+        if key not in groups:
+            order.append(key)
+            groups[key] = []
+        groups[key].append(where if sep else "")
+    out = []
+    for key in order:
+        wh = groups[key]
+        if len(wh) <= limit or not all(wh):
+            out.extend(f"{w}: {key}" if w else key for w in wh)
+        else:
+            out.append(f"{len(wh)} cases ({', '.join(wh[:limit])}, ...): {key}")
+    return out

@@ -102,6 +102,8 @@ def score_cmd(
         from cardbench.cli.leaderboard import add_to_leaderboard
         add_to_leaderboard(result, leaderboard, name)
     if as_json:
+        for w in result.summary.get("warnings", []):
+            err.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False, soft_wrap=True)
         typer.echo(to_json(result.summary))
         return
     con = Console()
