@@ -151,3 +151,57 @@ def test_every_subcommand_has_help():
         res = runner.invoke(app, [*p, "--help"])
         assert res.exit_code == 0, (p, res.stdout, res.stderr)
         assert "Usage" in res.stdout
+
+
+def test_empty_folder_is_one_problem(tmp_path):
+    _ref(tmp_path, n=3)
+    (tmp_path / "pred").mkdir()
+    res, out = _run(tmp_path)
+    lines = _problem_lines(res)
+    assert res.exit_code == 2 and len(lines) == 1 and "no prediction files" in lines[0]
+
+
+def test_one_split_submitted_without_split_flag_gets_one_hint(tmp_path):
+    arr = _ref(tmp_path, n=3)
+    (tmp_path / "ref" / "subjects.csv").write_text("subject,split\ns0,train\ns1,train\ns2,test\n")
+    save_nifti(tmp_path / "pred" / "s2_frame01.nii.gz", arr)
+    res, out = _run(tmp_path)
+    lines = _problem_lines(res)
+    assert res.exit_code == 2 and len(lines) == 1 and "--split test" in lines[0]
+    res, out = _run(tmp_path, "--split", "test")
+    assert res.exit_code == 0, res.stderr
+
+
+def test_missing_case_names_the_reference_layout(tmp_path):
+    arr = _ref(tmp_path, n=2)
+    save_nifti(tmp_path / "pred" / "s0_frame01.nii.gz", arr)
+    res, _ = _run(tmp_path)
+    (line,) = _problem_lines(res)
+    assert "s1/s1_frame01.nii.gz" in line
+
+
+def test_labels_flag_conflicting_with_submission_yaml(tmp_path):
+    arr = _ref(tmp_path, n=1)
+    save_nifti(tmp_path / "pred" / "s0_frame01.nii.gz", arr)
+    (tmp_path / "pred" / "submission.yaml").write_text("label_map: acdc\n")
+    res, _ = _run(tmp_path, "--labels", "cardbench")
+    lines = _problem_lines(res)
+    assert res.exit_code == 2 and len(lines) == 1 and "declares label_map" in lines[0]
+
+
+def test_yaml_error_is_one_line(tmp_path):
+    arr = _ref(tmp_path, n=1)
+    save_nifti(tmp_path / "pred" / "s0_frame01.nii.gz", arr)
+    (tmp_path / "pred" / "submission.yaml").write_text("name: [unclosed\nteam: x\n")
+    res, _ = _run(tmp_path)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 2 and "not valid YAML at line" in lines[0]
+
+
+def test_classes_are_case_insensitive_and_missing_table_is_named(tmp_path):
+    arr = _ref(tmp_path, n=1)
+    save_nifti(tmp_path / "pred" / "s0_frame01.nii.gz", arr)
+    res, _ = _run(tmp_path, "--classes", "lv,my", "--json")
+    assert res.exit_code == 0, res.stderr
+    res = runner.invoke(app, ["score", str(tmp_path / "nothere.tsv")])
+    assert res.exit_code == 2 and "not found" in res.stderr

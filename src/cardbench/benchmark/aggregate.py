@@ -88,12 +88,19 @@ def _summarise(rows: pd.DataFrame, metric: str, protocol: Protocol, seed_offset:
     return out
 
 
+def _group_label(column: str, key) -> str:
+    """Label of one group key: an empty phase is a frame that is neither ED nor ES (``other``); an
+    empty split is unknown (``-``)."""
+    if pd.isna(key) or key == "":
+        return "other" if column == "phase" else "-"
+    return str(key)
+
+
 def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
     """Aggregate the per-case table under ``protocol`` for every grouping in :data:`GROUPINGS`.
 
-    Only rows at the protocol's level (image or volume) are used. Groups with an empty key (e.g.
-    phase unknown) are reported under ``group == "-"``; a grouping whose column is empty everywhere
-    is skipped.
+    Only rows at the protocol's level (image or volume) are used. A grouping whose column is empty everywhere
+    is skipped. An empty phase is labelled ``other`` (neither ED nor ES), an empty split ``-``.
 
     Args:
         per_case: table from :func:`cardbench.benchmark.casetable.per_case_table`.
@@ -112,7 +119,7 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
         groups = [((), rows)] if not cols else rows.groupby(cols, sort=True, dropna=False)
         for gkey, grows in groups:
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-            label = "/".join("-" if pd.isna(k) or k == "" else str(k) for k in gkey) if cols else "all"
+            label = "/".join(_group_label(c, k) for c, k in zip(cols, gkey)) if cols else "all"
             for ci, (cls, crows) in enumerate(grows.groupby("class", sort=False)):
                 for mi, m in enumerate(metrics):
                     rec = {"grouping": gname, "group": label, "class": cls, "metric": m}

@@ -90,15 +90,26 @@ def pair_cases(sub: Submission, ref: Reference, allow_missing: bool = False,
                                 f" but the reference holds {'2D images (PNG)' if ref_is_2d else '3D volumes'}",
                                 "submit the same format as the reference (see `cardbench data info`)", "format"))
         return [], problems, notes
+    if not sub_keys and not sub.problems:
+        problems.append(Problem(str(sub.source), "no prediction files (.nii, .nii.gz, .png) found",
+                                "put one prediction per reference case in the folder, named like the reference "
+                                f"(e.g. {ref.files[min(ref.files)][0].name})", "missing"))
+        return [], problems, notes
+    missing = sorted(k for k in ref_keys if k not in sub_keys)
+    split_hint = _split_hint(ref, sub_keys, missing) if subjects is None and not allow_missing else None
+    if split_hint:
+        problems.append(split_hint)
     pairs: list[CasePair] = []
+    mask_root = ref.root / "labels" if (ref.root / "labels").is_dir() else ref.root
     for key in sorted(ref_keys):
         ref_path = ref.files[key][0]
         if key in sub_keys:
             pairs.append(CasePair(key, ref_path, sub.files[key][0]))
         elif allow_missing:
             pairs.append(CasePair(key, ref_path, None))
-        else:
-            problems.append(Problem(f"{sub.root}/{ref_path.name}", f"missing prediction for case {key}",
+        elif not split_hint:
+            rel = _rel(str(ref_path), mask_root)
+            problems.append(Problem(str(sub.root / rel), f"missing prediction for case {key}",
                                     f"add a file named {ref_path.name} (or pass --allow-missing to score it "
                                     "as a miss)", "missing"))
     extra = sorted(sub_keys - ref_keys)
@@ -116,6 +127,20 @@ def pair_cases(sub: Submission, ref: Reference, allow_missing: bool = False,
     if n_missing:
         notes.append(f"{n_missing} missing prediction(s) scored as misses (--allow-missing)")
     return pairs, problems, notes
+
+
+def _split_hint(ref: Reference, sub_keys: set, missing: list) -> Problem | None:
+    """One problem instead of many 'missing' lines when the predictions cover exactly one split."""
+    if not missing or ref.subjects.empty or "split" not in ref.subjects.columns:
+        return None
+    pred_splits = {ref.split_of(k.subject) for k in sub_keys}
+    if len(pred_splits) != 1 or "" in pred_splits:
+        return None
+    (split,) = pred_splits
+    if any(ref.split_of(k.subject) == split for k in missing):
+        return None
+    return Problem(str(ref.root), f"the predictions cover only the '{split}' split; {len(missing)} reference case(s) "
+                   "of other splits have no prediction", f"pass --split {split} to score that split", "missing")
 
 
 @dataclass
@@ -329,10 +354,11 @@ def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str
     """
     notes: list[str] = []
     if classes:
-        bad = set(classes) - set(CLASSES)
+        classes = {str(c).upper() for c in classes}
+        bad = classes - set(CLASSES)
         if bad:
             raise ValueError(f"unknown classes {sorted(bad)}; use {', '.join(CLASSES)}")
-        return [c for c in CLASSES if c in set(classes)], [], notes
+        return [c for c in CLASSES if c in classes], [], notes
     if ref.classes is not None:
         return list(ref.classes), [], notes
     cl = list(ref.label_map.classes)
@@ -390,8 +416,14 @@ def score(
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
     with load_submission(predictions) as sub:
         problems = list(sub.problems)
-        if labels is None and sub.meta.get("label_map") is not None:
-            labels = sub.meta["label_map"]
+        declared = sub.meta.get("label_map")
+        if labels is None and declared is not None:
+            labels = declared
+        elif labels is not None and declared is not None and \
+                get_label_map(labels).labels != get_label_map(declared).labels:
+            problems.append(Problem(str(sub.meta_path), f"submission.yaml declares label_map {declared!r} but "
+                                    f"--labels says {labels!r}", "remove one of the two or make them agree",
+                                    "metadata"))
         try:
             pred_map = get_label_map(labels)
         except (ValueError, FileNotFoundError) as e:

@@ -115,7 +115,10 @@ def _read_meta(path: Path, problems: list[Problem]) -> dict:
     try:
         meta = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        problems.append(Problem(str(path), f"not valid YAML ({e})",
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problems.append(Problem(str(path), f"not valid YAML{where}: {what}",
                                 "fix the syntax (see the README's submission.yaml example)", "metadata"))
         return {}
     if not isinstance(meta, dict):

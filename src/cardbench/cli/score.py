@@ -77,6 +77,8 @@ def score_cmd(
     from cardbench.datasets.reference import ReferenceError
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    if not predictions.exists():
+        fail(f"{predictions}: predictions not found; pass a folder, a .zip/.tar.gz of one, or a confusion table")
     try:
         if is_confusion_table(predictions):
             result = score_confusion_table(predictions, protocol.value, split=split, classes=cls)
