@@ -386,3 +386,12 @@ def test_default_root_uses_platformdirs(monkeypatch):
 
     monkeypatch.delenv("CARDBENCH_LEADERBOARD", raising=False)
     assert L.default_root() == Path(platformdirs.user_data_dir("cardbench", appauthor=False)) / "leaderboard"
+
+
+def test_cli_show_refuses_a_mistyped_folder_and_an_unknown_metric(lb, tmp_path):
+    runner = CliRunner()
+    missing = tmp_path / "typo"
+    r = runner.invoke(app, ["leaderboard", "show", str(missing)])
+    assert r.exit_code == 2 and "not found" in r.stderr and not missing.exists()
+    r = runner.invoke(app, ["leaderboard", "show", str(lb.root), "-m", "dice_xx"])
+    assert r.exit_code == 2 and "no class 'XX'" in r.stderr

@@ -868,6 +868,11 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
         raise LeaderboardError(f"benchmark '{bench}': no aggregate for group '{group}' "
                                f"(groups: all{', ' if groups else ''}{', '.join(groups)})")
     present_metrics = list(dict.fromkeys(sel["metric"]))
+    if m not in present_metrics and "_" in m and m.rsplit("_", 1)[0] in present_metrics:
+        fam, bad = m.rsplit("_", 1)
+        known = [c for c in dict.fromkeys(sel.loc[sel["metric"] == fam, "class"])]
+        raise LeaderboardError(f"benchmark '{bench}': no class '{bad.upper()}' for metric '{fam}' "
+                               f"(classes: {', '.join(known)}); give --metric as <metric>_<class>, e.g. {fam}_lv")
     if m not in present_metrics:
         raise LeaderboardError(f"benchmark '{bench}': no metric '{m}' (metrics: {', '.join(present_metrics)}); "
                                "give --metric as <metric>_<class>[_<phase>], e.g. dice_lv")

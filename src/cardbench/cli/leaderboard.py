@@ -34,9 +34,14 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _open(folder: Optional[Path], prefill: bool = True):
+def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
+    """Open a leaderboard; an explicit folder must exist unless ``create`` (a typo never becomes a
+    new, pre-filled leaderboard). The default folder is created and pre-filled on first use."""
     from cardbench.benchmark.leaderboard import open_leaderboard
 
+    if folder is not None and not create and not Path(folder).is_dir():
+        _fail(f"{folder}: leaderboard folder not found; check the path, or create one with "
+              f"`cardbench leaderboard prefill {folder}` or `cardbench score ... --leaderboard {folder} --name NAME`")
     return open_leaderboard(folder, prefill=prefill, progress=err.is_terminal)
 
 
@@ -75,6 +80,7 @@ def show_cmd(
     lb = _open(folder)
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []
+    shown = 0
     for b in _resolve_benchmark(lb, benchmark):
         info = lb.benchmark(b)
         try:
@@ -84,6 +90,7 @@ def show_cmd(
                 _fail(str(e))
             err.print(f"[yellow]skipped[/yellow] {b}: {e}", highlight=False, soft_wrap=True)
             continue
+        shown += 1
         if fmt == Format.table:
             _print_rich(df, info, display_table(df))
         elif fmt == Format.json:
@@ -93,8 +100,8 @@ def show_cmd(
             out.append(df)
         else:
             out.append(render(df, fmt.value, info.title))
-    if not out:
-        return
+    if not out and fmt != Format.table or fmt == Format.table and not shown:
+        _fail(f"no benchmark in {lb.root} has the metric '{metric}'; see the skipped lines above")
     if fmt == Format.csv:
         import pandas as pd
 
@@ -148,7 +155,7 @@ def remove_cmd(
             _fail(f"entry '{name}' is in {len(benches)} benchmarks ({', '.join(benches)}); pass --benchmark ID "
                   "or --benchmark all")
     if not benches:
-        _fail(f"{lb.root}: no entry '{name}' in any benchmark", code=1)
+        _fail(f"{lb.root}: no entry '{name}' in any benchmark")
     for b in benches:
         try:
             lb.remove(b, name)
