@@ -233,6 +233,9 @@ def verify_cmd(name: str = typer.Argument(..., help="Dataset name."), cache: Opt
         err.print(f"{c.name}: all {len(rep.files)} files intact (sha256 matches the registry) in {rep.root}",
                   highlight=False, soft_wrap=True)
         return
+    if rep.count("missing") == len(rep.files):
+        _fail(f"{c.name}: not fetched yet: none of its {len(rep.files)} files is in the cache {rep.root}; run "
+              f"`cardbench data fetch {c.name}` first", code=1)
     for line in rep.problems:
         err.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     _fail(f"{c.name}: {rep.count('corrupt')} corrupt and {rep.count('missing')} missing of {len(rep.files)} files")

@@ -125,7 +125,16 @@ def resolve_mirror(mirror: str | os.PathLike | None = None) -> Mirror | None:
     m = mirror if mirror is not None else os.environ.get(ENV_MIRROR) or None
     if m is None or str(m) == "":
         return None
-    s = str(m)
+    try:
+        return _parse_mirror(str(m))
+    except ValueError as e:
+        if mirror is None:
+            raise ValueError(f"{e} (the mirror comes from ${ENV_MIRROR}; unset it to download from the "
+                             "registry URLs)") from None
+        raise
+
+
+def _parse_mirror(s: str) -> Mirror:
     parsed = urlparse(s)
     if parsed.scheme in ("http", "https"):
         return Mirror("http", s if s.endswith("/") else s + "/")
