@@ -9,6 +9,7 @@ bad arguments).
 from __future__ import annotations
 
 import typer
+import typer.main
 
 from cardbench._version import __version__
 
@@ -51,4 +52,15 @@ def main() -> None:
     # rich wraps tables at 80 columns when output is not a terminal (logs, CI, pipes): use 120
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "120"
-    app()
+    command = typer.main.get_command(app)
+    _hide_flag_metavars(command)
+    command(prog_name="cardbench")
+
+
+def _hide_flag_metavars(command) -> None:
+    """On/off flags take no value: do not show a ``<bool>`` placeholder for them in --help."""
+    for p in getattr(command, "params", []):
+        if getattr(p, "is_flag", False):
+            p.metavar = ""
+    for sub in (getattr(command, "commands", None) or {}).values():
+        _hide_flag_metavars(sub)
