@@ -342,6 +342,15 @@ def clinical_summary(per_case: pd.DataFrame, n_boot: int, seed: int,
         return table, pd.DataFrame(), {"available": False, "reason": reason}
     if table["status"].eq(NO_SPACING).all():
         return table, pd.DataFrame(), {"available": False, "reason": "voxel size unknown for every case"}
+    # an index whose class the reference never annotates (e.g. RV in an LV/MY dataset) is not reported
+    never = table.groupby("index", observed=True)["status"].transform(lambda st: st.eq(NOT_ANNOTATED).all())
+    table = table[~never].reset_index(drop=True)
+    if not table["status"].isin([OK, MISSING]).any():
+        why = {NO_PHASE: "ED/ES frames unknown (give ed_frame/es_frame in subjects.csv, or labels of every frame)",
+               NO_SPACING: "voxel size unknown (NIfTI header, or spacing.csv for PNG)",
+               NOT_ANNOTATED: "the classes are not annotated at ED/ES"}
+        reasons = [why.get(st, st) for st in dict.fromkeys(table["status"])]
+        return table, pd.DataFrame(), {"available": False, "reason": "; ".join(reasons) or "no subject"}
     agree = agreement_table(table, n_boot=n_boot, seed=seed)
     subj = table.drop_duplicates("subject")
     status = {ix: {k: int(v) for k, v in g["status"].value_counts().items()}

@@ -65,6 +65,8 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
 
     if (ct := clinical_rich_table(result.summary)) is not None:
         console.print(ct)
+    elif (cb := result.summary.get("clinical")) and cb.get("reason"):
+        console.print(f"clinical indices (EDV, ESV, EF, LV mass): not available: {cb['reason']}", highlight=False)
     st = result.summary["counts"]["status"].get(result.summary["protocol"]["level"], {})
     if st:
         parts = [f"{cls}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for cls, d in st.items()]
