@@ -181,6 +181,23 @@ def current_benchmark() -> dict | None:
     return by_id[chosen]
 
 
+def require_board(min_entries: int = 1) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(benchmark, entries, aggregates) of the benchmark chosen in the sidebar; stops the page with
+    a message when there is no benchmark or fewer than ``min_entries`` entries."""
+    bench = current_benchmark()
+    if bench is None:
+        no_benchmark_message()
+        st.stop()
+    entries, agg = board(bench["id"])
+    if len(entries) < min_entries:
+        if min_entries > 1:
+            st.info("This benchmark has fewer than two entries: nothing to compare.")
+        else:
+            st.warning("This benchmark has no entries.")
+        st.stop()
+    return bench, entries, agg
+
+
 def no_benchmark_message() -> None:
     st.warning(f"The leaderboard folder {root()} holds no benchmark yet. Add an entry with "
                f"`cardbench score PREDICTIONS --reference REF --leaderboard {root()} --name NAME`, or fill it with "

@@ -10,14 +10,7 @@ import streamlit as st
 from cardbench.dashboard import analysis, charts, data, images
 
 st.title("Case drill-down")
-bench = data.current_benchmark()
-if bench is None:
-    data.no_benchmark_message()
-    st.stop()
-entries, _ = data.board(bench["id"])
-if entries.empty:
-    st.warning("This benchmark has no entries.")
-    st.stop()
+bench, entries, _ = data.require_board()
 entry = data.select_persistent("Entry", entries["entry"].tolist(), "entry", query_param="entry")
 summary, _, _, meta = data.entry_details(bench["id"], entry)
 pc = data.per_case(bench["id"], entry)

@@ -8,15 +8,8 @@ from cardbench.benchmark.protocols import METRIC_DIRECTION
 from cardbench.dashboard import analysis, charts, data
 
 st.title("Compare two submissions")
-bench = data.current_benchmark()
-if bench is None:
-    data.no_benchmark_message()
-    st.stop()
-entries, agg = data.board(bench["id"])
+bench, entries, agg = data.require_board(min_entries=2)
 names = entries["entry"].tolist()
-if len(names) < 2:
-    st.info("This benchmark has fewer than two entries: nothing to compare.")
-    st.stop()
 proto = bench["protocol"]
 level = proto.get("level", "volume")
 c1, c2 = st.columns(2)

@@ -7,12 +7,7 @@ from cardbench.dashboard import charts, data
 from cardbench.labelmaps import CLASSES
 
 st.title("Leaderboard")
-bench = data.current_benchmark()
-if bench is None:
-    data.no_benchmark_message()
-    st.stop()
-
-entries, agg = data.board(bench["id"])
+bench, entries, agg = data.require_board(min_entries=0)
 proto = bench["protocol"]
 ds = bench["dataset"]
 version = f" (version {ds.get('version')})" if ds.get("version") else ""

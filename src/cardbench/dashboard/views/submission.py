@@ -9,14 +9,7 @@ from cardbench.dashboard import analysis, charts, clinical_view, data
 from cardbench.labelmaps import CLASSES
 
 st.title("Submission")
-bench = data.current_benchmark()
-if bench is None:
-    data.no_benchmark_message()
-    st.stop()
-entries, agg = data.board(bench["id"])
-if entries.empty:
-    st.warning("This benchmark has no entries.")
-    st.stop()
+bench, entries, agg = data.require_board()
 labels = dict(zip(entries["entry"], entries["label"].fillna("")))
 entry = data.select_persistent("Entry", entries["entry"].tolist(), "entry", query_param="entry",
                                format_func=lambda e: f"{e}  ({labels[e]})" if labels.get(e) else e)
