@@ -132,14 +132,14 @@ def per_subject_table(per_case: pd.DataFrame, protocol: Protocol, metrics: list[
     """Per-subject means at the protocol's level: subject, split, class, metric, mean, n_values, n_excluded."""
     rows = per_case[per_case["level"] == protocol.level]
     metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
-    recs = []
-    for (subj, cls), g in rows.groupby(["subject", "class"], sort=True):
-        split = g["split"].iloc[0]
-        for m in metrics:
-            v = g[m].to_numpy(np.float64)
-            ok = ~np.isnan(v)
-            recs.append({"subject": subj, "split": split, "class": cls, "metric": m,
-                         "mean": float(v[ok].mean()) if ok.any() else np.nan,
-                         "n_values": int(ok.sum()), "n_excluded": int((~ok).sum())})
-    return pd.DataFrame.from_records(recs, columns=["subject", "split", "class", "metric", "mean",
-                                                    "n_values", "n_excluded"])
+    cols = ["subject", "split", "class", "metric", "mean", "n_values", "n_excluded"]
+    if rows.empty or not metrics:
+        return pd.DataFrame(columns=cols)
+    long = rows.melt(id_vars=["subject", "split", "class"], value_vars=metrics, var_name="metric")
+    long["metric"] = pd.Categorical(long["metric"], categories=metrics, ordered=True)
+    g = long.groupby(["subject", "class", "metric"], sort=True, observed=True)
+    out = g.agg(split=("split", "first"), mean=("value", "mean"), n_values=("value", "count"),
+                n=("value", "size")).reset_index()
+    out["n_excluded"] = out["n"] - out["n_values"]
+    out["metric"] = out["metric"].astype(str)
+    return out[cols]

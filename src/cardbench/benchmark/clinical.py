@@ -204,18 +204,20 @@ def frame_volumes(per_case: pd.DataFrame) -> pd.DataFrame:
     return vol[cols].reset_index(drop=True)
 
 
-def _phase_frames(g: pd.DataFrame) -> tuple[int | None, int | None, str]:
-    """ED/ES frames of one subject (rows of :func:`frame_volumes`)."""
-    ph = g.drop_duplicates("frame")
-    ed = ph.loc[ph["phase"] == "ED", "frame"]
-    es = ph.loc[ph["phase"] == "ES", "frame"]
+def _phase_frames(recs: list[dict]) -> tuple[int | None, int | None, str]:
+    """ED/ES frames of one subject from its :func:`frame_volumes` rows (as records): the
+    reference's ED/ES phases when given, else the LV volume curve (:func:`phases_from_curve`)."""
+    phase_frames: dict[str, set] = {"ED": set(), "ES": set()}
+    for r in recs:
+        if r["phase"] in phase_frames and not pd.isna(r["frame"]):
+            phase_frames[r["phase"]].add(int(r["frame"]))
+    ed, es = phase_frames["ED"], phase_frames["ES"]
     if len(ed) == 1 or len(es) == 1:
-        return (int(ed.iloc[0]) if len(ed) == 1 else None, int(es.iloc[0]) if len(es) == 1 else None,
-                "reference")
-    lv = g[(g["class"] == "LV") & (g["status"] != NOT_ANNOTATED)]
-    if lv.empty or lv["frame"].isna().any():
+        return (next(iter(ed)) if len(ed) == 1 else None, next(iter(es)) if len(es) == 1 else None, "reference")
+    lv = [r for r in recs if r["class"] == "LV" and r["status"] != NOT_ANNOTATED]
+    if not lv or any(pd.isna(r["frame"]) for r in lv):
         return None, None, "none"
-    ed_f, es_f = phases_from_curve(lv["frame"].astype(int).to_numpy(), lv["ref_ml"].to_numpy(np.float64))
+    ed_f, es_f = phases_from_curve([int(r["frame"]) for r in lv], [float(r["ref_ml"]) for r in lv])
     if ed_f is None:
         return None, None, "none"
     return ed_f, es_f, "lv_curve"
@@ -238,14 +240,18 @@ def clinical_indices(per_case: pd.DataFrame, classes: Iterable[str] | None = Non
         return pd.DataFrame(columns=CLINICAL_COLUMNS)
     classes = set(classes) if classes is not None else set(fv["class"].unique())
     recs: list[dict] = []
-    for subj, g in fv.groupby("subject", sort=True):
-        split = g["split"].iloc[0] if "split" in g.columns else ""
-        ed_f, es_f, source = _phase_frames(g)
+    by_subject: dict[str, list[dict]] = {}
+    for rec in fv.to_dict("records"):
+        by_subject.setdefault(rec["subject"], []).append(rec)
+    for subj in sorted(by_subject):
+        srecs = by_subject[subj]
+        split = srecs[0].get("split", "")
+        ed_f, es_f, source = _phase_frames(srecs)
         base = {"subject": subj, "split": "" if pd.isna(split) else split,
                 "ed_frame": ed_f, "es_frame": es_f, "phase_source": source}
 
         rows = {}
-        for rec in g.to_dict("records"):
+        for rec in srecs:
             if not pd.isna(rec["frame"]):
                 rows.setdefault((rec["class"], int(rec["frame"])), rec)
 
