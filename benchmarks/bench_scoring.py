@@ -193,6 +193,18 @@ def work_cardbench(root: Path, limit: int | None, jobs: int) -> dict:
             "n_image_rows": int(len(img))}
 
 
+def _time_cases(root: Path, limit: int | None, one, per_class) -> dict:
+    """Warm up ``one(ref_path, pred_path)`` on the first case, time it over the cases, then turn each
+    result into (dice, hd95, assd) per class with ``per_class(result)`` (outside the timing)."""
+    cases = case_files(root)[:limit]
+    one(cases[0][2], cases[0][3])
+    with _Timer() as t:
+        out = [one(rp, pp) for _, _, rp, pp in cases]
+    vals = [{"subject": s, "frame": f, "class": c, "dice": float(v[0]), "hd95": float(v[1]), "assd": float(v[2])}
+            for (s, f, _, _), res in zip(cases, out) for c, v in zip(CLASSES, per_class(res))]
+    return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": vals}
+
+
 def work_cardbench_kernel(root: Path, limit: int | None) -> dict:
     """cardbench's metric functions on the same work as the peers: nibabel load, Dice from the
     confusion counts, 3D HD95 and ASSD (no per-image values, no tables)."""
@@ -209,13 +221,7 @@ def work_cardbench_kernel(root: Path, limit: int | None) -> dict:
         out = label_surface_distances(r, p, sp, labels=(1, 2, 3), volume=True, images=False)
         return dice, out["volume"]
 
-    cases = case_files(root)[:limit]
-    one(cases[0][2], cases[0][3])
-    with _Timer() as t:
-        out = [one(rp, pp) for _, _, rp, pp in cases]
-    vals = [{"subject": s, "frame": f, "class": c, "dice": float(d[k]), "hd95": float(v[k, 1]), "assd": float(v[k, 2])}
-            for (s, f, _, _), (d, v) in zip(cases, out) for k, c in enumerate(CLASSES)]
-    return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": vals}
+    return _time_cases(root, limit, one, lambda r: [(r[0][k], r[1][k, 1], r[1][k, 2]) for k in range(3)])
 
 
 def work_monai(root: Path, limit: int | None) -> dict:
@@ -239,13 +245,7 @@ def work_monai(root: Path, limit: int | None) -> dict:
         return (dice(yp, y).numpy()[0], hd95(yp, y, spacing=spacing).numpy()[0],
                 assd(yp, y, spacing=spacing).numpy()[0])
 
-    cases = case_files(root)[:limit]
-    one(cases[0][2], cases[0][3])
-    with _Timer() as t:
-        out = [one(rp, pp) for _, _, rp, pp in cases]
-    vals = [{"subject": s, "frame": f, "class": c, "dice": float(d[k]), "hd95": float(h[k]), "assd": float(a[k])}
-            for (s, f, _, _), (d, h, a) in zip(cases, out) for k, c in enumerate(CLASSES)]
-    return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": vals}
+    return _time_cases(root, limit, one, lambda r: list(zip(*r)))
 
 
 def work_medpy(root: Path, limit: int | None) -> dict:
@@ -263,13 +263,7 @@ def work_medpy(root: Path, limit: int | None) -> dict:
                 res.append((mb.dc(a, b), np.nan, np.nan))
         return res
 
-    cases = case_files(root)[:limit]
-    one(cases[0][2], cases[0][3])
-    with _Timer() as t:
-        out = [one(rp, pp) for _, _, rp, pp in cases]
-    vals = [{"subject": s, "frame": f, "class": c, "dice": float(v[0]), "hd95": float(v[1]), "assd": float(v[2])}
-            for (s, f, _, _), res in zip(cases, out) for c, v in zip(CLASSES, res)]
-    return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": vals}
+    return _time_cases(root, limit, one, lambda r: r)
 
 
 def work_surface_distance(root: Path, limit: int | None) -> dict:
@@ -288,13 +282,7 @@ def work_surface_distance(root: Path, limit: int | None) -> dict:
             res.append((d, h, (a_gt + a_pr) / 2.0))
         return res
 
-    cases = case_files(root)[:limit]
-    one(cases[0][2], cases[0][3])
-    with _Timer() as t:
-        out = [one(rp, pp) for _, _, rp, pp in cases]
-    vals = [{"subject": s, "frame": f, "class": c, "dice": float(v[0]), "hd95": float(v[1]), "assd": float(v[2])}
-            for (s, f, _, _), res in zip(cases, out) for c, v in zip(CLASSES, res)]
-    return {"seconds": t.wall, "cpu": t.cpu, "n": len(cases), "values": vals}
+    return _time_cases(root, limit, one, lambda r: r)
 
 
 def breakdown(root: Path) -> dict:
