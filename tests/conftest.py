@@ -35,3 +35,14 @@ def shared_data() -> Path:
     if p is None:
         pytest.skip("shared real data not found: set CARDBENCH_SHARED_DATA to the folder holding REGISTRY.tsv")
     return p
+
+
+@pytest.fixture(scope="session")
+def prefilled_dir(tmp_path_factory) -> Path:
+    """A leaderboard folder pre-filled with the published entries (built once per session; copy it
+    before changing it)."""
+    from cardbench.benchmark.leaderboard import open_leaderboard
+
+    root = tmp_path_factory.mktemp("lb") / "leaderboard"
+    open_leaderboard(root)
+    return root

@@ -27,13 +27,6 @@ B_PAPER = "cmr-7t__test__ankenbrand2021"
 B_V1 = "cmr-7t__test__cardbench-v1"
 
 
-@pytest.fixture(scope="module")
-def prefilled_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dash") / "leaderboard"
-    L.open_leaderboard(root)
-    return root
-
-
 @pytest.fixture()
 def board(prefilled_dir, tmp_path, monkeypatch) -> Path:
     """A private copy of the pre-filled leaderboard, the one the app opens."""

@@ -29,13 +29,6 @@ B_V1 = "cmr-7t__test__cardbench-v1"
 B_KAGGLE = "kaggle-dsb-manual-masks__all__ankenbrand2021"
 
 
-@pytest.fixture(scope="session")
-def prefilled_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lb") / "leaderboard"
-    L.open_leaderboard(root)
-    return root
-
-
 @pytest.fixture()
 def lb(prefilled_dir, tmp_path) -> Leaderboard:
     """A private copy of the pre-filled leaderboard."""
