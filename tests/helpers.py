@@ -62,3 +62,15 @@ def two_slice_case():
     ref[3, 0:2, 0] = 2
     pred[3, 2:4, 0] = 2
     return ref, pred
+
+
+def erode_lv_boundary(lab: np.ndarray, to: int) -> np.ndarray:
+    """Copy of a label volume ``(x, y, slice)`` whose LV (1) boundary pixels, per slice (2D
+    4-connected erosion), are relabelled ``to``: a realistic one-pixel under-segmentation."""
+    from scipy import ndimage
+
+    out = lab.copy()
+    for z in range(lab.shape[2]):
+        lv = lab[:, :, z] == 1
+        out[:, :, z][lv & ~ndimage.binary_erosion(lv)] = to
+    return out

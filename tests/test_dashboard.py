@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 import lbexpect as X  # noqa: E402
 from cardbench.benchmark import leaderboard as L  # noqa: E402
 from conftest import find_shared_data  # noqa: E402
+from helpers import erode_lv_boundary  # noqa: E402
 
 SHARED = find_shared_data()
 APP = str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -257,7 +258,6 @@ def test_pages_with_an_empty_folder(tmp_path, monkeypatch):
 def sunnybrook(tmp_path_factory):
     prepare = pytest.importorskip("cardbench.datasets.prepare")
     import nibabel as nib
-    from scipy import ndimage
 
     from cardbench.benchmark import score
 
@@ -268,10 +268,7 @@ def sunnybrook(tmp_path_factory):
     for f in sorted((ref / "labels").rglob("*.nii.gz")):
         img = nib.load(f)
         a = np.asarray(img.dataobj).astype(np.uint8)
-        p = a.copy()
-        for k in range(a.shape[2]):
-            lv = a[:, :, k] == 1
-            p[:, :, k][lv & ~ndimage.binary_erosion(lv)] = 2
+        p = erode_lv_boundary(a, to=2)
         pred.mkdir(exist_ok=True)
         nib.save(nib.Nifti1Image(p, img.affine, img.header), pred / f.name)
     root = tmp / "leaderboard"
