@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,9 +185,3 @@ def print_leaderboard(lb_dir: Path, new: tuple[str, str] | None, con: Console) -
               "2 Sunnybrook patients at 1.5T scored with the same protocol: same metric, different data.[/dim]")
     con.print(f"[dim]Full leaderboard: cardbench leaderboard show {lb_dir}   |   dashboard: cardbench dashboard "
               f"--leaderboard {lb_dir}[/dim]", highlight=False)
-
-
-def clean(out: Path) -> None:
-    """Remove the demo's baseline folders (used by tests)."""
-    for sub in ("baseline-run", "predictions", "scores", "leaderboard", DEMO_DATASET):
-        shutil.rmtree(Path(out) / sub, ignore_errors=True)

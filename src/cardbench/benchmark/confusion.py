@@ -55,21 +55,3 @@ def confusion_per_slice(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
         counts[z0:z1] = np.bincount(code.ravel(), minlength=(z1 - z0) * nl2).reshape(z1 - z0, nl2)
     counts[:, 0] = per_slice - counts[:, 1:].sum(axis=1)
     return counts.reshape(n_slices, N_LABELS, N_LABELS)
-
-
-def counts_for_class(conf: np.ndarray, label: int) -> dict[str, np.ndarray]:
-    """True positives, false positives and false negatives of one label from confusion matrices.
-
-    Args:
-        conf: ``(..., 4, 4)`` confusion matrices (rows reference, columns prediction).
-        label: cardbench value of the class (1 LV, 2 MY, 3 RV).
-
-    Returns:
-        dict of int64 arrays of shape ``conf.shape[:-2]``: ``tp``, ``fp``, ``fn``, ``ref`` (reference
-        voxels of the class = tp + fn) and ``pred`` (predicted voxels = tp + fp).
-    """
-    conf = np.asarray(conf, dtype=np.int64)
-    tp = conf[..., label, label]
-    ref = conf[..., label, :].sum(axis=-1)
-    pred = conf[..., :, label].sum(axis=-1)
-    return {"tp": tp, "fp": pred - tp, "fn": ref - tp, "ref": ref, "pred": pred}

@@ -39,7 +39,7 @@ from cardbench.benchmark.validation import (
     DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels, collapse_notes, label_map_warnings,
 )
 from cardbench.datasets.io import LabelImage, MaskReadError, read_mask
-from cardbench.datasets.naming import CaseKey, nifti_name, png_name
+from cardbench.datasets.naming import CaseKey
 from cardbench.datasets.reference import Reference, load_reference
 from cardbench.datasets.splits import reference_split_issues
 from cardbench.labelmaps import CLASSES, CLASS_VALUES, LabelMap, LabelValueError, get_label_map
@@ -549,8 +549,3 @@ def build_result(per_case: pd.DataFrame, protocol: Protocol, *, dataset: dict, s
         summary.update(extra)
     return ScoreResult(summary=summary, per_case=per_case, per_subject=per_subject, aggregates=aggregates,
                        extra_tables=extra_tables)
-
-
-def expected_prediction_name(key: CaseKey, fmt: str = "nifti") -> str:
-    """File name a prediction for ``key`` should have (``nifti`` or ``png``)."""
-    return nifti_name(key) if fmt == "nifti" else png_name(key)

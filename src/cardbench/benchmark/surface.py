@@ -594,15 +594,6 @@ def _search(T: np.ndarray, q: np.ndarray, offs: np.ndarray, lens: np.ndarray) ->
     return out, hit_j
 
 
-def _stats(d_pr: np.ndarray, d_rp: np.ndarray) -> np.ndarray:
-    """(hd, hd95, assd, masd) from the two directed distance lists (both non-empty)."""
-    hd = max(d_pr.max(), d_rp.max())
-    hd95 = max(np.percentile(d_pr, PERCENTILE), np.percentile(d_rp, PERCENTILE))
-    assd = (d_pr.sum() + d_rp.sum()) / (d_pr.size + d_rp.size)
-    masd = (d_pr.mean() + d_rp.mean()) / 2.0
-    return np.array([hd, hd95, assd, masd], np.float64)
-
-
 def _grouped_percentile(d: np.ndarray, g: np.ndarray, n_groups: int, q: float):
     """Per-group max, q-th percentile (numpy's ``linear`` method), sum and count of ``d`` by ``g``."""
     # sort by (group, distance) through one float key g * W + d with W a power of two larger than

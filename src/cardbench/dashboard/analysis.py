@@ -30,21 +30,6 @@ def level_rows(per_case: pd.DataFrame, level: str) -> pd.DataFrame:
     return per_case[per_case["level"] == level]
 
 
-def case_label(df: pd.DataFrame) -> pd.Series:
-    """Readable case names: ``<subject> frame <f> [slice <s>] [(ED|ES)]``."""
-    def one(r) -> str:
-        s = f"{r['subject']}"
-        if not pd.isna(r.get("frame")):
-            s += f" frame {int(r['frame'])}"
-        if "slice" in r and not pd.isna(r["slice"]):
-            s += f" slice {int(r['slice'])}"
-        ph = r.get("phase")
-        if isinstance(ph, str) and ph:
-            s += f" ({ph})"
-        return s
-    return df.apply(one, axis=1) if len(df) else pd.Series([], dtype=str)
-
-
 def worst_cases(per_case: pd.DataFrame, metric: str, level: str, n: int | None = 50) -> pd.DataFrame:
     """The worst cases of a level for ``metric`` first (lowest Dice / highest distance).
 
