@@ -266,13 +266,30 @@ def test_out_never_deletes_a_users_folder(two_slice, monkeypatch):
     for target in (two_slice / "ref", two_slice / "pred"):
         r = CliRunner().invoke(app, ["score", str(two_slice / "pred"), "-r", str(two_slice / "ref"),
                                      "--out", str(target)])
-        assert r.exit_code == 2 and "not written by cardbench" in r.stderr
+        assert r.exit_code == 2 and "is or contains the" in r.stderr
     assert (two_slice / "pred" / "s1_frame01.nii.gz").exists()
     # the current folder is refused without leaving temporary folders behind
-    monkeypatch.chdir(two_slice)
-    r = CliRunner().invoke(app, ["score", "pred", "-r", "ref", "--out", "."])
+    work = two_slice / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    r = CliRunner().invoke(app, ["score", str(two_slice / "pred"), "-r", str(two_slice / "ref"), "--out", "."])
     assert r.exit_code == 2 and "current folder" in r.stderr
-    assert not [p for p in two_slice.iterdir() if p.name.startswith(".")]
+    assert not [p for p in two_slice.iterdir() if p.name.startswith(".")] and not list(work.iterdir())
+    # a folder that merely holds a summary.json (e.g. another tool's predictions) is not ours
+    other = two_slice / "nnunet-preds"
+    other.mkdir()
+    (other / "summary.json").write_text("{}")
+    (other / "case.nii.gz").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="not written by cardbench"):
+        res.write(other)
+    assert (other / "case.nii.gz").exists()
+    # scoring results may not replace the scored predictions, even when cardbench wrote them
+    with pytest.raises(ValueError, match="is or contains the predictions"):
+        res.write(two_slice / "pred")
+    with pytest.raises(ValueError, match="is or contains the reference"):
+        res.write(two_slice / "ref")
+    with pytest.raises(ValueError, match="is or contains the"):
+        res.write(two_slice)  # the parent of both
     # a previous result folder is replaced
     out = two_slice / "scores"
     res.write(out)

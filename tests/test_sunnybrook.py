@@ -248,10 +248,14 @@ def test_corrupt_source_is_refused_and_out_untouched(tmp_path):
     bad.write_bytes(bytes(data))
     out = tmp_path / "out"
     out.mkdir()
+    from cardbench._util import OWNER_FILE
+
     (out / "card.yaml").write_text("old")  # a previous preparation: replaceable, but only by a complete one
+    (out / OWNER_FILE).write_text("x")
     with pytest.raises(IntegrityError, match="IM-0001-0047-icontour-manual.txt"):
         prepare_dataset("sunnybrook-sample", out, source=tmp_path / "mirror")
-    assert [p.name for p in out.iterdir()] == ["card.yaml"] and (out / "card.yaml").read_text() == "old"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["card.yaml", OWNER_FILE])
+    assert (out / "card.yaml").read_text() == "old"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 

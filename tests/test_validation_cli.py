@@ -205,3 +205,14 @@ def test_classes_are_case_insensitive_and_missing_table_is_named(tmp_path):
     assert res.exit_code == 0, res.stderr
     res = runner.invoke(app, ["score", str(tmp_path / "nothere.tsv")])
     assert res.exit_code == 2 and "not found" in res.stderr
+
+
+def test_installed_command_help_has_no_bool_placeholders():
+    import subprocess
+    import sys
+
+    for args in (["score", "--help"], ["data", "fetch", "-h"], ["-h"]):
+        out = subprocess.run([sys.executable, "-c", "from cardbench.cli import main; main()", *args],
+                             capture_output=True, text=True, env={**__import__("os").environ, "COLUMNS": "200"})
+        assert out.returncode == 0, out.stderr
+        assert "<bool>" not in out.stdout and "-h" in out.stdout

@@ -72,18 +72,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         fh.write(data)
 
 
+#: hidden file that marks a folder as written by cardbench (and so replaceable by it).
+OWNER_FILE = ".cardbench-output"
+_OWNER_TEXT = "This folder was written by cardbench; cardbench may replace it as a whole.\n"
+
+
+def is_cardbench_output(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder cardbench wrote with :func:`atomic_dir` (it holds OWNER_FILE)."""
+    return (Path(path) / OWNER_FILE).is_file()
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False, marker: str | None = None) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False, owned_only: bool = True) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it into place when the block succeeds.
 
-    Yields the temporary folder to fill. On success the folder is renamed to ``path``; an existing
-    ``path`` is moved aside first and deleted only after the new one is in place, so a crash never
-    leaves a half-written ``path``. On an exception the temporary folder is deleted and ``path`` is
-    untouched.
+    Yields the temporary folder to fill. On success a hidden ownership file (:data:`OWNER_FILE`) is
+    added and the folder is renamed to ``path``; an existing ``path`` is moved aside first and
+    deleted only after the new one is in place, so a crash never leaves a half-written ``path``. On
+    an exception the temporary folder is deleted and ``path`` is untouched.
 
     An existing ``path`` is replaced only when it is an empty folder, or when ``overwrite`` is True
-    and (if ``marker`` is given) it holds the file ``marker``, i.e. it is a folder cardbench wrote
-    itself (e.g. ``summary.json`` for a result folder). A user's folder is never deleted.
+    and (with ``owned_only``, the default) cardbench wrote it: it holds :data:`OWNER_FILE`. A
+    user's folder is never deleted, whatever files it holds.
 
     Raises:
         FileExistsError: ``path`` exists and may not be replaced (the message names the fix).
@@ -101,13 +111,14 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, marker: str | N
         empty = not any(path.iterdir())
         if not empty and not overwrite:
             raise FileExistsError(f"{path}: already exists; choose another folder or delete it first")
-        if not empty and marker is not None and not (path / marker).exists():
-            raise FileExistsError(f"{path}: exists and was not written by cardbench (it has no {marker}); "
-                                  "cardbench replaces only its own output folders: choose another folder")
+        if not empty and owned_only and not is_cardbench_output(path):
+            raise FileExistsError(f"{path}: exists and was not written by cardbench; cardbench replaces only "
+                                  "its own output folders: choose another folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        (tmp / OWNER_FILE).write_text(_OWNER_TEXT, encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -180,7 +180,7 @@ def predict_dataset(checkpoint: str | Path, dataset: str | Path, out: str | Path
     sub_meta = submission_meta(cfg, meta, checkpoint, index.name, split, name)
     import yaml
 
-    with atomic_dir(out, overwrite=overwrite, marker="submission.yaml") as tmp, progress_bar(progress, console) as bar:
+    with atomic_dir(out, overwrite=overwrite) as tmp, progress_bar(progress, console) as bar:
         task = bar.add_task(f"predicting {len(vols)} volumes", total=len(vols))
         for v in vols:
             vol, img = load_image_volume(v.image_path)

@@ -652,7 +652,7 @@ class Leaderboard:
                                        f"remove it first: cardbench leaderboard remove {name} --benchmark {bench} "
                                        f"{self.root}")
             sub_meta = _submission_meta(result, name, meta, source)
-            with atomic_dir(dest, overwrite=True) as tmp:
+            with atomic_dir(dest, overwrite=True, owned_only=False) as tmp:
                 _write_entry(tmp, result, sub_meta, per_case_format)
             self.index(bench)
         return Entry(bench, name, dest, sub_meta)
@@ -726,7 +726,7 @@ class Leaderboard:
                 written.append(p)
             if with_entries:
                 dst = out / "leaderboard" / b
-                with atomic_dir(dst, overwrite=True) as tmp:
+                with atomic_dir(dst, overwrite=True, owned_only=False) as tmp:
                     shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
                     for n in self.entry_names(b):
                         shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)

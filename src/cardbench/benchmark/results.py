@@ -77,15 +77,24 @@ class ScoreResult:
     def write(self, out: str | Path, overwrite: bool = True) -> Path:
         """Write the result folder atomically; returns its path.
 
-        An existing ``out`` is replaced only if it is empty or a previous result folder (it holds
-        summary.json) and ``overwrite`` is True; any other folder is left alone.
+        An existing ``out`` is replaced only if it is empty or a folder cardbench wrote (see
+        :func:`cardbench._util.atomic_dir`) and ``overwrite`` is True; any other folder is left
+        alone. ``out`` may not be, or contain, the scored predictions or reference.
 
         Raises:
             FileExistsError: ``out`` exists and may not be replaced.
-            ValueError: ``out`` is the current folder or one of its parents.
+            ValueError: ``out`` is the current folder or one of its parents, or holds the inputs.
         """
         out = Path(out)
-        with atomic_dir(out, overwrite=overwrite, marker="summary.json") as tmp:
+        target = out.resolve()
+        for role, key in (("predictions", "submission"), ("reference", "dataset")):
+            src = (self.summary.get(key) or {}).get("path")
+            if src and Path(src).exists():
+                src = Path(src).resolve()
+                if src == target or target in src.parents:
+                    raise ValueError(f"{out}: is or contains the {role} ({src}); write the results to "
+                                     "another folder")
+        with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
             self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")
             self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.10g")

@@ -579,7 +579,7 @@ class VolumeTrackResult:
         from cardbench.benchmark.results import to_json
 
         out = Path(out)
-        with atomic_dir(out, overwrite=overwrite, marker="summary.json") as tmp:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
             self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.6g")
             self.agreement.to_csv(tmp / "agreement.csv", index=False, float_format="%.6g")

@@ -58,8 +58,12 @@ def main() -> None:
 
 
 def _hide_flag_metavars(command) -> None:
-    """On/off flags take no value: do not show a ``<bool>`` placeholder for them in --help."""
-    for p in getattr(command, "params", []):
+    """On/off flags (and --help) take no value: do not show a ``<bool>`` placeholder for them."""
+    import click
+
+    names = app.info.context_settings["help_option_names"] if app.info.context_settings else ["--help"]
+    help_option = command.get_help_option(click.Context(command, help_option_names=names))  # cached by click
+    for p in [*getattr(command, "params", []), *([help_option] if help_option is not None else [])]:
         if getattr(p, "is_flag", False):
             p.metavar = ""
     for sub in (getattr(command, "commands", None) or {}).values():

@@ -172,7 +172,7 @@ def prepare_dicom(dicom_dir: str | os.PathLike, out: str | os.PathLike, *, subje
                 raise DicomError(f"{c}: contour of image {n} but no DICOM file has InstanceNumber {n}")
             (endo if kind == "i" else epi)[where[n]] = read_sunnybrook_contour(c)
     labelled = sorted({f for (_, f) in endo})
-    with atomic_dir(out, overwrite=overwrite, marker="card.yaml") as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         for f in stacked:
             save_nifti(images[f], tmp / "images" / subject / f"{subject}_frame{f:02d}.nii.gz")
         if "cine" in images:

@@ -334,7 +334,7 @@ def prepare_sunnybrook(out: str | Path, source: str | Path | None = None, *, pro
     src = resolve_source(source)
     link = read_link(src)
     results: list[PreparedSubject] = []
-    with atomic_dir(out, overwrite=overwrite, marker="card.yaml") as tmp:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
             task = bar.add_task(f"preparing {NAME}", total=len(link))
             for subject in sorted(link):
