@@ -53,10 +53,11 @@ import numpy as np
 import pandas as pd
 
 from cardbench.benchmark.metrics import MISSING, NOT_ANNOTATED
+from cardbench.formulas import (  # noqa: F401  (re-exported: the clinical formulas live in one place)
+    MYOCARDIAL_DENSITY_G_PER_ML, ejection_fraction, lv_mass, stroke_volume, voxel_volume_ml,
+)
 from cardbench.labelmaps import CLASS_VALUES
 
-#: Myocardial density in g/mL (Schulz-Menger et al., JCMR 2020;22:19).
-MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 
 #: index -> unit.
 INDEX_UNITS: dict[str, str] = {
@@ -88,22 +89,6 @@ REF_UNDEFINED = "ref_undefined"
 PRED_UNDEFINED = "pred_undefined"
 
 
-def voxel_volume_ml(spacing: Sequence[float]) -> float:
-    """Volume of one voxel in mL from its spacing in mm (product / 1000).
-
-    Args:
-        spacing: (sx, sy, sz) in mm, in the array's axis order; for a 2D image (sx, sy, slice
-            spacing).
-
-    Raises:
-        ValueError: not 3 values, or a value that is not finite and positive.
-    """
-    sp = np.asarray(spacing, dtype=np.float64)
-    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise ValueError(f"spacing must be 3 positive numbers in mm, got {tuple(spacing)}")
-    return float(np.prod(sp)) / 1000.0
-
-
 def label_volumes_ml(labels: np.ndarray, spacing: Sequence[float],
                      classes: Iterable[str] = ("LV", "MY", "RV")) -> dict[str, float]:
     """Volume of each class in mL: voxel count x voxel volume.
@@ -130,32 +115,6 @@ def label_volumes_ml(labels: np.ndarray, spacing: Sequence[float],
             raise ValueError(f"unknown class {c!r}; use {', '.join(CLASS_VALUES)}")
         out[c] = int(np.count_nonzero(arr == CLASS_VALUES[c])) * vml
     return out
-
-
-def stroke_volume(edv, esv):
-    """SV = EDV - ESV (mL); arrays or scalars."""
-    return np.asarray(edv, dtype=np.float64) - np.asarray(esv, dtype=np.float64)
-
-
-def ejection_fraction(edv, esv):
-    """EF (%) = 100 x (EDV - ESV) / EDV; NaN where EDV is 0, negative or NaN.
-
-    Args:
-        edv, esv: volumes in mL (scalars or arrays of one shape).
-
-    Returns:
-        float64 array (or 0-d array) in % (may be negative when ESV > EDV).
-    """
-    edv = np.asarray(edv, dtype=np.float64)
-    esv = np.asarray(esv, dtype=np.float64)
-    ok = np.isfinite(edv) & (edv > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, 100.0 * (edv - esv) / np.where(ok, edv, 1.0), np.nan)
-
-
-def lv_mass(my_ml, density: float = MYOCARDIAL_DENSITY_G_PER_ML):
-    """LV mass (g) = MY volume (mL) x density (default 1.05 g/mL)."""
-    return np.asarray(my_ml, dtype=np.float64) * density
 
 
 def phases_from_curve(frames: Sequence[int], lv_ml: Sequence[float]) -> tuple[int | None, int | None]:

@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from cardbench._version import __version__
-from cardbench.benchmark.clinical import MYOCARDIAL_DENSITY_G_PER_ML, ejection_fraction
+from cardbench.formulas import MYOCARDIAL_DENSITY_G_PER_ML, ejection_fraction
 
 KAGGLE = "cmr-seg-tl/analysis/kaggle/"
 DIMENSIONS = KAGGLE + "patient_dimensions.tsv"

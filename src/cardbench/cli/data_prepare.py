@@ -29,7 +29,8 @@ def volume_rows(folder: Path) -> list[dict]:
     """Per-subject ED/ES frames and volumes of a prepared folder (subjects.csv + volumes.csv)."""
     import pandas as pd
 
-    from cardbench.datasets.phases import MYOCARDIUM_DENSITY, ejection_fraction
+    from cardbench.datasets.phases import ejection_fraction
+    from cardbench.formulas import MYOCARDIAL_DENSITY_G_PER_ML
 
     subj = pd.read_csv(folder / "subjects.csv", dtype={"subject": str}).set_index("subject")
     vol = pd.read_csv(folder / "volumes.csv", dtype={"subject": str})
@@ -43,7 +44,7 @@ def volume_rows(folder: Path) -> list[dict]:
                      "pixel_spacing_mm": float(r.get("pixel_spacing_mm", math.nan)),
                      "slice_spacing_mm": float(r.get("slice_spacing_mm", math.nan)),
                      "EDV_mL": edv, "ESV_mL": esv, "EF_pct": ejection_fraction(edv, esv),
-                     "LV_mass_ED_g": None if pd.isna(my) else float(my) * MYOCARDIUM_DENSITY})
+                     "LV_mass_ED_g": None if pd.isna(my) else float(my) * MYOCARDIAL_DENSITY_G_PER_ML})
     return rows
 
 

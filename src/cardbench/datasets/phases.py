@@ -5,12 +5,15 @@ Definitions:
 * LV volume of a frame (mL) = number of LV voxels x voxel volume (mm^3) / 1000, the voxel volume
   being ``|det(affine[:3, :3])|`` of the NIfTI affine (summation of discs, as in the Sunnybrook and
   ACDC evaluations; no interpolation between slices).
-* MY mass (g) = MY volume (mL) x 1.05 g/mL (myocardial density, DESIGN.md; Grothues et al. 2002).
+* MY mass (g) = MY volume (mL) x 1.05 g/mL (``cardbench.formulas``; Grothues et al. 2002).
 * ED (end-diastole) = the frame of largest LV volume, ES (end-systole) = the frame of smallest, when a
   dataset does not say; a dataset that names its ED/ES frames is always followed (Sunnybrook: ED is
   the contoured frame that also has an epicardial contour, ES the one with the endocardium only;
   Medis ``.con``: ``manual_lv_ed_phase`` / ``manual_lv_es_phase``). Ties go to the earliest frame.
 * EF (%) = (EDV - ESV) / EDV x 100.
+
+The formulas themselves live in :mod:`cardbench.formulas`; this module adds the checks a
+converter needs (a dataset whose EDV is not positive is an error here, not a NaN).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Mapping
 
 import numpy as np
 
+from cardbench import formulas
 from cardbench.labelmaps import CLASS_VALUES
 
-#: myocardial density (g/mL) used for LV mass.
-MYOCARDIUM_DENSITY = 1.05
+#: myocardial density (g/mL) used for LV mass (the one constant in :mod:`cardbench.formulas`).
+MYOCARDIUM_DENSITY = formulas.MYOCARDIAL_DENSITY_G_PER_ML
 
 
 class PhaseError(ValueError):
@@ -30,8 +34,12 @@ class PhaseError(ValueError):
 
 
 def voxel_volume_ml(affine: np.ndarray) -> float:
-    """Volume of one voxel (mL) from a 4x4 affine (mm): ``|det(affine[:3, :3])| / 1000``."""
-    return float(abs(np.linalg.det(np.asarray(affine, float)[:3, :3]))) / 1000.0
+    """Volume of one voxel (mL) from a 4x4 affine (mm): ``|det(affine[:3, :3])| / 1000``.
+
+    Raises:
+        ValueError: a singular or non-finite affine (see :func:`cardbench.formulas.voxel_volume_ml`).
+    """
+    return formulas.voxel_volume_ml(affine=affine)
 
 
 def class_volume_ml(labels: np.ndarray, affine: np.ndarray, cls: str = "LV") -> float:
@@ -89,11 +97,11 @@ def ed_es_frames(*, given: tuple[int | None, int | None] | None = None,
 
 
 def ejection_fraction(edv: float, esv: float) -> float:
-    """EF (%) = (EDV - ESV) / EDV x 100.
+    """EF (%) = (EDV - ESV) / EDV x 100 (:func:`cardbench.formulas.ejection_fraction`), for converters.
 
     Raises:
         PhaseError: EDV is not positive.
     """
     if not edv > 0:
         raise PhaseError(f"EF needs a positive EDV (got {edv})")
-    return (edv - esv) / edv * 100.0
+    return float(formulas.ejection_fraction(edv, esv))
