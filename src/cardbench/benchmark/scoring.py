@@ -38,6 +38,7 @@ from cardbench.benchmark.submission import Submission, load_submission
 from cardbench.benchmark.validation import (
     DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels, collapse_notes, label_map_warnings,
 )
+from cardbench.datasets.formats import suffix_list
 from cardbench.datasets.io import LabelImage, MaskReadError, read_mask
 from cardbench.datasets.naming import CaseKey
 from cardbench.datasets.reference import Reference, load_reference
@@ -91,7 +92,7 @@ def pair_cases(sub: Submission, ref: Reference, allow_missing: bool = False,
                                 "submit the same format as the reference (see `cardbench data info`)", "format"))
         return [], problems, notes
     if not sub_keys and not sub.problems:
-        problems.append(Problem(str(sub.source), "no prediction files (.nii, .nii.gz, .png) found",
+        problems.append(Problem(str(sub.source), f"no prediction files ({suffix_list()}) found",
                                 "put one prediction per reference case in the folder, named like the reference "
                                 f"(e.g. {ref.files[min(ref.files)][0].name})", "missing"))
         return [], problems, notes
@@ -157,11 +158,12 @@ class VolumeTask:
     distances: bool = False
 
 
-def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem]) -> tuple[LabelImage | None, np.ndarray | None]:
+def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem],
+          expected_shape: tuple[int, ...] | None = None) -> tuple[LabelImage | None, np.ndarray | None]:
     try:
-        img = read_mask(path)
+        img = read_mask(path, expected_shape=expected_shape)
     except MaskReadError as e:
-        problems.append(Problem(str(e.path), f"{role} {e.problem}", e.fix, "unreadable"))
+        problems.append(Problem(str(e.path), f"{role} {e.problem}", e.fix, e.kind))
         return None, None
     lp = check_labels(img, lm, role)
     if lp:
@@ -204,9 +206,11 @@ def score_volume(task: VolumeTask) -> dict:
         if pair.pred_path is None:
             pred_img, pred = None, (np.zeros_like(ref) if ref is not None else None)
         else:
-            pred_img, pred = _read(pair.pred_path, task.pred_map, "prediction", problems)
+            pred_img, pred = _read(pair.pred_path, task.pred_map, "prediction", problems,
+                                   ref_img.array.shape if ref_img is not None else None)
             if pred_img is not None:
                 hashes["predictions"][str(pair.pred_path)] = pred_img.sha256
+                notes.extend(pred_img.summary_notes)
         if ref_img is not None and pred_img is not None:
             gp = check_geometry(ref_img, pred_img, task.affine_tol)
             if gp:

@@ -80,6 +80,12 @@ def check_geometry(ref: LabelImage, pred: LabelImage, affine_tol: float = DEFAUL
     if ref.affine is None or pred.affine is None:
         return []
     probs = []
+    for img, who in ((pred, "prediction"), (ref, "reference")):
+        # NaN compares False with any tolerance: a non-finite header is never "close enough"
+        if not np.all(np.isfinite(img.affine)) or (img.spacing is not None and not np.all(np.isfinite(img.spacing))):
+            return [Problem(str(img.path), f"{who} affine or spacing holds NaN or infinite values",
+                            "write the mask with the reference's affine (e.g. nibabel.Nifti1Image(pred, "
+                            "ref_img.affine, ref_img.header))", "affine")]
     if ref.spacing is not None and pred.spacing is not None:
         rs, ps = np.asarray(ref.spacing), np.asarray(pred.spacing)
         if not np.allclose(ps, rs, rtol=spacing_rtol, atol=0):

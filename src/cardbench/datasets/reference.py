@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cardbench.datasets.formats import suffix_list
 from cardbench.datasets.naming import CaseKey, mask_format, parse_case_name
 from cardbench.labelmaps import CLASSES, LabelMap, get_label_map
 
@@ -164,7 +165,10 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
     files: dict[CaseKey, list[Path]] = {}
     ignored: list[Path] = []
     for p in sorted(mask_root.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+        # a dangling link (a git-annex file whose content is not retrieved) is listed, so reading it
+        # reports "content not retrieved" instead of the case silently disappearing
+        if not (p.is_file() or (p.is_symlink() and not p.exists())) or \
+                any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
         if mask_root == root and p.relative_to(root).parts[0] == "images":
             continue
@@ -178,7 +182,7 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
             raise ReferenceError(str(e)) from e
         files.setdefault(key, []).append(p)
     if not files:
-        raise ReferenceError(f"{mask_root}: no reference masks (.nii, .nii.gz, .png) found")
+        raise ReferenceError(f"{mask_root}: no reference masks ({suffix_list()}) found")
     subjects = pd.DataFrame(columns=["split", "ed_frame", "es_frame"]).rename_axis("subject")
     if (root / "subjects.csv").exists():
         subjects = read_subjects(root / "subjects.csv")
