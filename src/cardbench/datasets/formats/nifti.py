@@ -197,7 +197,7 @@ def nifti_geometry(hdr, path: Path) -> tuple[np.ndarray, tuple[float, float, flo
                                     "write the mask with the reference's header (copy its affine)") from e
     if not np.all(np.isfinite(aff)):
         raise MaskReadError(path, f"the {used} transform (the affine) holds NaN or infinite values: "
-                                  f"{np.array2string(aff[:3], precision=4, separator=', ')}",
+                                  f"{tuple(tuple(float(x) for x in row) for row in aff[:3])}",
                             "write the mask with the reference's affine (e.g. nibabel.Nifti1Image(pred, "
                             "ref_img.affine, ref_img.header))")
     norms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
