@@ -124,14 +124,14 @@ def read_subjects(path: Path) -> pd.DataFrame:
     return df.set_index("subject")
 
 
-def _parse_classes(value, where: str) -> frozenset[str]:
+def _parse_classes(value, where: str, allowed: tuple[str, ...] = CLASSES) -> frozenset[str]:
     if isinstance(value, str):
         items = value.replace(";", " ").replace(",", " ").split()
     else:
         items = list(value or [])
-    bad = [c for c in items if c not in CLASSES]
+    bad = [c for c in items if c not in allowed]
     if bad:
-        raise ReferenceError(f"{where}: unknown classes {bad}; use {', '.join(CLASSES)}")
+        raise ReferenceError(f"{where}: unknown classes {bad}; use {', '.join(allowed)}")
     return frozenset(items)
 
 
@@ -188,8 +188,10 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
         subjects = read_subjects(root / "subjects.csv")
         meta.append(root / "subjects.csv")
     classes = None
+    # the class set is the label map's (LV, MY, RV and any further class such as LA)
+    allowed = tuple(dict.fromkeys(CLASSES + lm.classes))
     if card.get("classes") is not None:
-        classes = tuple(c for c in CLASSES if c in _parse_classes(card["classes"], str(card_path)))
+        classes = tuple(c for c in allowed if c in _parse_classes(card["classes"], str(card_path), allowed))
     annotations = None
     ann_path = root / "annotations.csv"
     if ann_path.exists():
@@ -201,7 +203,7 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
         for i, r in df.iterrows():
             frame = None if pd.isna(r["frame"]) else int(r["frame"])
             cls = "" if pd.isna(r["classes"]) else r["classes"]
-            annotations[(str(r["subject"]), frame)] = _parse_classes(cls, f"{ann_path} row {i + 2}")
+            annotations[(str(r["subject"]), frame)] = _parse_classes(cls, f"{ann_path} row {i + 2}", allowed)
         meta.append(ann_path)
     spacing: dict[str, tuple[float, float, float]] = {}
     sp_path = root / "spacing.csv"
