@@ -168,6 +168,25 @@ def gzip_expands_beyond_header(tmp):
     (tmp / "pred" / "s1_frame01.nii.gz").write_bytes(body)  # ~64 kB that expands to 64 MiB
 
 
+def nrrd_gzip_expands_beyond_header(tmp):
+    _nifti_ref(tmp)
+    _nifti_pred(tmp)
+    aff = affine()
+    head = ("NRRD0004\ntype: uint8\ndimension: 3\nsizes: 6 6 2\nencoding: gzip\nspace: right-anterior-superior\n"
+            f"space directions: ({aff[0, 0]},0,0) (0,{aff[1, 1]},0) (0,0,{aff[2, 2]})\n"
+            f"space origin: ({aff[0, 3]},{aff[1, 3]},{aff[2, 3]})\n\n").encode()
+    (tmp / "pred" / "s1_frame01.nii.gz").unlink()
+    (tmp / "pred" / "s1_frame01.nrrd").write_bytes(head + gzip.compress(b"\x00" * (64 << 20)))
+
+
+def nifti_huge_vox_offset(tmp):
+    _nifti_ref(tmp)
+    _nifti_pred(tmp)
+    raw = bytearray(nib.Nifti1Image(_mask(), affine()).to_bytes())
+    struct.pack_into("<f", raw, 108, float(1 << 30))  # vox_offset: data 1 GiB after the header
+    (tmp / "pred" / "s1_frame01.nii.gz").write_bytes(gzip.compress(bytes(raw)))
+
+
 def png_declares_100000_squared(tmp):
     _png_pair(tmp)
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
@@ -206,6 +225,8 @@ ROWS = [
     ("prediction_declares_1gib", prediction_declares_1gib, "header declares shape (1024, 1024, 1024)"),
     ("reference_declares_1gib", reference_declares_1gib, "above the limit of"),
     ("gzip_expands_beyond_header", gzip_expands_beyond_header, "decompresses to more than"),
+    ("nrrd_gzip_expands_beyond_header", nrrd_gzip_expands_beyond_header, "decompresses to more than"),
+    ("nifti_huge_vox_offset", nifti_huge_vox_offset, "(vox_offset)"),
     ("png_declares_100000_squared", png_declares_100000_squared, "100000 x 100000"),
     ("nan_translation", nan_translation, "NaN or infinite"),
     ("stale_pixdim", stale_pixdim, "pixdim spacing (1.0, 1.0, 1.0) mm disagrees with the sform"),

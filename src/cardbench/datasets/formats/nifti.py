@@ -40,6 +40,8 @@ SPACING_RTOL = 1e-3
 QFORM_SFORM_TOL = 1e-2
 
 _HEADER_BYTES = 540  # NIfTI-2 header; NIfTI-1 is 348 (+4 extension flag)
+#: most bytes of header extensions before the data (vox_offset) accepted in a label mask.
+_MAX_VOX_OFFSET = 16 * 1024 * 1024
 
 
 def parse_volume_stem(stem: str) -> CaseKey:
@@ -130,6 +132,10 @@ class NiftiFormat(MaskFormat):
         except Exception as e:  # nibabel raises several types for bad headers
             raise MaskReadError(path, f"not a readable NIfTI header ({e})",
                                 "re-export the mask as NIfTI-1 (.nii.gz)") from e
+        if offset > _MAX_VOX_OFFSET:
+            raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
+                                      f"{_MAX_VOX_OFFSET} bytes of header extensions", "re-export the mask without "
+                                                                                         "header extensions")
         s3 = _shape3(shape)
         nbytes = check_declared(path, s3, dtype.itemsize, expected_shape if len(s3) == 3 else None, lim)
         raw = data
