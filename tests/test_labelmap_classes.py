@@ -97,6 +97,18 @@ def test_five_class_map_scores_all_classes_end_to_end(tmp_path):
         assert vol.loc[("a", "LA"), m] == pytest.approx(one.loc["a", m], abs=1e-9), m
 
 
+def test_five_class_map_inline_in_card_yaml(tmp_path):
+    import yaml
+
+    ref, pred = _five_class_case(tmp_path)
+    card = {"name": "la-test", "version": "1.0.0", "label_map": yaml.safe_load(MAP5), "classes": ["LV", "LA"]}
+    (tmp_path / "ref" / "card.yaml").write_text(yaml.safe_dump(card))
+    r = score(tmp_path / "pred", tmp_path / "ref", labels=tmp_path / "map5.yaml", progress=False)
+    assert r.summary["classes"] == ["LV", "LA"]
+    la = r.per_case[(r.per_case["class"] == "LA") & (r.per_case["level"] == "volume")]
+    assert la["dice"].tolist() == pytest.approx([72 / 96, 72 / 96])
+
+
 def test_four_class_default_has_no_region_rows(tmp_path):
     ref, pred = _five_class_case(tmp_path)
     for s in ("a", "b"):  # drop LA: a plain cardbench map

@@ -4,8 +4,8 @@ Every reader checks the relevant limit *before* the work it bounds (a header's d
 decompressing, an archive's listing before extracting), and a refusal is one line naming the file,
 the limit and how to raise it; nothing is written.
 
-Defaults (:class:`Limits`) fit every real dataset cardbench knows with a wide margin (the largest
-real label volume, a 512 x 512 x 30 frame, is 7.5 MiB; the largest real 2D mask 512 x 512 pixels).
+Defaults (:class:`Limits`) are far above real cine data (the largest label frame of the Sunnybrook
+sample, 256 x 256 x 11 uint8, is 704 KiB; the seed's Kaggle 2D masks have at most 218 x 256 pixels).
 Each field can be overridden with an environment variable ``CARDBENCH_<FIELD>`` (upper case, e.g.
 ``CARDBENCH_MAX_MASK_BYTES=4294967296``), read by :func:`get_limits`; a Python caller passes its own
 ``Limits(...)`` or uses :func:`dataclasses.replace` on the defaults.
