@@ -9,7 +9,8 @@ A reference is a folder. In the cardbench standard layout (DESIGN.md) it holds::
     spacing.csv       optional, for PNG references: subject, spacing_row, spacing_col, spacing_slice (mm)
     labels/<subject>/<subject>_frame<FF>.nii.gz
 
-Any other folder of masks works too (all ``.nii``, ``.nii.gz`` and ``.png`` files below it, in any
+Any other folder of masks works too (all files of a registered mask format, :mod:`cardbench.datasets.formats`:
+``.nii``, ``.nii.gz``, ``.png``, ``.nrrd``, below it, in any
 sub-folders, matched by name; see :mod:`cardbench.datasets.naming`); the optional CSV files may
 sit at its top.
 

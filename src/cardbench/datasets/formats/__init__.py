@@ -26,7 +26,7 @@ from cardbench.datasets.formats.nifti import NiftiFormat
 from cardbench.datasets.formats.nrrd import NrrdFormat
 from cardbench.datasets.formats.png import PngFormat
 from cardbench.datasets.naming import CaseKey
-from cardbench.limits import Limits
+from cardbench.limits import Limits, get_limits
 
 #: name -> format, in lookup order.
 FORMATS: dict[str, MaskFormat] = {}
@@ -102,6 +102,7 @@ def read_mask(path: str | Path, expected_shape: tuple[int, ...] | None = None,
     fmt = format_for(path)
     if fmt is None:
         raise MaskReadError(path, "not a mask file", f"use {suffix_list()}")
+    limits = limits or get_limits()
     data = read_file_bytes(path, limits)
     fmt.check_bytes(data, path)
     return fmt.read(path, data, expected_shape=expected_shape, limits=limits)
