@@ -107,3 +107,11 @@ def test_nrrd_declared_size_checked_before_reading(tmp_path):
         read_mask(p)
     with pytest.raises(MaskReadError, match="header declares shape"):
         read_mask(p, expected_shape=(4, 4, 4))
+
+
+def test_nrrd_non_finite_direction_refused(tmp_path):
+    p = tmp_path / "x_frame01.nrrd"
+    p.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\nsizes: 2 2 2\nencoding: raw\nspace: right-anterior-superior\n"
+                  b"space directions: (1,0,0) (0,nan,0) (0,0,1)\nspace origin: (0,0,0)\n\n" + b"\x00" * 8)
+    with pytest.raises(MaskReadError, match="NaN or infinite"):
+        read_mask(p)
