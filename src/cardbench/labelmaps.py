@@ -15,12 +15,15 @@ mnms          0 bg, 1 LV, 2 MY, 3 RV                       M&Ms challenge (Campe
 ============  ==========================================  ===========================================
 
 A custom map is a YAML file ``{name: NAME, labels: {background: 0, LV: 1, MY: 2, RV: 3}}``; any
-subset of LV/MY/RV may be given. Values outside the declared map are an error
+subset of LV/MY/RV may be given, further classes (``LA: 4``, declared with their long name under
+``classes: {LA: left atrium}``) are scored like them, and
+``regions: {LV+MY: [LV, MY]}`` adds unions of classes scored as one structure (docs/extending-formats.md). Values outside the declared map are an error
 (:class:`LabelValueError`), never a silent zero.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,40 +53,86 @@ class LabelValueError(ValueError):
         )
 
 
+_CLASS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+
+
+def class_space(*maps: "LabelMap") -> dict[str, int]:
+    """cardbench (internal) value of every foreground class of ``maps``.
+
+    LV, MY and RV always keep 1, 2 and 3 (so every 4-class map is scored exactly as before); any
+    other class (LA, RVMY, ...) gets the next free value, 4, 5, ..., in the order the maps declare
+    them (the first map, usually the reference's, first). Regions have no value of their own: they
+    are unions of class values (:meth:`LabelMap.structure_values`).
+    """
+    space = dict(CLASS_VALUES)
+    for m in maps:
+        for c in m.labels:
+            if c != "background" and c not in space:
+                space[c] = max(space.values()) + 1
+    return space
+
+
 @dataclass(frozen=True)
 class LabelMap:
-    """A mapping from class name to integer value in a mask.
+    """A mapping from class name to integer value in a mask, plus optional regions.
 
     Attributes:
         name: short name (``cardbench``, ``acdc``, ``mnms`` or a custom name).
-        labels: class name -> value; must contain ``background``; the other keys are a subset of
-            :data:`CLASSES`.
+        labels: class name -> value in the file; must contain ``background``. LV, MY and RV are
+            cardbench's classes; any other name must be declared in ``class_names``.
         source: where the map is defined (paper, challenge or file).
+        class_names: further classes this map declares -> their long name, e.g.
+            ``{"LA": "left atrium"}``; a name is a letter then letters, digits or ``_``. A class in
+            ``labels`` that is neither LV/MY/RV nor declared here is refused (a typo never becomes
+            a new structure).
+        regions: region name -> classes, a union of classes scored as one structure (as nnU-Net's
+            regions), e.g. ``{"LV+MY": ("LV", "MY")}`` = the epicardial region. Regions are scored
+            only when declared here or asked for with ``--classes``.
     """
 
     name: str
     labels: dict[str, int]
     source: str = ""
+    regions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    class_names: dict[str, str] = field(default_factory=dict)
     _lut: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if "background" not in self.labels:
             raise ValueError(f"label map '{self.name}': needs a 'background' entry (usually 0)")
-        unknown = set(self.labels) - {"background", *CLASSES}
+        for c in self.class_names:
+            if c in CLASS_VALUES or c == "background" or not _CLASS_NAME.match(str(c)):
+                raise ValueError(f"label map '{self.name}': class name {c!r} cannot be declared; a further class is "
+                                 "a letter, then up to 31 letters, digits or _, and not LV, MY, RV or background")
+        unknown = sorted(set(self.labels) - {"background", *CLASSES, *self.class_names})
         if unknown:
             raise ValueError(
-                f"label map '{self.name}': unknown class names {sorted(unknown)}; "
-                f"use background, {', '.join(CLASSES)}"
+                f"label map '{self.name}': unknown class names {unknown}; use background, {', '.join(CLASSES)}, "
+                "or declare a further class with its long name under classes: (e.g. classes: {LA: left atrium})"
             )
         vals = list(self.labels.values())
         if len(set(vals)) != len(vals):
             raise ValueError(f"label map '{self.name}': two classes share one value: {self.labels}")
         if any((not isinstance(v, (int, np.integer))) or v < 0 or v > 255 for v in vals):
             raise ValueError(f"label map '{self.name}': values must be integers 0..255: {self.labels}")
+        regions = {}
+        for rname, members in dict(self.regions or {}).items():
+            members = tuple(members)
+            bad = [m for m in members if m not in self.labels or m == "background"]
+            if bad or len(members) < 2:
+                raise ValueError(f"label map '{self.name}': region {rname!r} must list two or more classes of the "
+                                 f"map ({', '.join(self.classes)}); got {list(members)}")
+            if rname in self.labels:
+                raise ValueError(f"label map '{self.name}': region {rname!r} has the name of a class")
+            regions[str(rname)] = members
+        object.__setattr__(self, "regions", regions)
+        object.__setattr__(self, "_lut", self._make_lut(class_space(self)))
+
+    def _make_lut(self, space: dict[str, int]) -> np.ndarray:
         lut = np.full(256, 255, dtype=np.uint8)  # 255 = not in the map
         for cls, v in self.labels.items():
-            lut[v] = 0 if cls == "background" else CLASS_VALUES[cls]
-        object.__setattr__(self, "_lut", lut)
+            lut[v] = 0 if cls == "background" else space[cls]
+        return lut
 
     @property
     def values(self) -> set[int]:
@@ -92,8 +141,28 @@ class LabelMap:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        """The foreground classes of this map, in cardbench order."""
-        return tuple(c for c in CLASSES if c in self.labels)
+        """The foreground classes of this map, in cardbench order (LV, MY, RV, then further classes
+        in declaration order)."""
+        space = class_space(self)
+        return tuple(sorted((c for c in self.labels if c != "background"), key=space.__getitem__))
+
+    @property
+    def structures(self) -> tuple[str, ...]:
+        """What is scored by default: the classes, then the declared regions."""
+        return self.classes + tuple(self.regions)
+
+    def structure_values(self, name: str, space: dict[str, int] | None = None) -> tuple[int, ...]:
+        """cardbench values that make up a class or region (``LV+MY`` -> (1, 2)).
+
+        A name with ``+`` that is not a declared region is read as the union of the classes it
+        joins, so ``--classes LV+MY`` works with any map holding LV and MY.
+
+        Raises:
+            KeyError: a class that is not in the map (or in ``space``).
+        """
+        space = space or class_space(self)
+        members = self.regions.get(name) or (tuple(name.split("+")) if "+" in name else (name,))
+        return tuple(sorted(space[m] for m in members))
 
     def check_values(self, values) -> list[int]:
         """Return the sorted values among ``values`` that are not in the map (empty if all fine)."""
@@ -115,11 +184,14 @@ class LabelMap:
             return []
         return self.check_values(np.unique(arr))
 
-    def to_cardbench(self, arr: np.ndarray) -> np.ndarray:
+    def to_cardbench(self, arr: np.ndarray, space: dict[str, int] | None = None) -> np.ndarray:
         """Remap an integer array of this map to cardbench values (uint8, same shape).
 
         Args:
             arr: integer array of any shape.
+            space: class -> cardbench value (:func:`class_space` of the reference's and the
+                prediction's maps, so both sides agree on the values of further classes); default
+                this map's own.
 
         Raises:
             LabelValueError: ``arr`` holds a value outside the map.
@@ -128,18 +200,25 @@ class LabelMap:
         bad = self.bad_values(arr)
         if bad:
             raise LabelValueError(bad, self)
-        if self.is_identity:
+        lut = self._lut if space is None else self._make_lut(space)
+        if all(v == (0 if c == "background" else int(lut[v])) for c, v in self.labels.items()):
             return arr.astype(np.uint8, copy=False)
-        return self._lut[arr.astype(np.intp, copy=False)]
+        return lut[arr.astype(np.intp, copy=False)]
 
     @property
     def is_identity(self) -> bool:
         """True when this map's values already equal cardbench's values."""
-        return all(v == (0 if c == "background" else CLASS_VALUES[c]) for c, v in self.labels.items())
+        space = class_space(self)
+        return all(v == (0 if c == "background" else space[c]) for c, v in self.labels.items())
 
     def to_dict(self) -> dict:
-        """JSON-friendly form: ``{name, labels, source}``."""
-        return {"name": self.name, "labels": dict(self.labels), "source": self.source}
+        """JSON-friendly form: ``{name, labels, source}`` (and ``regions`` when declared)."""
+        d = {"name": self.name, "labels": dict(self.labels), "source": self.source}
+        if self.class_names:
+            d["classes"] = dict(self.class_names)
+        if self.regions:
+            d["regions"] = {k: list(v) for k, v in self.regions.items()}
+        return d
 
 
 CARDBENCH = LabelMap("cardbench", {"background": 0, "LV": 1, "MY": 2, "RV": 3}, "cardbench DESIGN.md")
@@ -164,8 +243,19 @@ def get_label_map(spec: "str | Path | LabelMap | dict | None") -> LabelMap:
         return spec
     if isinstance(spec, dict):
         labels = spec.get("labels", spec)
+        regions = spec.get("regions") or {} if "labels" in spec else {}
+        names = spec.get("classes") or {} if "labels" in spec else {}
+        if isinstance(names, (list, tuple)):
+            names = {str(c): str(c) for c in names}
+        if not isinstance(names, dict):
+            raise ValueError("classes: expected a mapping of further classes to long names, like {LA: left atrium}")
+        if isinstance(regions, (list, tuple)):  # ["LV+MY"]: the name says the classes
+            regions = {str(r): tuple(str(r).split("+")) for r in regions}
+        if not isinstance(regions, dict):
+            raise ValueError("regions: expected a mapping like {LV+MY: [LV, MY]} or a list like [LV+MY]")
         return LabelMap(str(spec.get("name", "custom")), {str(k): int(v) for k, v in labels.items()},
-                        str(spec.get("source", "")))
+                        str(spec.get("source", "")), {str(k): tuple(str(c) for c in v) for k, v in regions.items()},
+                        {str(k): str(v) for k, v in names.items()})
     s = str(spec)
     if s.lower() in BUILTIN:
         return BUILTIN[s.lower()]

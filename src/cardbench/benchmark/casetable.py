@@ -30,6 +30,20 @@ from cardbench.benchmark.protocols import METRIC_WORST, Protocol
 from cardbench.labelmaps import CLASS_VALUES
 
 COUNT_COLUMNS = [f"c{r}{p}" for r in range(N_LABELS) for p in range(N_LABELS)]
+
+
+def count_columns(n_labels: int = N_LABELS) -> list[str]:
+    """Count columns ``c<ref><pred>`` of ``n_labels`` labels (``c00`` .. ``c33`` for 4; a label map with
+    further classes has more, e.g. ``c44`` for LA = 4)."""
+    return [f"c{r}{p}" for r in range(n_labels) for p in range(n_labels)]
+
+
+def n_labels_of(counts: pd.DataFrame) -> int:
+    """Number of labels of a counts table, from its count columns (4 when it has c00..c33)."""
+    n = N_LABELS
+    while f"c{n}{n}" in counts.columns:
+        n += 1
+    return n
 #: column order of per_case.csv (metric columns follow, then file columns).
 ID_COLUMNS = ["level", "subject", "frame", "slice", "phase", "split", "class", "status",
               "ref_voxels", "pred_voxels", "tp", "fp", "fn"]
@@ -55,7 +69,7 @@ def volume_counts(images: pd.DataFrame) -> pd.DataFrame:
         taken from ``volume_fov_diag_mm`` when the images carry it).
     """
     keys = ["subject", "frame"]
-    agg: dict[str, object] = {c: "sum" for c in COUNT_COLUMNS}
+    agg: dict[str, object] = {c: "sum" for c in count_columns(n_labels_of(images))}
     agg["missing"] = "any"
     for c in ("ref_file", "pred_file", "voxel_ml", "fov_diag_mm", "volume_fov_diag_mm"):
         if c in images.columns:
@@ -96,6 +110,7 @@ def per_case_table(
     annotated: AnnotFn | None = None,
     not_annotated_classes: Iterable[str] = (),
     extra: pd.DataFrame | None = None,
+    class_values: dict[str, tuple[int, ...]] | None = None,
 ) -> pd.DataFrame:
     """Build the per-case table at both levels (image and volume).
 
@@ -112,6 +127,8 @@ def per_case_table(
             columns, when present, override the count-based status for that metric, and a
             ``<group>_status`` column for a group of :data:`STATUS_GROUPS` (``distance_status``)
             does so for every metric of the group (e.g. ``failed`` when the spacing is unknown).
+        class_values: class or region -> the cardbench values it joins (a region such as LV+MY
+            = (1, 2) is scored as one structure); default: LV, MY, RV = 1, 2, 3.
 
     Returns:
         DataFrame with :data:`ID_COLUMNS`, then ``dice``, ``iou`` and any extra metric columns, then
@@ -124,7 +141,8 @@ def per_case_table(
     for level, tab in levels:
         if tab.empty:
             continue
-        conf = tab[COUNT_COLUMNS].to_numpy(np.int64).reshape(-1, N_LABELS, N_LABELS)
+        nl = n_labels_of(tab)
+        conf = tab[count_columns(nl)].to_numpy(np.int64).reshape(-1, nl, nl)
         subj = tab["subject"].astype(str).to_numpy()
         frame_vals = [None if pd.isna(f) else int(f) for f in tab["frame"]]
         # look each subject / volume up once (thousands of image rows share a few hundred volumes)
@@ -137,10 +155,17 @@ def per_case_table(
         ann = [ann_c.get(v) for v in zip(subj, frame_vals)]
         missing = tab["missing"].to_numpy(bool)
         for cls in classes:
-            k = CLASS_VALUES[cls]
-            tp = conf[:, k, k]
-            ref = conf[:, k, :].sum(axis=1)
-            pred = conf[:, :, k].sum(axis=1)
+            ks = class_values[cls] if class_values is not None else (CLASS_VALUES[cls],)
+            if len(ks) == 1:
+                k = ks[0]
+                tp = conf[:, k, k]
+                ref = conf[:, k, :].sum(axis=1)
+                pred = conf[:, :, k].sum(axis=1)
+            else:  # a region: the union of its classes on both sides
+                ix = list(ks)
+                tp = conf[:, ix][:, :, ix].sum(axis=(1, 2))
+                ref = conf[:, ix, :].sum(axis=(1, 2))
+                pred = conf[:, :, ix].sum(axis=(1, 2))
             status = status_from_counts(ref, pred)
             status[missing] = MISSING
             na = np.array([cls in not_ann or (a is not None and cls not in a) for a in ann], dtype=bool)

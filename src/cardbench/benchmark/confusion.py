@@ -16,20 +16,24 @@ from cardbench.benchmark.surface import foreground_bbox
 N_LABELS = 4
 
 
-def confusion_per_slice(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def confusion_per_slice(ref: np.ndarray, pred: np.ndarray, n_labels: int = N_LABELS) -> np.ndarray:
     """Confusion matrices of every 2D slice of a pair of label maps.
 
     Args:
-        ref: reference label map in cardbench values (0..3), shape ``(x, y, slice)`` or ``(row, col)``.
+        ref: reference label map in cardbench values (0..n_labels-1), shape ``(x, y, slice)`` or
+            ``(row, col)``.
         pred: predicted label map, same shape and values.
+        n_labels: number of labels incl. background (4 for cardbench's map; 5 for a map with a
+            further class such as LA, see :func:`cardbench.labelmaps.class_space`).
 
     Returns:
-        int64 array ``(n_slices, 4, 4)``; a 2D input gives ``n_slices = 1``. Slices are taken along
-        the last axis.
+        int64 array ``(n_slices, n_labels, n_labels)``; a 2D input gives ``n_slices = 1``. Slices
+        are taken along the last axis.
 
     Raises:
-        ValueError: shapes differ or a value is outside 0..3.
+        ValueError: shapes differ or a value is outside 0..n_labels-1.
     """
+    N_LABELS = n_labels  # noqa: N806 (the module constant is the default)
     ref = np.asarray(ref)
     pred = np.asarray(pred)
     if ref.shape != pred.shape:

@@ -27,6 +27,7 @@ from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
 from cardbench.benchmark.protocols import Protocol, get_protocol
 from cardbench.benchmark.results import ScoreResult
 from cardbench.benchmark.validation import Problem, ValidationError
+from cardbench.datasets.formats.confusion import is_confusion_table as _is_confusion_table
 from cardbench.datasets.naming import parse_case_name
 from cardbench.labelmaps import CLASSES
 
@@ -42,14 +43,9 @@ _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "v
 
 
 def is_confusion_table(path: str | Path) -> bool:
-    """True when ``path`` is a .tsv/.csv file whose header has an ``image`` and a ``bg_bg`` column."""
-    p = Path(path)
-    if not p.is_file() or p.suffix.lower() not in (".tsv", ".csv", ".txt"):
-        return False
-    with open(p, encoding="utf-8", errors="replace") as fh:
-        head = fh.readline()
-    cols = {c.strip() for c in head.replace(",", "\t").split("\t")}
-    return "image" in cols and "bg_bg" in cols
+    """True when ``path`` is a .tsv/.csv/.txt text file whose header has an ``image`` and a ``bg_bg``
+    column (detection: :mod:`cardbench.datasets.formats.confusion`)."""
+    return _is_confusion_table(path)
 
 
 def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd.DataFrame, dict]:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from cardbench._version import __version__
 from cardbench.benchmark.aggregate import aggregate, per_subject_table
-from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
+from cardbench.benchmark.casetable import count_columns, per_case_table
 from cardbench.benchmark.clinical import clinical_summary
 from cardbench.benchmark.confusion import confusion_per_slice
 from cardbench.benchmark.metrics import FAILED, STATUSES
@@ -38,11 +38,12 @@ from cardbench.benchmark.submission import Submission, load_submission
 from cardbench.benchmark.validation import (
     DEFAULT_AFFINE_TOL, Problem, ValidationError, check_geometry, check_labels, collapse_notes, label_map_warnings,
 )
+from cardbench.datasets.formats import suffix_list
 from cardbench.datasets.io import LabelImage, MaskReadError, read_mask
 from cardbench.datasets.naming import CaseKey
 from cardbench.datasets.reference import Reference, load_reference
 from cardbench.datasets.splits import reference_split_issues
-from cardbench.labelmaps import CLASSES, CLASS_VALUES, LabelMap, LabelValueError, get_label_map
+from cardbench.labelmaps import CLASSES, CLASS_VALUES, LabelMap, LabelValueError, class_space, get_label_map
 
 
 @dataclass
@@ -91,7 +92,7 @@ def pair_cases(sub: Submission, ref: Reference, allow_missing: bool = False,
                                 "submit the same format as the reference (see `cardbench data info`)", "format"))
         return [], problems, notes
     if not sub_keys and not sub.problems:
-        problems.append(Problem(str(sub.source), "no prediction files (.nii, .nii.gz, .png) found",
+        problems.append(Problem(str(sub.source), f"no prediction files ({suffix_list()}) found",
                                 "put one prediction per reference case in the folder, named like the reference "
                                 f"(e.g. {ref.files[min(ref.files)][0].name})", "missing"))
         return [], problems, notes
@@ -155,20 +156,35 @@ class VolumeTask:
     affine_tol: float
     png_spacing: tuple[float, float, float] | None = None
     distances: bool = False
+    #: class -> cardbench value of both maps (:func:`cardbench.labelmaps.class_space`); None: LV, MY, RV
+    space: dict[str, int] | None = None
+    #: class or region -> cardbench values, for surface distances; None: LV, MY, RV
+    structures: dict[str, tuple[int, ...]] | None = None
+
+    @property
+    def n_labels(self) -> int:
+        """Labels incl. background of the counts (4 unless a map has further classes)."""
+        return max(4, max(self.space.values()) + 1) if self.space else 4
+
+    @property
+    def structure_values(self) -> dict[str, tuple[int, ...]]:
+        return self.structures if self.structures is not None else {c: (CLASS_VALUES[c],) for c in CLASSES}
 
 
-def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem]) -> tuple[LabelImage | None, np.ndarray | None]:
+def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem],
+          expected_shape: tuple[int, ...] | None = None,
+          space: dict[str, int] | None = None) -> tuple[LabelImage | None, np.ndarray | None]:
     try:
-        img = read_mask(path)
+        img = read_mask(path, expected_shape=expected_shape)
     except MaskReadError as e:
-        problems.append(Problem(str(e.path), f"{role} {e.problem}", e.fix, "unreadable"))
+        problems.append(Problem(str(e.path), f"{role} {e.problem}", e.fix, e.kind))
         return None, None
     lp = check_labels(img, lm, role)
     if lp:
         problems.extend(lp)
         return img, None
     try:
-        return img, lm.to_cardbench(img.array)
+        return img, lm.to_cardbench(img.array, space)
     except LabelValueError as e:  # pragma: no cover - check_labels catches it first
         problems.append(Problem(str(path), str(e), "fix the label values", "labels"))
         return img, None
@@ -198,15 +214,17 @@ def score_volume(task: VolumeTask) -> dict:
     notes: list[str] = []
     png_items: list[tuple[int, np.ndarray, np.ndarray]] = []
     for pair in task.pairs:
-        ref_img, ref = _read(pair.ref_path, task.ref_map, "reference", problems)
+        ref_img, ref = _read(pair.ref_path, task.ref_map, "reference", problems, space=task.space)
         if ref_img is not None:
             hashes["reference"][str(pair.ref_path)] = ref_img.sha256
         if pair.pred_path is None:
             pred_img, pred = None, (np.zeros_like(ref) if ref is not None else None)
         else:
-            pred_img, pred = _read(pair.pred_path, task.pred_map, "prediction", problems)
+            pred_img, pred = _read(pair.pred_path, task.pred_map, "prediction", problems,
+                                   ref_img.array.shape if ref_img is not None else None, task.space)
             if pred_img is not None:
                 hashes["predictions"][str(pair.pred_path)] = pred_img.sha256
+                notes.extend(pred_img.summary_notes)
         if ref_img is not None and pred_img is not None:
             gp = check_geometry(ref_img, pred_img, task.affine_tol)
             if gp:
@@ -214,7 +232,7 @@ def score_volume(task: VolumeTask) -> dict:
                 continue
         if ref is None or pred is None:
             continue
-        conf = confusion_per_slice(ref, pred)
+        conf = confusion_per_slice(ref, pred, task.n_labels)
         if ref_img.spacing is not None:
             sp = ref_img.spacing
         elif task.png_spacing is not None:
@@ -231,7 +249,7 @@ def score_volume(task: VolumeTask) -> dict:
             rec = {"subject": task.subject, "frame": task.frame, "slice": s, "missing": pair.pred_path is None,
                    "ref_file": str(pair.ref_path), "pred_file": "" if pair.pred_path is None else str(pair.pred_path),
                    "voxel_ml": voxel_ml, "fov_diag_mm": fov_image, "volume_fov_diag_mm": fov}
-            rec.update(zip(COUNT_COLUMNS, conf[i].ravel().tolist()))
+            rec.update(zip(count_columns(task.n_labels), conf[i].ravel().tolist()))
             rows.append(rec)
         if pair.key.slice is not None:
             png_items.append((pair.key.slice, ref, pred))
@@ -253,7 +271,7 @@ def score_volume(task: VolumeTask) -> dict:
 def _failed_records(task: VolumeTask, slices: list, level: str) -> list[dict]:
     return [{"level": level, "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
              **{m: np.nan for m in DISTANCE_METRICS}, "distance_status": FAILED}
-            for s in slices for c in CLASSES]
+            for s in slices for c in task.structure_values]
 
 
 def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spacing, slices: list,
@@ -266,20 +284,41 @@ def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spaci
                 + (_failed_records(task, [None], "volume") if volume else []))
     sp = tuple(float(x) for x in spacing)[:ref.ndim]
     try:
-        res = label_surface_distances(ref, pred, sp, labels=[CLASS_VALUES[c] for c in CLASSES],
-                                      volume=volume and ref.ndim == 3, images=True)
+        res = _structure_distances(task.structure_values, ref, pred, sp, volume=volume and ref.ndim == 3)
     except ValueError as e:
         notes.append(f"{what}: surface distances not computed (status failed): {e}")
         return (_failed_records(task, slices, "image")
                 + (_failed_records(task, [None], "volume") if volume else []))
     out = []
-    for ci, c in enumerate(CLASSES):
+    for ci, c in enumerate(task.structure_values):
         for i, s in enumerate(slices):
             out.append({"level": "image", "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
                         **dict(zip(DISTANCE_METRICS, res["images"][ci, i].tolist())), "distance_status": None})
         if volume:
             out.append({"level": "volume", "subject": task.subject, "frame": task.frame, "slice": None, "class": c,
                         **dict(zip(DISTANCE_METRICS, res["volume"][ci].tolist())), "distance_status": None})
+    return out
+
+
+def _structure_distances(structures: dict[str, tuple[int, ...]], ref: np.ndarray, pred: np.ndarray, sp,
+                         volume: bool) -> dict:
+    """:func:`label_surface_distances` of every structure, in the order of ``structures``: classes
+    (one value each) four at a time, each region (several values) on its binary union mask."""
+    singles = [(n, v[0]) for n, v in structures.items() if len(v) == 1]
+    parts: dict[str, tuple[dict, int]] = {}
+    for i in range(0, len(singles), 4):
+        chunk = singles[i:i + 4]
+        res = label_surface_distances(ref, pred, sp, labels=[v for _, v in chunk], volume=volume, images=True)
+        for j, (n, _) in enumerate(chunk):
+            parts[n] = (res, j)
+    for n, vals in structures.items():
+        if len(vals) > 1:
+            res = label_surface_distances(np.isin(ref, vals).astype(np.uint8), np.isin(pred, vals).astype(np.uint8),
+                                          sp, labels=[1], volume=volume, images=True)
+            parts[n] = (res, 0)
+    out = {"images": np.stack([parts[n][0]["images"][parts[n][1]] for n in structures])}
+    if volume:
+        out["volume"] = np.stack([parts[n][0]["volume"][parts[n][1]] for n in structures])
     return out
 
 
@@ -341,37 +380,70 @@ def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True)
     return results
 
 
+def _requested_structures(classes: Iterable[str] | None, ref_map: LabelMap,
+                          space: dict[str, int]) -> list[str] | None:
+    """The canonical names of the classes / regions asked for with ``classes`` (case-insensitive),
+    in cardbench order (classes by value, then regions in the order asked), or None.
+
+    Raises:
+        ValueError: a name that is neither a class of the maps, a region of the reference's map,
+            nor ``A+B`` of such classes.
+    """
+    if not classes:
+        return None
+    canon = {c.upper(): c for c in space}
+    regions = {r.upper(): r for r in ref_map.regions}
+    out_cls, out_reg, bad = [], [], []
+    for raw in classes:
+        u = str(raw).strip().upper()
+        if u in canon:
+            out_cls.append(canon[u])
+        elif u in regions:
+            out_reg.append(regions[u])
+        elif "+" in u and all(part in canon for part in u.split("+")) and len(set(u.split("+"))) > 1:
+            out_reg.append("+".join(canon[part] for part in u.split("+")))
+        else:
+            bad.append(str(raw))
+    if bad:
+        allowed = list(space) + list(ref_map.regions)
+        raise ValueError(f"unknown classes {sorted(bad)}; use {', '.join(allowed)} or a region like LV+MY")
+    return sorted(set(out_cls), key=space.__getitem__) + list(dict.fromkeys(out_reg))
+
+
 def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str] | None,
-                     pred_map: LabelMap) -> tuple[list[str], list[str], list[str]]:
-    """Decide which classes are reported and which are not annotated by the reference.
+                     pred_map: LabelMap, space: dict[str, int] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Decide which classes (and regions) are reported and which are not annotated by the reference.
 
     Order of precedence: ``classes`` argument, then the reference card's ``classes``; otherwise the
     reference label map's classes, where a class that no reference case contains is reported as
-    not annotated (with a note) rather than scored as empty everywhere.
+    not annotated (with a note) rather than scored as empty everywhere. The reference map's
+    regions follow its classes (a region is not annotated where one of its classes is not).
 
     Returns:
         (classes to report, classes among them that are not annotated anywhere, notes).
     """
     notes: list[str] = []
-    if classes:
-        classes = {str(c).upper() for c in classes}
-        bad = classes - set(CLASSES)
-        if bad:
-            raise ValueError(f"unknown classes {sorted(bad)}; use {', '.join(CLASSES)}")
-        return [c for c in CLASSES if c in classes], [], notes
+    space = space or class_space(ref.label_map, pred_map)
+    asked = _requested_structures(classes, ref.label_map, space)
+    if asked is not None:
+        return asked, [], notes
+    regions = list(ref.label_map.regions)
     if ref.classes is not None:
-        return list(ref.classes), [], notes
+        cl = list(ref.classes)
+        return cl + [r for r in regions if set(ref.label_map.regions[r]) <= set(cl)], [], notes
     cl = list(ref.label_map.classes)
+    nl = max(4, max(space.values()) + 1)
     absent = []
     for c in cl:
-        k = CLASS_VALUES[c]
-        if counts.empty or int(counts[[f"c{k}{p}" for p in range(4)]].to_numpy().sum()) == 0:
+        k = space[c]
+        if counts.empty or int(counts[[f"c{k}{p}" for p in range(nl)]].to_numpy().sum()) == 0:
             absent.append(c)
     if not absent or len(absent) == len(cl):
-        return cl, [], notes
+        return cl + regions, [], notes
     notes.append(f"class(es) {', '.join(absent)} appear in no reference mask: reported as not annotated "
                  f"(pass --classes {','.join(cl)} to score them as absent)")
-    return cl, absent, notes
+    absent_regions = [r for r in regions if set(ref.label_map.regions[r]) & set(absent)]
+    return cl + regions, absent + absent_regions, notes
 
 
 def score(
@@ -445,7 +517,15 @@ def score(
         for p in pairs:
             groups.setdefault((p.key.subject, p.key.frame), []).append(p)
         want_distances = any(m in proto.policy for m in DISTANCE_METRICS)
-        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), want_distances)
+        # the class set comes from the label maps: LV, MY, RV keep 1, 2, 3; further classes (LA) follow
+        space = class_space(ref.label_map, pred_map)
+        asked = _requested_structures(classes, ref.label_map, space)
+        structures = {c: (v,) for c, v in space.items()}
+        for r in list(ref.label_map.regions) + [a for a in (asked or []) if a not in space]:
+            structures[r] = ref.label_map.structure_values(r, space)
+        default = set(space) == set(CLASSES) and len(structures) == 3
+        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), want_distances,
+                            None if default else space, None if default else structures)
                  for (s, f), ps in groups.items()]
         results = run_tasks(tasks, jobs=jobs, progress=progress)
         hashes = {"reference": {}, "predictions": {}}
@@ -464,11 +544,20 @@ def score(
         for c in ("ref_file", "pred_file"):
             counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
                                       _rel(s, root))
-        classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map)
+        classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map, space)
         notes.extend(cnotes)
         extra_df = pd.DataFrame.from_records(extra_rows) if extra_rows else None
+        annotated = ref.annotated_classes
+        region_members = {r: tuple(r.split("+")) for r in classes_scored if r not in space}
+        region_members.update(ref.label_map.regions)
+        if ref.annotations is not None and region_members:
+            def annotated(subject, frame, _f=ref.annotated_classes, _r=region_members):
+                # a region is annotated where all its classes are
+                a = _f(subject, frame)
+                return None if a is None else frozenset(a | {r for r, ms in _r.items() if set(ms) <= a})
         per_case = per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
-                                  ref.annotated_classes, not_ann, extra=extra_df)
+                                  annotated, not_ann, extra=extra_df,
+                                  class_values=None if default else structures)
         meta_hashes = {}
         from cardbench._util import sha256_file
         for m in ref.metadata_files:
@@ -486,7 +575,8 @@ def score(
             notes.append(f"{len(sub.ignored)} file(s) in the submission are not masks and were ignored: "
                          + ", ".join(_rel(str(p), sub.root) for p in sub.ignored[:5]))
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
-        warnings = label_map_warnings(counts, classes_scored, not_ann, pred_map, ref.label_map)
+        warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
+                                      ref.label_map, space)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},
@@ -502,6 +592,11 @@ def _rel(path: str, root: Path) -> str:
         return str(Path(path).relative_to(root))
     except ValueError:
         return str(path)
+
+
+def _class_order(names: list[str]) -> list[str]:
+    """LV, MY, RV first (cardbench order), then further classes and regions as they appear."""
+    return sorted(names, key=lambda c: (CLASSES.index(c) if c in CLASSES else len(CLASSES), names.index(c)))
 
 
 def status_counts(per_case: pd.DataFrame) -> dict:
@@ -531,7 +626,7 @@ def build_result(per_case: pd.DataFrame, protocol: Protocol, *, dataset: dict, s
         "split": split,
         "submission": submission,
         "label_map": label_map.to_dict() if label_map is not None else None,
-        "classes": sorted(per_case["class"].unique().tolist(), key=CLASSES.index) if len(per_case) else [],
+        "classes": _class_order(per_case["class"].unique().tolist()) if len(per_case) else [],
         "counts": {
             "subjects": int(lvl["subject"].nunique()),
             "volumes": int(per_case.loc[per_case["level"] == "volume", ["subject", "frame"]].drop_duplicates().shape[0]),

@@ -167,7 +167,9 @@ def load_submission(path: str | Path) -> Submission:
     meta_path = None
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if not p.is_file() or any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
+        # a dangling link (git-annex content not retrieved) is kept, so reading it says so
+        if not (p.is_file() or (p.is_symlink() and not p.exists())) or \
+                any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
             continue
         if p.name in _META_NAMES and p.parent == root:
             meta_path = p

@@ -80,6 +80,12 @@ def check_geometry(ref: LabelImage, pred: LabelImage, affine_tol: float = DEFAUL
     if ref.affine is None or pred.affine is None:
         return []
     probs = []
+    for img, who in ((pred, "prediction"), (ref, "reference")):
+        # NaN compares False with any tolerance: a non-finite header is never "close enough"
+        if not np.all(np.isfinite(img.affine)) or (img.spacing is not None and not np.all(np.isfinite(img.spacing))):
+            return [Problem(str(img.path), f"{who} affine or spacing holds NaN or infinite values",
+                            "write the mask with the reference's affine (e.g. nibabel.Nifti1Image(pred, "
+                            "ref_img.affine, ref_img.header))", "affine")]
     if ref.spacing is not None and pred.spacing is not None:
         rs, ps = np.asarray(ref.spacing), np.asarray(pred.spacing)
         if not np.allclose(ps, rs, rtol=spacing_rtol, atol=0):
@@ -108,7 +114,7 @@ def check_geometry(ref: LabelImage, pred: LabelImage, affine_tol: float = DEFAUL
 
 
 def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pred_map: LabelMap,
-                       ref_map: LabelMap) -> list[str]:
+                       ref_map: LabelMap, space: dict[str, int] | None = None) -> list[str]:
     """Warnings for scores that are computable but probably wrong because of a label-map mix-up.
 
     A prediction in ACDC's map (3 = LV) read as cardbench's (3 = RV) is valid input, but its LV is
@@ -119,13 +125,20 @@ def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pre
     2. predictions contain a label whose class the reference does not annotate (not scored);
     3. a scored class has no reference voxel at all but predicted voxels (reference map mix-up).
 
+    Args:
+        space: class -> cardbench value of both maps (:func:`cardbench.labelmaps.class_space`);
+            default LV, MY, RV = 1, 2, 3.
+
     Returns:
         warning lines (empty when nothing looks wrong).
     """
-    from cardbench.labelmaps import CLASS_VALUES, CLASSES
+    from cardbench.labelmaps import CLASS_VALUES
 
+    CLASS_VALUES = dict(space or CLASS_VALUES)  # noqa: N806
+    CLASSES = tuple(CLASS_VALUES)  # noqa: N806
+    nl = max(4, max(CLASS_VALUES.values()) + 1)
     tot = {c: int(counts[c].sum()) if c in counts.columns else 0
-           for c in (f"c{r}{p}" for r in range(4) for p in range(4))}
+           for c in (f"c{r}{p}" for r in range(nl) for p in range(nl))}
     name_of = {v: c for c, v in CLASS_VALUES.items()}
 
     def raw(label: int, lm: LabelMap) -> str:
@@ -136,10 +149,10 @@ def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pre
     scored = [c for c in classes if c not in not_annotated]
     for a in scored:
         ka = CLASS_VALUES[a]
-        ref_a = sum(tot[f"c{ka}{p}"] for p in range(4))
+        ref_a = sum(tot[f"c{ka}{p}"] for p in range(nl))
         if not ref_a:
             continue
-        for kb in range(1, 4):
+        for kb in range(1, nl):
             if kb == ka:
                 continue
             s_ab = tot[f"c{ka}{kb}"]
@@ -151,14 +164,14 @@ def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pre
         if c in scored:
             continue
         k = CLASS_VALUES[c]
-        p = sum(tot[f"c{r}{k}"] for r in range(4))
+        p = sum(tot[f"c{r}{k}"] for r in range(nl))
         if p:
             out.append(f"the predictions contain {p} voxels of {raw(k, pred_map)}, a class the reference does not "
                        "annotate: they are not scored. If that label means something else in your masks, declare "
                        "the label map with --labels")
     for c in scored:
         k = CLASS_VALUES[c]
-        if not sum(tot[f"c{k}{p}"] for p in range(4)) and sum(tot[f"c{r}{k}"] for r in range(4)):
+        if not sum(tot[f"c{k}{p}"] for p in range(nl)) and sum(tot[f"c{r}{k}"] for r in range(nl)):
             out.append(f"the reference has no {c} voxel in any case, but the predictions have {c}: is the reference "
                        f"in another label map than '{ref_map.name}'? Declare it with --reference-labels or "
                        "label_map in its card.yaml")

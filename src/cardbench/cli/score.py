@@ -50,7 +50,8 @@ def score_cmd(
     protocol: ProtocolName = typer.Option(ProtocolName.cardbench_v1, "--protocol", "-p",
                                           help="Scoring protocol."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated classes to score, "
-                                          "e.g. LV,MY (default: those the reference annotates)."),
+                                          "e.g. LV,MY, or regions of classes scored as one structure, e.g. "
+                                          "LV,MY,LV+MY (default: those the reference annotates)."),
     split: Optional[str] = typer.Option(None, "--split", help="Score only reference subjects of this split."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score a missing prediction as a miss "
                                        "(status missing, worst value) instead of failing."),

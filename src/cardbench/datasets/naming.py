@@ -9,10 +9,12 @@ pattern                                                 source
                                                         also ACDC (``patient001_frame01``)
 ``<anything>.nii[.gz]``                                 any other NIfTI: the stem is the subject,
                                                         the frame is unknown
+``<subject>_frame<FF>.nrrd``, ``<anything>.nrrd``        NRRD volumes, named like NIfTI
 ``<subject>_slice<SSS>_frame<FFF>[-mask].png``          the seed's 7T masks (Ankenbrand 2021)
 ``<subject>-frame<FFF>-slice<SSS>[-mask].png``          the seed's Kaggle manual masks
 ======================================================  =========================================
 
+Each format parses its own names (:mod:`cardbench.datasets.formats`); the patterns live here.
 Matching between a submission and a reference uses the parsed key, never the folder a file is in,
 so a flat folder and a nested ``<subject>/`` layout are both accepted.
 """
@@ -75,39 +77,24 @@ def strip_nifti_suffix(name: str) -> str | None:
 
 
 def mask_format(path: str | Path) -> str | None:
-    """``"nifti"``, ``"png"`` or None (not a mask file) from the file name."""
-    name = Path(path).name
-    if strip_nifti_suffix(name) is not None:
-        return "nifti"
-    if name.lower().endswith(".png"):
-        return "png"
-    return None
+    """The registered mask format of a file name (``"nifti"``, ``"png"``, ``"nrrd"``) or None (not a
+    mask file); see :mod:`cardbench.datasets.formats`."""
+    from cardbench.datasets.formats import format_for
+
+    fmt = format_for(path)
+    return fmt.name if fmt is not None else None
 
 
 def parse_case_name(path: str | Path) -> CaseKey:
-    """Parse a mask file name into a :class:`CaseKey`.
+    """Parse a mask file name into a :class:`CaseKey` (by the file's registered format).
 
     Raises:
-        ValueError: a PNG whose name follows neither of the seed's namings, or a file that is not
-            a NIfTI or PNG; the message names the file and the accepted patterns.
+        ValueError: a PNG whose name follows neither of the seed's namings, or a file that is no
+            registered mask format; the message names the file and the accepted patterns.
     """
-    name = Path(path).name
-    stem = strip_nifti_suffix(name)
-    if stem is not None:
-        m = _NIFTI_FRAME.match(stem)
-        if m:
-            return CaseKey(m["subject"], int(m["frame"]))
-        return CaseKey(stem)
-    if name.lower().endswith(".png"):
-        stem = name[:-4]
-        m = _PNG_SEED.match(stem) or _PNG_KAGGLE.match(stem)
-        if m:
-            return CaseKey(m["subject"], int(m["frame"]), int(m["slice"]))
-        raise ValueError(
-            f"{path}: PNG name not recognised; name 2D masks <subject>_slice<SSS>_frame<FFF>-mask.png "
-            "or <subject>-frame<FFF>-slice<SSS>.png"
-        )
-    raise ValueError(f"{path}: not a mask file; use .nii, .nii.gz or .png")
+    from cardbench.datasets.formats import parse_case_name as _parse
+
+    return _parse(path)
 
 
 def png_name(key: CaseKey, style: str = "seed") -> str:

@@ -9,7 +9,8 @@ A reference is a folder. In the cardbench standard layout (DESIGN.md) it holds::
     spacing.csv       optional, for PNG references: subject, spacing_row, spacing_col, spacing_slice (mm)
     labels/<subject>/<subject>_frame<FF>.nii.gz
 
-Any other folder of masks works too (all ``.nii``, ``.nii.gz`` and ``.png`` files below it, in any
+Any other folder of masks works too (all files of a registered mask format, :mod:`cardbench.datasets.formats`:
+``.nii``, ``.nii.gz``, ``.png``, ``.nrrd``, below it, in any
 sub-folders, matched by name; see :mod:`cardbench.datasets.naming`); the optional CSV files may
 sit at its top.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cardbench.datasets.formats import suffix_list
 from cardbench.datasets.naming import CaseKey, mask_format, parse_case_name
 from cardbench.labelmaps import CLASSES, LabelMap, get_label_map
 
@@ -123,14 +125,14 @@ def read_subjects(path: Path) -> pd.DataFrame:
     return df.set_index("subject")
 
 
-def _parse_classes(value, where: str) -> frozenset[str]:
+def _parse_classes(value, where: str, allowed: tuple[str, ...] = CLASSES) -> frozenset[str]:
     if isinstance(value, str):
         items = value.replace(";", " ").replace(",", " ").split()
     else:
         items = list(value or [])
-    bad = [c for c in items if c not in CLASSES]
+    bad = [c for c in items if c not in allowed]
     if bad:
-        raise ReferenceError(f"{where}: unknown classes {bad}; use {', '.join(CLASSES)}")
+        raise ReferenceError(f"{where}: unknown classes {bad}; use {', '.join(allowed)}")
     return frozenset(items)
 
 
@@ -164,7 +166,10 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
     files: dict[CaseKey, list[Path]] = {}
     ignored: list[Path] = []
     for p in sorted(mask_root.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+        # a dangling link (a git-annex file whose content is not retrieved) is listed, so reading it
+        # reports "content not retrieved" instead of the case silently disappearing
+        if not (p.is_file() or (p.is_symlink() and not p.exists())) or \
+                any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
         if mask_root == root and p.relative_to(root).parts[0] == "images":
             continue
@@ -178,14 +183,16 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
             raise ReferenceError(str(e)) from e
         files.setdefault(key, []).append(p)
     if not files:
-        raise ReferenceError(f"{mask_root}: no reference masks (.nii, .nii.gz, .png) found")
+        raise ReferenceError(f"{mask_root}: no reference masks ({suffix_list()}) found")
     subjects = pd.DataFrame(columns=["split", "ed_frame", "es_frame"]).rename_axis("subject")
     if (root / "subjects.csv").exists():
         subjects = read_subjects(root / "subjects.csv")
         meta.append(root / "subjects.csv")
     classes = None
+    # the class set is the label map's (LV, MY, RV and any further class such as LA)
+    allowed = tuple(dict.fromkeys(CLASSES + lm.classes))
     if card.get("classes") is not None:
-        classes = tuple(c for c in CLASSES if c in _parse_classes(card["classes"], str(card_path)))
+        classes = tuple(c for c in allowed if c in _parse_classes(card["classes"], str(card_path), allowed))
     annotations = None
     ann_path = root / "annotations.csv"
     if ann_path.exists():
@@ -197,7 +204,7 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
         for i, r in df.iterrows():
             frame = None if pd.isna(r["frame"]) else int(r["frame"])
             cls = "" if pd.isna(r["classes"]) else r["classes"]
-            annotations[(str(r["subject"]), frame)] = _parse_classes(cls, f"{ann_path} row {i + 2}")
+            annotations[(str(r["subject"]), frame)] = _parse_classes(cls, f"{ann_path} row {i + 2}", allowed)
         meta.append(ann_path)
     spacing: dict[str, tuple[float, float, float]] = {}
     sp_path = root / "spacing.csv"

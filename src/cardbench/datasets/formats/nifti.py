@@ -1,0 +1,224 @@
+"""NIfTI-1/2 label volumes (``.nii``, ``.nii.gz``), read with bounded memory and checked geometry.
+
+Order of work, each step before the next one's cost:
+
+1. magic bytes: gzip ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1`` (NIfTI-1)
+   or 540 with ``n+2`` (NIfTI-2);
+2. only the header is decompressed; its declared shape is compared with the reference's shape and
+   its declared data size with :attr:`cardbench.limits.Limits.max_mask_bytes`;
+3. the data is decompressed with a cap of exactly the declared size (a gzip that expands beyond
+   it is refused, never allocated);
+4. the geometry: the transform is the one the NIfTI standard says is best, the sform when
+   ``sform_code > 0``, else the qform when ``qform_code > 0``, else the pixdim scaling (nibabel's
+   ``get_best_affine``). Every element must be finite; the voxel spacing is ``pixdim[1:4]``
+   and must equal the column norms of that transform within :data:`SPACING_RTOL` (a stale pixdim
+   next to a correct sform is refused with both values); when sform and qform are both set and
+   disagree by more than :data:`QFORM_SFORM_TOL` mm, a note names the one used.
+
+Axis order: the array exactly as stored, ``(x, y, slice)`` (voxel axes i, j, k of the affine); a 2D
+NIfTI becomes ``(x, y, 1)``, a 4D image with one volume is squeezed to 3D.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from cardbench._util import sha256_bytes
+from cardbench.datasets.formats.base import (
+    LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
+)
+from cardbench.datasets.naming import _NIFTI_FRAME, CaseKey
+from cardbench.limits import Limits, get_limits
+
+#: relative tolerance between pixdim and the column norms of the transform in use.
+SPACING_RTOL = 1e-3
+#: absolute tolerance (mm) on any element between qform and sform before a note is made.
+QFORM_SFORM_TOL = 1e-2
+
+_HEADER_BYTES = 540  # NIfTI-2 header; NIfTI-1 is 348 (+4 extension flag)
+#: most bytes of header extensions before the data (vox_offset) accepted in a label mask.
+_MAX_VOX_OFFSET = 16 * 1024 * 1024
+
+
+def parse_volume_stem(stem: str) -> CaseKey:
+    """Case key of a volume file name without suffix: ``<subject>_frame<FF>`` or just ``<subject>``."""
+    m = _NIFTI_FRAME.match(stem)
+    if m:
+        return CaseKey(m["subject"], int(m["frame"]))
+    return CaseKey(stem)
+
+
+def _nifti_version(head: bytes) -> int | None:
+    """1 or 2 from the first bytes of an uncompressed header, None when it is not NIfTI."""
+    if len(head) >= 348:
+        for e in "<>":
+            (n,) = struct.unpack(e + "i", head[:4])
+            if n == 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+                return 1
+            if n == 540 and head[4:8] == b"n+2\x00":
+                return 2
+    return None
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The array shape the reader returns for a declared data shape."""
+    s = tuple(int(x) for x in shape)
+    while len(s) > 3 and s[-1] == 1:
+        s = s[:-1]
+    if len(s) == 2:
+        s = s + (1,)
+    return s
+
+
+class NiftiFormat(MaskFormat):
+    """NIfTI-1/2 label volumes, one file per frame ``(x, y, slice)``."""
+
+    name = "nifti"
+    suffixes = (".nii.gz", ".nii")
+    dims = 3
+    description = "NIfTI-1/2 volume (x, y, slice), spacing and affine from the header (sform, else qform)"
+
+    def parse_case(self, stem: str, path: Path) -> CaseKey:
+        return parse_volume_stem(stem)
+
+    def _head(self, data: bytes, path: Path) -> bytes:
+        if data[:2] == b"\x1f\x8b":
+            import zlib
+
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                head = d.decompress(data, _HEADER_BYTES)
+            except zlib.error as e:
+                raise MaskReadError(path, f"truncated or corrupt gzip ({e})",
+                                    "re-export or re-copy the file; check that the upload finished") from e
+            if len(head) < 348 and not d.eof:
+                raise MaskReadError(path, "truncated or corrupt gzip (the stream ends inside the NIfTI header)",
+                                    "re-export or re-copy the file; check that the upload finished")
+            return head
+        if path.name.lower().endswith(".gz"):
+            raise MaskReadError(path, f"named .gz but not gzip-compressed (the content is {_what(data)})",
+                                "rename it to .nii or gzip it")
+        return data[:_HEADER_BYTES]
+
+    def check_bytes(self, data: bytes, path: Path) -> None:
+        head = self._head(data, path)
+        if _nifti_version(head) is None:
+            if len(head) < 348:
+                raise MaskReadError(path, f"too short to be NIfTI ({len(head)} header bytes), truncated?",
+                                    "re-export or re-copy the file")
+            raise self.not_this_format(head, path, "NIfTI (no NIfTI magic n+1/n+2 in its header)")
+
+    def read(self, path: Path, data: bytes, expected_shape=None, limits: Limits | None = None) -> LabelImage:
+        import nibabel as nib
+
+        lim = limits or get_limits()
+        path = Path(path)
+        digest = sha256_bytes(data)
+        head = self._head(data, path)
+        version = _nifti_version(head)
+        if version is None:
+            self.check_bytes(data, path)
+        hcls = nib.Nifti1Header if version == 1 else nib.Nifti2Header
+        icls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
+        try:
+            hdr = hcls.from_fileobj(io.BytesIO(head), check=False)
+            shape = hdr.get_data_shape()
+            dtype = hdr.get_data_dtype()
+            offset = int(hdr.get_data_offset())
+        except Exception as e:  # nibabel raises several types for bad headers
+            raise MaskReadError(path, f"not a readable NIfTI header ({e})",
+                                "re-export the mask as NIfTI-1 (.nii.gz)") from e
+        if offset > _MAX_VOX_OFFSET:
+            raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
+                                      f"{_MAX_VOX_OFFSET} bytes of header extensions", "re-export the mask without "
+                                                                                         "header extensions")
+        s3 = _shape3(shape)
+        nbytes = check_declared(path, s3, dtype.itemsize, expected_shape if len(s3) == 3 else None, lim)
+        raw = data
+        if data[:2] == b"\x1f\x8b":
+            raw = capped_gunzip(data, max(offset, 352) + nbytes, path,
+                                what=f"its header declares (shape {tuple(int(x) for x in shape)}, {dtype})")
+        if len(raw) < offset + nbytes:
+            raise MaskReadError(path, f"image data truncated ({len(raw) - offset} of {nbytes} bytes)",
+                                "re-export or re-copy the file")
+        try:
+            img = icls.from_bytes(raw)
+            arr = np.asanyarray(img.dataobj)
+        except Exception as e:
+            raise MaskReadError(path, f"not a readable NIfTI file ({e})", "re-export the mask as NIfTI-1 (.nii.gz)") from e
+        if arr.ndim == 4 and arr.shape[3] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3:
+            raise MaskReadError(path, f"expected a 3D label volume, got shape {arr.shape}",
+                                "save one 3D file per frame (<subject>_frame<FF>.nii.gz)")
+        arr, notes = integral(np.asarray(arr), path)
+        affine, spacing, gnotes = nifti_geometry(img.header, path)
+        return LabelImage(arr, path, self.name, digest, affine=affine, spacing=spacing,
+                          source_dtype=str(img.get_data_dtype()), notes=notes + gnotes,
+                          summary_notes=gnotes)
+
+
+def _what(data: bytes) -> str:
+    from cardbench.datasets.formats.base import _looks_like
+
+    return _looks_like(data)
+
+
+def nifti_geometry(hdr, path: Path) -> tuple[np.ndarray, tuple[float, float, float], list[str]]:
+    """Affine, spacing and notes of a NIfTI header, on finite, consistent values.
+
+    Rule (NIfTI-1 standard, ``nifti1.h``; nibabel ``get_best_affine``): the sform when
+    ``sform_code > 0``, else the qform when ``qform_code > 0``, else ``diag(pixdim)``.
+
+    Returns:
+        (4x4 affine in mm, RAS+; spacing ``pixdim[1:4]`` in mm per array axis; notes).
+
+    Raises:
+        MaskReadError: a non-finite value in the transform in use or in pixdim; pixdim that differs
+            from the column norms of the transform by more than :data:`SPACING_RTOL` (both shown).
+    """
+    sform_code = int(hdr["sform_code"])
+    qform_code = int(hdr["qform_code"])
+    zooms = tuple(float(z) for z in hdr.get_zooms()[:3])
+    ndim = len(zooms)
+    zooms = zooms + (1.0,) * (3 - len(zooms))
+    used = "sform" if sform_code > 0 else "qform" if qform_code > 0 else "pixdim"
+    if not all(np.isfinite(zooms)):
+        raise MaskReadError(path, f"pixdim holds a non-finite value {zooms}", "write the mask with the reference's "
+                                                                             "header (copy its affine)")
+    if used == "sform":
+        aff = np.asarray(hdr.get_sform(), dtype=float)
+    else:
+        with np.errstate(all="ignore"):
+            try:
+                aff = np.asarray(hdr.get_best_affine(), dtype=float)
+            except Exception as e:
+                raise MaskReadError(path, f"the {used} cannot be computed ({e})",
+                                    "write the mask with the reference's header (copy its affine)") from e
+    if not np.all(np.isfinite(aff)):
+        raise MaskReadError(path, f"the {used} transform (the affine) holds NaN or infinite values: "
+                                  f"{tuple(tuple(float(x) for x in row) for row in aff[:3])}",
+                            "write the mask with the reference's affine (e.g. nibabel.Nifti1Image(pred, "
+                            "ref_img.affine, ref_img.header))")
+    norms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+    z = np.asarray(zooms)
+    if not np.allclose(z[:ndim], norms[:ndim], rtol=SPACING_RTOL, atol=0):
+        raise MaskReadError(path, f"pixdim spacing {tuple(float(x) for x in z[:ndim])} mm disagrees with the "
+                                  f"{used} transform's voxel size {tuple(round(float(x), 6) for x in norms[:ndim])} mm",
+                            "rewrite the header so pixdim matches the affine (nibabel: img.set_sform(img.affine); "
+                            "img.header.set_zooms(...)); cardbench will not guess which one is right")
+    notes = []
+    if sform_code > 0 and qform_code > 0:
+        with np.errstate(all="ignore"):
+            q = np.asarray(hdr.get_qform(), dtype=float)
+        d = float(np.max(np.abs(q - aff))) if np.all(np.isfinite(q)) else float("inf")
+        if d > QFORM_SFORM_TOL:
+            notes.append(f"{path.name}: qform and sform differ by up to {d:.6g} mm; the sform (sform_code "
+                         f"{sform_code}) was used, as the NIfTI standard says")
+    return aff, zooms, notes
