@@ -458,8 +458,8 @@ def score(
             notes.extend(r.get("notes", []))
             for k in hashes:
                 hashes[k].update(r["hashes"][k])
-        if problems:
-            raise ValidationError(problems)
+        if problems:  # paths inside an extracted archive are named archive.zip:inner/path
+            raise ValidationError([sub.display_problem(p) for p in problems])
         counts = pd.DataFrame.from_records(rows)
         for c in ("ref_file", "pred_file"):
             counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 err = Console(stderr=True)
 
@@ -29,10 +30,7 @@ app.add_typer(baseline_app, name="baseline")
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def torch_missing() -> str | None:

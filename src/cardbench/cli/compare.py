@@ -11,13 +11,13 @@ import typer
 from rich.console import Console
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 @app.command("compare")

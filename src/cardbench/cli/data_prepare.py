@@ -16,13 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardbench.cli import errors as _errors
+
 out = Console()
 err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def volume_rows(folder: Path) -> list[dict]:

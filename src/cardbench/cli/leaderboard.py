@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 err = Console(stderr=True)
 lb_app = typer.Typer(name="leaderboard", help="Show, export and edit a leaderboard folder (one folder per "
@@ -30,8 +31,7 @@ class Format(str, Enum):
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from cardbench.cli import app
+from cardbench.cli.errors import fail as _fail
 
 err = Console(stderr=True)
 
@@ -21,20 +22,15 @@ class ProtocolName(str, Enum):
 
 
 def fail(problems_or_msg, code: int = 2) -> None:
-    """Print problems (one line each) or a message to stderr and exit with ``code``."""
-    if isinstance(problems_or_msg, str):
-        err.print(f"[red]error:[/red] {problems_or_msg}", highlight=False, soft_wrap=True)
-    else:
-        for p in problems_or_msg:
-            err.print(f"[red]error:[/red] {p}", highlight=False, soft_wrap=True)
-        n = len(problems_or_msg)
-        err.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was scored or written.", highlight=False)
-    raise typer.Exit(code)
+    """Print problems (one line each, escaped, at most ``max_report_lines``) or a message to stderr and
+    exit with ``code`` (see :func:`cardbench.cli.errors.fail`)."""
+    _fail(problems_or_msg, code)
 
 
 def _default_out(name: str, protocol: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "submission"
-    return Path("cardbench-results") / f"{safe}__{protocol}"
+    from cardbench.cli.errors import safe_name
+
+    return Path("cardbench-results") / f"{safe_name(name)}__{protocol}"
 
 
 @app.command("score")
