@@ -79,6 +79,8 @@ BENCHMARK_FILE = "benchmark.json"
 INDEX_FILE = "index.json"
 ENTRIES = "entries"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
+#: device names Windows reserves in any folder, with or without an extension (con, con.txt, ...).
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 #: submission.yaml keys shown in tables (any other key is kept as well).
 META_KEYS = ("name", "label", "team", "method", "training_data", "url", "label_map", "added", "source",
              "published", "reference_path", "predictions_path")
@@ -130,6 +132,9 @@ def check_name(name: str, what: str = "entry name") -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise LeaderboardError(f"invalid {what} {name!r}: use letters, digits, '.', '_', '+', '-' "
                                f"(starting with a letter or digit), e.g. {safe_name(str(name))!r}")
+    if name.split(".")[0].lower() in _WINDOWS_RESERVED or name.endswith("."):
+        raise LeaderboardError(f"invalid {what} {name!r}: reserved as a file name on Windows (or ends with '.'); "
+                               f"choose another, e.g. {name.rstrip('.') + '_1'!r}")
     return name
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
 from cardbench.cli import errors as _errors
@@ -88,7 +89,7 @@ def show_cmd(
         except LeaderboardError as e:
             if benchmark is not None:
                 _fail(str(e))
-            err.print(f"[yellow]skipped[/yellow] {b}: {e}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         shown += 1
         if fmt == Format.table:
@@ -228,6 +229,7 @@ def add_to_leaderboard(result, folder: Path, name: Optional[str] = None) -> None
         where = f", rank {r} of {len(df)} by {df.attrs['rank_column']}"
     except (LeaderboardError, IndexError):
         pass
-    err.print(f"added to leaderboard [bold]{lb.root}[/bold] as [bold]{entry.name}[/bold] "
-              f"(benchmark {entry.benchmark}{where}); view it with: cardbench dashboard --leaderboard {lb.root}",
+    err.print(f"added to leaderboard [bold]{escape(str(lb.root))}[/bold] as [bold]{entry.name}[/bold] "
+              f"(benchmark {entry.benchmark}{where}); view it with: cardbench dashboard --leaderboard "
+              f"{escape(str(lb.root))}",
               highlight=False, soft_wrap=True)
