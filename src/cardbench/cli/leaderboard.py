@@ -46,6 +46,12 @@ def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
     return open_leaderboard(folder, prefill=prefill, progress=err.is_terminal)
 
 
+def _print_problems(lb) -> None:
+    """Name every corrupt benchmark, entry or marker the leaderboard skipped (one line each, stderr)."""
+    for line in lb.problems():
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
     ids = lb.benchmark_ids()
     if not ids:
@@ -83,13 +89,14 @@ def show_cmd(
     out = []
     shown = 0
     for b in _resolve_benchmark(lb, benchmark):
-        info = lb.benchmark(b)
         try:
+            info = lb.benchmark(b)
             df = lb.ranked(b, metric, metrics=extra)
         except LeaderboardError as e:
             if benchmark is not None:
                 _fail(str(e))
-            err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
+            if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, below
+                err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         shown += 1
         if fmt == Format.table:
@@ -101,6 +108,7 @@ def show_cmd(
             out.append(df)
         else:
             out.append(render(df, fmt.value, info.title))
+    _print_problems(lb)
     if not out and fmt != Format.table or fmt == Format.table and not shown:
         _fail(f"no benchmark in {lb.root} has the metric '{metric}'; see the skipped lines above")
     if fmt == Format.csv:
