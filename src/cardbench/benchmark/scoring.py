@@ -487,12 +487,33 @@ def score(
                          + ", ".join(_rel(str(p), sub.root) for p in sub.ignored[:5]))
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
         warnings = label_map_warnings(counts, classes_scored, not_ann, pred_map, ref.label_map)
+        warnings += _partial_annotation(counts, ref, classes_scored)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},
             submission=submission, label_map=pred_map, inputs=inputs, notes=collapse_notes(notes), split=split,
             extra={"warnings": warnings},
         )
+
+
+def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str]) -> list[str]:
+    """Warnings for classes drawn in some frames of a subject and absent from frames where others are drawn
+    (see :func:`cardbench.datasets.reference.partial_annotation_warnings`); frames declared in annotations.csv
+    are trusted."""
+    from cardbench.datasets.reference import partial_annotation_warnings
+
+    if counts.empty or "frame" not in counts.columns:
+        return []
+    vox: dict = {}
+    for (s, f), g in counts.groupby(["subject", "frame"], sort=False, dropna=False):
+        f = None if pd.isna(f) else int(f)
+        d = {}
+        for c in classes:
+            lab = CLASSES.index(c) + 1
+            cols = [f"c{lab}{p}" for p in range(4) if f"c{lab}{p}" in g.columns]
+            d[c] = int(g[cols].to_numpy().sum()) if cols else 0
+        vox[(str(s), f)] = d
+    return partial_annotation_warnings(vox, ref.annotations, str(ref.root / "annotations.csv"))
 
 
 def _rel(path: str, root: Path) -> str:

@@ -89,7 +89,8 @@ def score_cmd(
             check_name(name)
         except LeaderboardError as e:
             fail(f"--name: {e}")
-    if out is not None and not no_save and predictions.is_dir() and _is_inside(out, predictions):
+    if out is not None and not no_save and predictions.is_dir() and _is_inside(out, predictions) \
+            and out.resolve() != predictions.resolve():
         fail(f"--out {out}: inside the predictions folder {predictions}; results would become part of the "
              "submission. Fix: choose a folder outside it")
     try:
