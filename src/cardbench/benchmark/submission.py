@@ -290,7 +290,7 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
         if size > lim.max_meta_bytes:
             return refuse(f"{size} bytes exceed the limit of {lim.max_meta_bytes} for submission.yaml",
                           f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
-        with open(path, "rb") as fh:
+        with path.open("rb") as fh:
             raw = fh.read(lim.max_meta_bytes + 1)
         text = raw.decode("utf-8")
     except PermissionError:

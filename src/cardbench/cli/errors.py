@@ -119,7 +119,7 @@ class CardbenchGroup(TyperGroup):
                 raise
             msg, code = got
             print_error(msg)
-            raise click.exceptions.Exit(code) from None
+            raise typer.Exit(code) from None
 
 
 def safe_name(name: str, max_len: int = 100) -> str:
