@@ -317,6 +317,341 @@ def test_hostile_input_is_refused_with_one_line(row: Row, tmp_path, monkeypatch)
     assert "cardbench-sub-" not in res.stderr  # never a path into the deleted extraction folder
 
 
+# ---------------------------------------------------------------------------------------------
+# inputs that must work (not refusals): long names, markup in user text, umask, precision
+
+
+def test_300_character_submission_name_without_out(tmp_path, monkeypatch):
+    """A 300-character name in submission.yaml (no --out): the default result folder gets a short name
+    (file systems allow 255 bytes per name) and the full name stays in summary.json."""
+    import json
+
+    pred = _predictions(tmp_path)
+    name = "n" * 300
+    (pred / "submission.yaml").write_text(f"name: {name}\n")
+    ref = _reference(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["score", str(pred), "--reference", str(ref)])
+    assert res.exit_code == 0, res.stderr
+    (out,) = (tmp_path / "cardbench-results").iterdir()
+    assert len(out.name) <= 255 and out.name.endswith("__cardbench-v1")
+    assert json.loads((out / "summary.json").read_text())["submission"]["name"] == name
+
+
+def test_rich_markup_in_user_text_is_printed_as_is(tmp_path):
+    """`[/red]` in --out and in the submission name: printed literally, no MarkupError after writing."""
+    pred = _predictions(tmp_path)
+    (pred / "submission.yaml").write_text("name: 'evil [/red] [bold]name'\n")
+    out = tmp_path / "res [/red]"
+    res = CliRunner().invoke(app, ["score", str(pred), "--reference", str(_reference(tmp_path)), "--out", str(out)])
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    assert "evil [/red] [bold]name" in res.stdout
+    assert "res [/red]" in res.stdout.replace("\n", "")
+    assert (out / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_result_files_follow_the_umask(tmp_path, mask):
+    """Result and leaderboard files are created like any other file (0666 / 0777 less the umask), so a
+    leaderboard in a group folder is readable by colleagues (mkstemp/mkdtemp alone give 0600/0700)."""
+    from cardbench.benchmark import score
+    from cardbench.benchmark.leaderboard import add_entry
+
+    res = score(_predictions(tmp_path), _reference(tmp_path), progress=False)
+    old = os.umask(mask)
+    try:
+        out = res.write(tmp_path / "out")
+        entry = add_entry(res, tmp_path / "lb", "mine", prefill=False)
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~mask
+    assert ((out / "summary.json").stat().st_mode & 0o777) == 0o666 & ~mask
+    assert (entry.path.stat().st_mode & 0o777) == 0o777 & ~mask
+    for f in ("summary.json", "per_case.csv", "submission.yaml"):
+        assert ((entry.path / f).stat().st_mode & 0o777) == 0o666 & ~mask, f
+    idx = entry.path.parents[1] / "index.json"
+    if idx.exists():
+        assert (idx.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def test_float_mask_value_shown_at_full_precision(tmp_path):
+    pred = _predictions(tmp_path)
+    arr = _mask().astype(np.float32)
+    arr[0, 0, 0] = 0.99999
+    save_nifti(pred / "s0_frame01.nii.gz", arr, dtype=np.float32)
+    res = CliRunner().invoke(app, _score(tmp_path, pred))
+    assert res.exit_code == 2
+    assert "0.99999" in res.stderr and "e.g. 1)" not in res.stderr
+
+
+def test_partial_annotation_warns_naming_annotations_csv(tmp_path):
+    """LV drawn in both frames of a subject, MY only in frame 1 (frame 2 has LV but no MY): a warning
+    naming annotations.csv; declaring the frames there silences it."""
+    full = _mask()
+    lv_only = full.copy()
+    lv_only[lv_only == 2] = 0
+    for f, arr in ((1, full), (2, lv_only)):
+        save_nifti(tmp_path / "ref" / "labels" / "s0" / f"s0_frame{f:02d}.nii.gz", arr)
+        save_nifti(tmp_path / "pred" / f"s0_frame{f:02d}.nii.gz", arr)
+    args = ["score", str(tmp_path / "pred"), "--reference", str(tmp_path / "ref"), "--no-save", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    warn = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and "subject s0: MY is drawn in frame(s) [1] but absent from frame(s) [2]" in warn[0]
+    assert str(tmp_path / "ref" / "annotations.csv") in warn[0]
+    (tmp_path / "ref" / "annotations.csv").write_text("subject,frame,classes\ns0,1,LV MY\ns0,2,LV\n")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "partial" not in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# units behind the rows: a header that lies, errors that escaped a command, the write paths
+
+
+def test_archive_entry_larger_than_its_header_is_stopped_while_copying(tmp_path):
+    from cardbench.benchmark.submission import SubmissionError, _copy_limited
+    from cardbench.limits import Limits
+
+    src = io.BytesIO(b"x" * 5000)  # the header declared 100 bytes
+    with pytest.raises(SubmissionError, match="more data than its header declares"):
+        _copy_limited(src, tmp_path / "f", 100, [10_000], tmp_path / "a.zip", "f", Limits())
+    with pytest.raises(SubmissionError, match="exceeds the limit"):
+        _copy_limited(io.BytesIO(b"x" * 5000), tmp_path / "g", 5000, [1000], tmp_path / "a.zip", "g",
+                      Limits(max_archive_bytes=1000))
+
+
+@pytest.mark.parametrize("exc, code, fragment", [
+    (RecursionError(), 2, "nested too deeply"),
+    (OSError(errno.ENAMETOOLONG, "File name too long", "x" * 300), 2, "file name too long"),
+    (OSError(errno.ENOSPC, "No space left on device", "lb/entry"), 1, "no space left on the disk"),
+    (PermissionError(errno.EACCES, "Permission denied", "lb"), 1, "lb: permission denied"),
+])
+def test_errors_escaping_a_command_are_one_line(exc, code, fragment, tmp_path, monkeypatch):
+    from cardbench.cli import leaderboard as cli_lb
+
+    def boom(*a, **k):
+        raise exc
+    monkeypatch.setattr(cli_lb, "_open", boom)
+    res = CliRunner().invoke(app, ["leaderboard", "show", str(tmp_path)])
+    assert res.exit_code == code and not isinstance(res.exception, type(exc))
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")] and fragment in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_disk_full_while_adding_an_entry_keeps_nothing_half_written(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from cardbench.benchmark import score
+
+    res = score(_predictions(tmp_path), _reference(tmp_path), progress=False)
+    lb = tmp_path / "lb"
+    lb.mkdir()
+    (lb / ".cardbench-leaderboard.json").write_text('{"format": 1, "prefilled": {"ankenbrand2021": {}, '
+                                                    '"label-quality": {}}}')
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    from cardbench.cli.leaderboard import add_to_leaderboard
+
+    with pytest.raises(OSError):
+        add_to_leaderboard(res, lb, "mine")
+    left = [p for p in lb.rglob("*") if "mine" in p.name]
+    assert left == []
+
+
+def test_atomic_write_on_a_full_disk_leaves_the_old_file(tmp_path, monkeypatch):
+    from cardbench._util import atomic_write_text
+
+    f = tmp_path / "index.json"
+    f.write_text("old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        atomic_write_text(f, "new")
+    assert f.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["index.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# leaderboard store: a corrupt entry is skipped and named, the rest stays readable
+
+
+def _corrupt(entry: Path, how: str) -> None:
+    import pandas as pd
+
+    if how == "summary_truncated":
+        (entry / "summary.json").write_text((entry / "summary.json").read_text()[:100])
+    elif how == "summary_not_object":
+        (entry / "summary.json").write_text("[1, 2]")
+    elif how == "per_case_empty":
+        (entry / "per_case.csv").write_text("")
+    elif how == "per_case_missing_columns":
+        (entry / "per_case.csv").write_text("a,b\n1,2\n")
+    elif how == "per_case_text_in_metric":
+        d = pd.read_csv(entry / "per_case.csv")
+        d["dice"] = d["dice"].astype(object)
+        d.loc[0, "dice"] = "abc"
+        d.to_csv(entry / "per_case.csv", index=False)
+
+
+def _csv(text: str):
+    import pandas as pd
+
+    return pd.read_csv(io.StringIO(text), dtype=str)
+
+
+CORRUPTIONS = ["summary_truncated", "summary_not_object", "per_case_empty", "per_case_missing_columns",
+               "per_case_text_in_metric"]
+B_PAPER = "cmr-7t__test__ankenbrand2021"
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_leaderboard_show_skips_and_names_a_corrupt_entry(how, prefilled_dir, tmp_path):
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    _corrupt(lb / B_PAPER / "entries" / "base", how)
+    res = CliRunner().invoke(app, ["leaderboard", "show", str(lb), "-b", B_PAPER, "-f", "csv"])
+    assert res.exit_code == 0, res.stderr
+    shown = set(_csv(res.stdout)["entry"])
+    assert "base" not in shown and {"double_tl", "plain", "imagenet_tl"} <= shown  # the others stay
+    assert f"skipped {lb / B_PAPER / 'entries' / 'base'}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_corrupt_benchmark_json_is_named(prefilled_dir, tmp_path):
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    (lb / B_PAPER / "benchmark.json").write_text("{bad")
+    res = CliRunner().invoke(app, ["leaderboard", "show", str(lb), "-f", "csv"])
+    assert res.exit_code == 0, res.stderr
+    assert f"{lb / B_PAPER / 'benchmark.json'}: corrupt" in res.stderr
+    assert "cmr-7t__test__cardbench-v1" in res.stdout
+
+
+def test_corrupt_prefill_marker_does_not_bring_back_removed_entries(prefilled_dir, tmp_path):
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    r = CliRunner().invoke(app, ["leaderboard", "remove", "plain", str(lb), "-b", B_PAPER])
+    assert r.exit_code == 0, r.stderr
+    (lb / ".cardbench-leaderboard.json").write_text("{not json")
+    res = CliRunner().invoke(app, ["leaderboard", "show", str(lb), "-b", B_PAPER, "-f", "csv"])
+    assert res.exit_code == 0, res.stderr
+    assert not (lb / B_PAPER / "entries" / "plain").exists()
+    assert "plain" not in set(_csv(res.stdout)["entry"]) and "base" in set(_csv(res.stdout)["entry"])
+    assert ".cardbench-leaderboard.json: corrupt" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# dashboard: corrupt entries named on every page; the drill-down reads only allowed roots
+
+
+def _app():
+    pytest.importorskip("streamlit")
+    pytest.importorskip("plotly")
+    from streamlit.testing.v1 import AppTest
+
+    from cardbench.benchmark import leaderboard as L
+
+    return AppTest, str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+def _page(page: str | None = None, **query):
+    AppTest, path = _app()
+    at = AppTest.from_file(path, default_timeout=120)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("page", [None, "submission", "case", "compare", "dataset"])
+def test_every_dashboard_page_names_a_corrupt_entry(page, prefilled_dir, tmp_path, monkeypatch):
+    _app()
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    _corrupt(lb / B_PAPER / "entries" / "base", "summary_truncated")
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(lb))
+    at = _page(page, benchmark=B_PAPER)
+    warn = "\n".join(str(w.value) for w in at.warning)
+    assert f"skipped {lb / B_PAPER / 'entries' / 'base'}" in warn
+
+
+def _crafted_board(tmp_path: Path) -> tuple[Path, str]:
+    """A leaderboard with one NIfTI entry scored from tmp_path/ref and tmp_path/pred."""
+    from cardbench.benchmark import score
+    from cardbench.benchmark import leaderboard as L
+
+    res = score(_predictions(tmp_path), _reference(tmp_path), progress=False)
+    root = tmp_path / "lb"
+    e = L.add_entry(res, root, "crafted", prefill=False)
+    (root / L.MARKER).write_text('{"format": %d, "prefilled": {%s}}' % (
+        L.FORMAT_VERSION, ", ".join(f'"{k}": {{}}' for k in L.PREFILL_SOURCES)))
+    return root, e.benchmark
+
+
+def test_case_drilldown_reads_only_allowed_roots(tmp_path, monkeypatch):
+    """The entry's reference folder lies outside the allowed roots: the page shows the same words as for a
+    folder that does not exist, and no picture; allowed with --allow-root, the pictures come."""
+    import json
+
+    from cardbench.dashboard.images import ALLOW_ENV
+
+    _app()
+    root, bench = _crafted_board(tmp_path)
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+
+    def info_and_charts(board: Path):
+        monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(board))
+        at = _page("case", benchmark=bench, entry="crafted", subject="s0")
+        return "\n".join(str(i.value) for i in at.info), len(at.get("plotly_chart"))
+
+    not_allowed = info_and_charts(root)
+    # the same entry, but its recorded folders do not exist
+    gone = tmp_path / "lb-gone"
+    shutil.copytree(root, gone)
+    entry = gone / bench / "entries" / "crafted"
+    s = json.loads((entry / "summary.json").read_text())
+    s["dataset"]["path"] = s["dataset"]["path"] + "-missing"
+    (entry / "summary.json").write_text(json.dumps(s))
+    missing = info_and_charts(gone)
+    assert not_allowed[1] == 0 and missing[1] == 0
+    assert "is not on this machine" in not_allowed[0]
+    assert not_allowed[0] == missing[0].replace("-missing", "")
+    # the operator allows the folder: the drill-down shows the case
+    monkeypatch.setenv(ALLOW_ENV, str(tmp_path))
+    allowed = _page("case", benchmark=bench, entry="crafted", subject="s0")
+    assert allowed.get("plotly_chart")
+
+
+@pytest.mark.parametrize("ref_file", ["../ref/labels/s0/s0_frame01.nii.gz", "{ref}/labels/s0/s0_frame01.nii.gz"])
+def test_case_drilldown_refuses_dotdot_and_absolute_file_names(ref_file, tmp_path, monkeypatch):
+    """A per-case table whose ref_file climbs out with '..' or is absolute (both point at a real file in an
+    allowed root): refused with the words used for a missing file."""
+    import pandas as pd
+
+    from cardbench.dashboard.images import ALLOW_ENV
+
+    _app()
+    root, bench = _crafted_board(tmp_path)
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    monkeypatch.setenv(ALLOW_ENV, str(tmp_path))
+    pc = root / bench / "entries" / "crafted" / "per_case.csv"
+    d = pd.read_csv(pc, dtype=str)
+    name = ref_file.format(ref=tmp_path / "ref")
+    d["ref_file"] = name
+    d.to_csv(pc, index=False)
+    at = _page("case", benchmark=bench, entry="crafted", subject="s0")
+    assert f"Reference labels {name} not found" in "\n".join(str(i.value) for i in at.info)
+    assert not at.get("plotly_chart")
+
+
 def test_zz_tally():
     """Printed last (pytest -s shows it): every row tried was refused with one line."""
     line = (f"{TALLY['tried']} tried, {TALLY['refused']} refused with one line, {TALLY['tracebacks']} tracebacks, "
