@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
 from cardbench.dashboard.serve import streamlit_command  # noqa: F401  (re-exported)
@@ -37,9 +38,9 @@ def dashboard_cmd(
         import plotly  # noqa: F401
         import streamlit  # noqa: F401
     except ImportError as e:
-        err.print(f"[red]error:[/red] the dashboard needs streamlit and plotly ({e}); install them with: "
-                  "pip install 'cardbench[dashboard]'", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        from cardbench.cli.errors import fail
+
+        fail(f"the dashboard needs streamlit and plotly ({e}); install them with: pip install 'cardbench[dashboard]'", 1)
     from cardbench.benchmark.leaderboard import open_leaderboard
 
     lb = open_leaderboard(leaderboard, progress=err.is_terminal)
@@ -57,7 +58,7 @@ def dashboard_cmd(
         extra = [str(r.expanduser().resolve()) for r in allow_root]
         env[ALLOW_ENV] = os.pathsep.join([p for p in env.get(ALLOW_ENV, "").split(os.pathsep) if p] + extra)
     n = sum(len(lb.entry_names(b)) for b in lb.benchmark_ids())
-    err.print(f"leaderboard [bold]{lb.root}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
+    err.print(f"leaderboard [bold]{escape(str(lb.root))}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
     err.print(f"serving on [bold]http://{address}:{port}[/bold]  (Ctrl+C to stop)")
     proc = subprocess.Popen(argv, env=env)
 

@@ -137,7 +137,7 @@ def prepare_cmd(
                 t.add_row(k, str(v))
             out.print(t)
             err.print(f"log: {Path(out_dir) / 'conversion.log'}; sizes: {Path(out_dir) / 'patient_dimensions.tsv'}",
-                      highlight=False)
+                      highlight=False, markup=False)
             return
         if name == "dicom":
             if dicom is None or out_dir is None:
@@ -149,7 +149,8 @@ def prepare_cmd(
                 typer.echo(json.dumps(res, indent=2, default=str))
             elif not print_path:
                 err.print(f"{res['subject']}: frames {res['frames']} stacked, labels at {res['labelled_frames']}, "
-                          f"ED {res['ed_frame']} ES {res['es_frame']} ({res['ed_es_source']})", highlight=False)
+                          f"ED {res['ed_frame']} ES {res['es_frame']} ({res['ed_es_source']})", highlight=False,
+                          markup=False)
             typer.echo(str(out_dir))
             return
         if out_dir is None:
@@ -172,7 +173,7 @@ def prepare_cmd(
     out.print(volume_table(Path(dest)))
     out.print(contour_agreement(Path(dest)), highlight=False)
     err.print(f"prepared {name} in {dest} (score against it: cardbench score PREDICTIONS --reference {dest})",
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def register(data_app: typer.Typer) -> None:

@@ -170,7 +170,7 @@ def remove_cmd(
             lb.remove(b, name)
         except LeaderboardError as e:
             _fail(str(e), code=1)
-        Console().print(f"removed [bold]{name}[/bold] from {b}")
+        Console().print(f"removed [bold]{escape(name)}[/bold] from {escape(b)}")
 
 
 @lb_app.command("export")
@@ -191,7 +191,7 @@ def export_cmd(
         written += lb.export(out, b, metric=metric, with_entries=with_entries)
     con = Console()
     for p in written:
-        con.print(f"wrote {p}")
+        con.print(f"wrote {escape(str(p))}")
 
 
 @lb_app.command("prefill")
@@ -207,7 +207,7 @@ def prefill_cmd(
     con = Console()
     for k, s in PREFILL_SOURCES.items():
         con.print(f"[bold]{k}[/bold]: {s.description}")
-    con.print(f"{len(added)} entr{'y' if len(added) == 1 else 'ies'} added to {lb.root}")
+    con.print(f"{len(added)} entr{'y' if len(added) == 1 else 'ies'} added to {escape(str(lb.root))}")
 
 
 @lb_app.command("path")
