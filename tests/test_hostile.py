@@ -250,7 +250,7 @@ ROWS = [
         patch=_unreadable_yaml),
     # folders and report length
     Row("unreadable_subfolder", _unreadable_folder_build, 2, "folder cannot be read (permission denied)",
-        patch=_unreadable_folder, max_lines=3),
+        patch=_unreadable_folder),
     Row("300_junk_files", _junk, 2, "... and 250 more problems", max_lines=50),
     # confusion tables (the seed's real table, one row corrupted)
     Row("count_2_pow_70", _set_count(str(2**70)), 2, f"row 6: column lv_lv holds '{2**70}', not a pixel count"),

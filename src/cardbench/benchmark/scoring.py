@@ -458,6 +458,8 @@ def score(
             notes.extend(r.get("notes", []))
             for k in hashes:
                 hashes[k].update(r["hashes"][k])
+        if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
+            problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
         if problems:  # paths inside an extracted archive are named archive.zip:inner/path
             raise ValidationError([sub.display_problem(p) for p in problems])
         counts = pd.DataFrame.from_records(rows)
