@@ -756,8 +756,14 @@ class Leaderboard:
             want["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             atomic_write_text(f, to_json(want) + "\n")
             return
-        have = json.loads(f.read_text(encoding="utf-8"))
-        hp = have.get("protocol", {})
+        try:
+            have = json.loads(f.read_text(encoding="utf-8"))
+            hp = have.get("protocol", {})
+            if not isinstance(hp, dict):
+                raise ValueError("protocol is not an object")
+        except (ValueError, AttributeError) as e:  # never overwrite a benchmark we cannot read
+            raise LeaderboardError(f"{f}: corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing "
+                                   "was added: restore it from a backup, or remove the benchmark folder") from None
         if (hp.get("version"), hp.get("policy"), hp.get("level"), hp.get("aggregation")) != \
                 (proto.get("version"), proto.get("policy"), proto.get("level"), proto.get("aggregation")):
             raise LeaderboardError(
