@@ -274,6 +274,9 @@ ROWS = [
                                                  "--name", "my entry!"), 2, "--name: invalid entry name"),
     Row("leaderboard_windows_name", lambda t: _score(t, _predictions(t), "--leaderboard", str(t / "lb"),
                                                      "--name", "con"), 2, "reserved as a file name on Windows"),
+    Row("leaderboard_windows_name_from_yaml",
+        lambda t: _with_yaml("name: nul\n")(t) + ["--leaderboard", str(t / "lb")], 2,
+        "reserved as a file name on Windows"),
     # errors that used to be tracebacks
     Row("disk_full_result", lambda t: _score(t, _predictions(t)), 1, "no space left on the disk",
         patch=_disk_full),
@@ -336,6 +339,20 @@ def test_300_character_submission_name_without_out(tmp_path, monkeypatch):
     (out,) = (tmp_path / "cardbench-results").iterdir()
     assert len(out.name) <= 255 and out.name.endswith("__cardbench-v1")
     assert json.loads((out / "summary.json").read_text())["submission"]["name"] == name
+
+
+def test_submission_name_made_safe_for_the_leaderboard_still_works(tmp_path):
+    """The early name check mirrors the entry name the leaderboard makes ("my unet" -> "my_unet")."""
+    from cardbench.benchmark import leaderboard as L
+
+    lb = tmp_path / "lb"
+    lb.mkdir()
+    (lb / L.MARKER).write_text('{"format": %d, "prefilled": {%s}}' % (
+        L.FORMAT_VERSION, ", ".join(f'"{k}": {{}}' for k in L.PREFILL_SOURCES)))
+    args = _with_yaml("name: my unet\n")(tmp_path) + ["--leaderboard", str(lb)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    assert list(lb.glob("*/entries/my_unet/summary.json"))
 
 
 def test_rich_markup_in_user_text_is_printed_as_is(tmp_path):

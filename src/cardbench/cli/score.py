@@ -107,11 +107,12 @@ def score_cmd(
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
         fail(str(e))
-    if leaderboard is not None and name is None:  # the submission's own name must be a valid entry name
+    if leaderboard is not None and name is None:  # the entry name made from the submission's must be valid
         from cardbench.benchmark.leaderboard import LeaderboardError, check_name
+        from cardbench.benchmark.leaderboard import safe_name as entry_safe_name
 
         try:
-            check_name(str(result.summary["submission"].get("name", "")))
+            check_name(entry_safe_name(str(result.summary["submission"].get("name") or "submission")))
         except LeaderboardError as e:
             fail(f"{e}; give a valid one with --name (nothing was written)")
     if not no_save:
