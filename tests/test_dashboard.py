@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import lbexpect as X  # noqa: E402
 from cardbench.benchmark import leaderboard as L  # noqa: E402
+from cardbench.dashboard.images import ALLOW_ENV  # noqa: E402
 from conftest import find_shared_data  # noqa: E402
 from helpers import erode_lv_boundary  # noqa: E402
 
@@ -317,6 +318,7 @@ def test_sunnybrook_case_overlays(sunnybrook, monkeypatch):
 
     ref, pred, root, bench = sunnybrook
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    monkeypatch.setenv(ALLOW_ENV, str(ref.parent))  # `cardbench dashboard --allow-root` the scoring folder
     at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
     assert not [i.value for i in at.info if "not" in str(i.value)]
     frames = at.select_slider(key="case_frame").options
@@ -357,6 +359,7 @@ def test_case_images_found_when_the_reference_moved(sunnybrook, tmp_path, monkey
                                    if not line.startswith("reference_path")) + "\n")
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(copy))
     monkeypatch.setenv("CARDBENCH_DATA", str(tmp_path / "data-cache"))
+    monkeypatch.setenv(ALLOW_ENV, str(pred.parent))  # the predictions: `cardbench dashboard --allow-root`
     at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
     assert [s["layout"]["title"]["text"] for s in plotly_specs(at)] == ["reference", "prediction (dashed)"]
     s["dataset"]["name"] = "not-a-dataset"
@@ -381,6 +384,7 @@ def test_case_images_with_relative_paths(sunnybrook, tmp_path, monkeypatch):
     L.add_entry(res, root, "relative", prefill=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    monkeypatch.setenv(ALLOW_ENV, str(tmp_path))  # `cardbench dashboard --allow-root`
     (root / L.MARKER).write_text(json.dumps({"format": L.FORMAT_VERSION,
                                              "prefilled": {k: {} for k in L.PREFILL_SOURCES}}))
     at = run_page("case", benchmark=bench, entry="relative", subject="SCD0000401")

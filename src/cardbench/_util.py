@@ -18,6 +18,20 @@ from typing import IO, Iterator
 _CHUNK = 1 << 20
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read from /proc where possible, so no thread sees it change)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Return the hex sha256 of the file at ``path`` (read in 1 MiB chunks).
 
@@ -40,8 +54,9 @@ def sha256_bytes(data: bytes) -> str:
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file next to ``path`` and rename it over ``path`` on success.
 
-    On an exception inside the ``with`` block the temporary file is removed and ``path`` is left
-    untouched. ``mode`` is ``"w"`` (text) or ``"wb"`` (binary).
+    On an exception inside the ``with`` block (including a full disk) the temporary file is removed
+    and ``path`` is left untouched. ``mode`` is ``"w"`` (text) or ``"wb"`` (binary). The file gets
+    the permissions of any new file (``0666`` less the umask), not ``mkstemp``'s ``0600``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +64,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         encoding = None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a result file follows the umask like any other file
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, encoding=encoding, newline="" if "b" not in mode else None) as fh:
             yield fh
             fh.flush()
@@ -117,6 +134,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, owned_only: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a shared folder must stay readable
         yield tmp
         (tmp / OWNER_FILE).write_text(_OWNER_TEXT, encoding="utf-8")
     except BaseException:

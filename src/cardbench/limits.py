@@ -1,14 +1,17 @@
-"""Resource limits on input written by strangers: one place for every bound cardbench enforces.
+"""Resource limits on inputs written by strangers, in one place.
 
-Every reader checks the relevant limit *before* the work it bounds (a header's declared size before
-decompressing, an archive's listing before extracting), and a refusal is one line naming the file,
-the limit and how to raise it; nothing is written.
+Every limit has a documented default and can be changed with an environment variable (the name is
+``CARDBENCH_`` + the field name in capitals, e.g. ``CARDBENCH_MAX_ARCHIVE_BYTES=4294967296``).
+Code reads the limits in force with :func:`get_limits`; a Python user can pass their own
+:class:`Limits` where a function takes ``limits=``. docs/security.md lists every limit.
 
-Defaults (:class:`Limits`) are far above real cine data (the largest label frame of the Sunnybrook
-sample, 256 x 256 x 11 uint8, is 704 KiB; the seed's Kaggle 2D masks have at most 218 x 256 pixels).
-Each field can be overridden with an environment variable ``CARDBENCH_<FIELD>`` (upper case, e.g.
-``CARDBENCH_MAX_MASK_BYTES=4294967296``), read by :func:`get_limits`; a Python caller passes its own
-``Limits(...)`` or uses :func:`dataclasses.replace` on the defaults.
+A refusal is one line naming the file, the limit and the environment variable that raises it,
+and happens before the damage: archive sizes are checked from the archive's headers before
+anything is extracted and again while extracting (a header may lie); a mask's declared size is
+checked from its header before its data are decompressed, and decompression stops at the cap.
+
+Defaults are far above real cine data (the largest label frame of the Sunnybrook sample,
+256 x 256 x 11 uint8, is 704 KiB; the seed's Kaggle 2D masks have at most 218 x 256 pixels).
 """
 
 from __future__ import annotations
@@ -17,60 +20,81 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
+_MiB = 1 << 20
+_GiB = 1 << 30
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Hard limits on inputs (sizes in bytes).
+    """Hard limits on submitted files (all integers; sizes in bytes).
 
     Attributes:
-        max_file_bytes: size of one mask file on disk (compressed or not). Default 1 GiB.
+        max_archive_bytes: total uncompressed size of a submission archive (.zip/.tar/.tar.gz),
+            default 1 GiB: far above a test split of uint8 masks, far below a zip bomb's GiBs.
+        max_archive_entries: number of entries (files and folders) in a submission archive,
+            default 100,000 (a per-slice PNG submission of a large test split fits).
+        max_compression_ratio: uncompressed / compressed size of any one archive entry, and of a
+            whole .tar.gz, default 2,000. Deflate (zip, gzip) cannot exceed about 1,032, which an
+            all-zero mask reaches, so this refuses bzip2/LZMA bombs; deflate bombs are stopped by
+            ``max_archive_bytes``.
+        max_meta_bytes: size of submission.yaml, default 64 KiB.
+        max_meta_depth: nesting depth of submission.yaml (mappings and lists), default 20.
+        max_meta_nodes: values in submission.yaml after expanding YAML aliases (``*name``),
+            default 10,000 (a 1 kB "billion laughs" expands to 10^9).
+        max_report_lines: problem lines printed by a command before "... and K more problems",
+            default 50.
+        max_file_bytes: size of one mask file on disk (compressed or not), default 1 GiB.
         max_mask_bytes: size of one mask's decoded data (voxels x bytes per voxel) and, for a
-            compressed file, of what decompression may produce. Default 512 MiB.
+            compressed file, of what decompression may produce, default 512 MiB.
         max_png_pixels: pixels (width x height) of one PNG mask, checked from its header before
-            decoding. Default 2**26 (8192 x 8192).
-        max_archive_bytes: total uncompressed size of a submission archive. Default 8 GiB.
-        max_archive_entries: number of entries in a submission archive. Default 100,000.
-        max_archive_ratio: uncompressed / compressed size of an archive entry. Default 1000.
-        max_yaml_bytes: size of a submission.yaml / protocol / label map YAML file. Default 1 MiB.
-        max_yaml_depth: nesting depth of such a YAML file. Default 32.
-        max_problem_lines: problem lines printed before a count of the rest. Default 200.
+            decoding, default 2**26 (8192 x 8192).
     """
 
-    max_file_bytes: int = 1 * GiB
-    max_mask_bytes: int = 512 * MiB
-    max_png_pixels: int = 2 ** 26
-    max_archive_bytes: int = 8 * GiB
+    max_archive_bytes: int = _GiB
     max_archive_entries: int = 100_000
-    max_archive_ratio: int = 1000
-    max_yaml_bytes: int = 1 * MiB
-    max_yaml_depth: int = 32
-    max_problem_lines: int = 200
+    max_compression_ratio: int = 2_000
+    max_meta_bytes: int = 64 * 1024
+    max_meta_depth: int = 20
+    max_meta_nodes: int = 10_000
+    max_report_lines: int = 50
+    max_file_bytes: int = _GiB
+    max_mask_bytes: int = 512 * _MiB
+    max_png_pixels: int = 2 ** 26
+
+    @staticmethod
+    def env_name(field: str) -> str:
+        """The environment variable that overrides ``field`` (``CARDBENCH_<FIELD>``)."""
+        return "CARDBENCH_" + field.upper()
 
     @classmethod
-    def from_env(cls, environ: "dict[str, str] | None" = None) -> "Limits":
-        """Defaults overridden by ``CARDBENCH_<FIELD>`` environment variables (integers).
+    def from_env(cls, environ: dict | None = None) -> "Limits":
+        """Defaults, overridden by ``CARDBENCH_<FIELD>`` environment variables.
 
         Raises:
-            ValueError: a variable that is not a positive integer (the message names it).
+            ValueError: a variable is not a positive integer (the message names it).
         """
         env = os.environ if environ is None else environ
-        kw = {}
+        values = {}
         for f in dataclasses.fields(cls):
-            var = f"CARDBENCH_{f.name.upper()}"
-            if var in env:
-                try:
-                    val = int(env[var])
-                except ValueError:
-                    raise ValueError(f"{var}={env[var]!r}: not an integer; give a positive whole number") from None
-                if val <= 0:
-                    raise ValueError(f"{var}={val}: must be positive")
-                kw[f.name] = val
-        return cls(**kw)
+            name = cls.env_name(f.name)
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                v = int(raw.strip().replace("_", ""))
+            except ValueError:
+                v = -1
+            if v <= 0:
+                raise ValueError(f"environment variable {name}={raw!r}: must be a positive integer "
+                                 f"(default {f.default})")
+            values[f.name] = v
+        return cls(**values)
 
 
 def get_limits() -> Limits:
-    """The limits in force: :class:`Limits` defaults with environment overrides."""
+    """The limits in force: :class:`Limits` defaults overridden by the environment (read on each call).
+
+    Raises:
+        ValueError: an override is not a positive integer.
+    """
     return Limits.from_env()

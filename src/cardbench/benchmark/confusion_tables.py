@@ -39,6 +39,9 @@ KNOWN_REFERENCES: dict[str, tuple[str, str, str]] = {
     "scaled_masks_TR": ("cmr-7t-tr", "ankenbrand2021", "TR"),  # second observer as reference: own benchmark
     "own_masks": ("kaggle-dsb-manual-masks", "ankenbrand2021", "manual"),
 }
+#: largest pixel count accepted in one cell: 2^31 - 1 pixels in one 2D image (46,341 x 46,341) is far
+#: beyond any MR image; larger values are corrupt and would overflow a sum of counts.
+MAX_COUNT = 2**31 - 1
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "validation": "val", "test": "test"}
 
 
@@ -59,8 +62,9 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
         reference and prediction method names, classes present, sha256, rows).
 
     Raises:
-        ValidationError: missing columns, negative or non-integer counts, unparseable image names,
-            duplicate images, inconsistent per-image totals; one problem per line.
+        ValidationError: missing columns (or no foreground label pair), a header without rows,
+            counts that are negative, not integers, or above :data:`MAX_COUNT` (each named by its
+            row), unparseable image names, duplicate images; one problem per line.
     """
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
@@ -69,7 +73,8 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
         data = Path(source).read_bytes()
     sep = "," if name.lower().endswith(".csv") else "\t"
     try:
-        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype={"image": str, "set": str})
+        # as text: a count is checked as written (2^70 or 1e300 must not pass through a float or overflow)
+        df = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False)
     except Exception as e:
         raise ValidationError([Problem(name, f"cannot parse as a table ({e})",
                                        "give a tab-separated confusion table (see the README)", "unreadable")])
@@ -78,20 +83,34 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
     labels = sorted({_LABELS[p] for c in count_cols for p in c.split("_", 1)})
     need = {f"{a}_{b}" for a in _LABELS for b in _LABELS if _LABELS[a] in labels and _LABELS[b] in labels}
     miss = sorted(need - set(count_cols))
+    if labels == [0] or not count_cols:  # only bg_bg: no class to score
+        miss = sorted({"bg_lv", "lv_bg", "lv_lv"} - set(count_cols)) + ["(or the my/rv pairs)"]
     if "image" not in df.columns or miss or not count_cols:
         problems.append(Problem(name, f"missing columns: {(['image'] if 'image' not in df.columns else []) + miss}",
                                 "a confusion table needs 'image' and one column per label pair "
                                 "(bg_bg, bg_lv, ..., my_my)", "metadata"))
         raise ValidationError(problems)
+    if df.empty:
+        raise ValidationError([Problem(name, "has a header but no rows: no image to score",
+                                       "give one row per 2D image (see the README)", "metadata")])
     counts = pd.DataFrame({c: 0 for c in COUNT_COLUMNS}, index=df.index)
     for c in count_cols:
         a, b = c.split("_", 1)
-        col = pd.to_numeric(df[c], errors="coerce")
-        bad = df.index[col.isna() | (col < 0) | (col != col.round())]
+        text = df[c].astype(str).str.strip()
+        col = pd.to_numeric(text, errors="coerce").astype("float64")
+        # exact integers only: a float column cannot tell 2^70 from 2^70 + 1, and int64 overflows silently
+        exact = text.str.fullmatch(r"\d+(\.0*)?")
+        big = exact & (text.str.split(".").str[0].str.len() > len(str(MAX_COUNT)))
+        bad = df.index[col.isna() | (col < 0) | (col != col.round()) | (col > MAX_COUNT) | big
+                       | (~exact & ~col.isna() & (col >= 0) & (col == col.round()))]
         for i in bad[:5]:
-            problems.append(Problem(f"{name} row {i + 2}", f"column {c} holds '{df.at[i, c]}', not a count",
-                                    "counts must be non-negative integers", "metadata"))
-        counts[f"c{_LABELS[a]}{_LABELS[b]}"] = col.fillna(0).astype("int64")
+            problems.append(Problem(f"{name} row {i + 2}", f"column {c} holds '{df.at[i, c]}', not a pixel count",
+                                    f"counts must be integers from 0 to {MAX_COUNT}", "metadata"))
+        if len(bad) > 5:
+            problems.append(Problem(name, f"{len(bad) - 5} more rows of column {c} hold values that are not "
+                                    "pixel counts", f"counts must be integers from 0 to {MAX_COUNT}", "metadata"))
+        if len(bad) == 0:
+            counts[f"c{_LABELS[a]}{_LABELS[b]}"] = col.astype("int64")
     keys = []
     for i, img in enumerate(df["image"].astype(str)):
         nm = img if img.lower().endswith(".png") else img + ".png"

@@ -79,6 +79,8 @@ BENCHMARK_FILE = "benchmark.json"
 INDEX_FILE = "index.json"
 ENTRIES = "entries"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,119}$")
+#: device names Windows reserves in any folder, with or without an extension (con, con.txt, ...).
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 #: submission.yaml keys shown in tables (any other key is kept as well).
 META_KEYS = ("name", "label", "team", "method", "training_data", "url", "label_map", "added", "source",
              "published", "reference_path", "predictions_path")
@@ -130,6 +132,9 @@ def check_name(name: str, what: str = "entry name") -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise LeaderboardError(f"invalid {what} {name!r}: use letters, digits, '.', '_', '+', '-' "
                                f"(starting with a letter or digit), e.g. {safe_name(str(name))!r}")
+    if name.split(".")[0].lower() in _WINDOWS_RESERVED or name.endswith("."):
+        raise LeaderboardError(f"invalid {what} {name!r}: reserved as a file name on Windows (or ends with '.'); "
+                               f"choose another, e.g. {name.rstrip('.') + '_1'!r}")
     return name
 
 
@@ -296,16 +301,46 @@ def read_per_case(folder: Path) -> pd.DataFrame:
             raise LeaderboardError(f"{pq}: reading Parquet needs pyarrow ({e}); pip install pyarrow "
                                    "(it comes with cardbench[dashboard])") from None
     elif csv.exists():
-        df = pd.read_csv(csv, dtype={"subject": str, "phase": str, "split": str, "status": str, "class": str})
+        try:
+            df = pd.read_csv(csv, dtype={"subject": str, "phase": str, "split": str, "status": str, "class": str})
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+            raise LeaderboardError(f"{csv}: not a readable table ({str(e).splitlines()[0]}); the entry is "
+                                   "corrupt: remove it and add it again") from None
     else:
         df = None
     if df is not None:
+        _check_per_case(df, pq if pq.exists() else csv)
         for c in ("phase", "split"):  # empty = unknown; never NaN, so tables and group-bys show it
             if c in df.columns:
                 df[c] = df[c].fillna("").astype(str)
         return df
     raise FileNotFoundError(f"{folder}: no per_case.csv or per_case.parquet; the entry is incomplete, "
                             "remove it and add it again")
+
+
+#: columns every per-case table has; metric columns (dice, iou, hd95, ...) must be numbers.
+PER_CASE_REQUIRED = ("level", "subject", "class", "status", "dice")
+_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file",
+                  "pred_file", "reason", "note"}
+
+
+def _check_per_case(df: pd.DataFrame, path: Path) -> None:
+    """Raise LeaderboardError (naming ``path``) unless ``df`` has the required columns, at least one row,
+    and numbers (or blanks) in every metric and count column."""
+    miss = [c for c in PER_CASE_REQUIRED if c not in df.columns]
+    if miss:
+        raise LeaderboardError(f"{path}: missing columns {miss}; the entry is corrupt: remove it and add it again")
+    if df.empty:
+        raise LeaderboardError(f"{path}: no rows; the entry is corrupt: remove it and add it again")
+    for c in df.columns:
+        if c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = df.index[num.isna() & df[c].notna()]
+        if len(bad):
+            i = bad[0]
+            raise LeaderboardError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
+                                   "numbers belong; the entry is corrupt: remove it and add it again")
 
 
 _STANDARD_FILES = {"summary.json", "per_case.csv", "per_case.parquet", "per_subject.csv", "aggregates.csv",
@@ -389,6 +424,15 @@ class Leaderboard:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser() if root is not None else default_root()
+        #: corrupt files found while reading: path -> why (the entry or benchmark was skipped).
+        self.skipped: dict[str, str] = {}
+
+    def problems(self, bench: str | None = None) -> list[str]:
+        """One line per corrupt benchmark, entry or marker found so far (of ``bench`` when given): what was
+        skipped and why. Reading never fails on one bad entry; this says what was left out."""
+        pre = None if bench is None else str(self.root / bench)
+        return [f"skipped {p}: {why}" for p, why in self.skipped.items()
+                if pre is None or p == pre or p.startswith(pre + os.sep)]
 
     def __repr__(self) -> str:
         return f"Leaderboard({str(self.root)!r})"
@@ -413,13 +457,28 @@ class Leaderboard:
         if not f.is_file():
             have = ", ".join(self.benchmark_ids()) or "none"
             raise LeaderboardError(f"{self.root}: no benchmark '{bench}' (available: {have})")
-        d = json.loads(f.read_text(encoding="utf-8"))
+        try:
+            d = json.loads(f.read_text(encoding="utf-8"))
+            if not isinstance(d, dict) or not isinstance(d.get("protocol", {}), dict) or \
+                    not isinstance(d.get("dataset", {}), dict):
+                raise ValueError("not a JSON object with dataset and protocol objects")
+        except (OSError, ValueError) as e:
+            why = f"{f}: corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            self.skipped[str(path)] = why
+            raise LeaderboardError(f"{why}; restore it from a backup, or remove the benchmark folder "
+                                   "(its entries can be added again)") from None
         return BenchmarkInfo(bench, path, d.get("dataset", {}), d.get("split", "all"), d.get("protocol", {}),
                              len(self.entry_names(bench)))
 
     def benchmarks(self) -> list[BenchmarkInfo]:
-        """All benchmarks."""
-        return [self.benchmark(b) for b in self.benchmark_ids()]
+        """All readable benchmarks (a corrupt benchmark.json is skipped and named by :meth:`problems`)."""
+        out = []
+        for b in self.benchmark_ids():
+            try:
+                out.append(self.benchmark(b))
+            except LeaderboardError:
+                continue
+        return out
 
     def entry_names(self, bench: str) -> list[str]:
         """Names of the complete entries of ``bench`` (hidden temporary folders ignored), sorted."""
@@ -471,15 +530,40 @@ class Leaderboard:
 
     # ---- index (derived cache of metadata and aggregates)
 
-    def _index_record(self, bench: str, name: str) -> dict:
+    def _entry_stamp(self, bench: str, name: str) -> list[int]:
+        """mtime (ns) and size of summary.json and of the per-case table: the index record is rebuilt
+        (and checked again) when either changes."""
         path = self.root / bench / ENTRIES / name
         st = os.stat(path / "summary.json")
-        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        meta = _read_yaml(path / "submission.yaml")
+        out = [st.st_mtime_ns, st.st_size]
+        for f in ("per_case.parquet", "per_case.csv"):
+            try:
+                pst = os.stat(path / f)
+            except OSError:
+                continue
+            out += [pst.st_mtime_ns, pst.st_size]
+            break
+        return out
+
+    def _index_record(self, bench: str, name: str) -> dict:
+        """The index record of one entry; raises LeaderboardError when the entry is corrupt."""
+        path = self.root / bench / ENTRIES / name
+        stamp = self._entry_stamp(bench, name)
+        try:
+            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LeaderboardError(f"{path / 'summary.json'}: not readable JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(summary, dict):
+            raise LeaderboardError(f"{path / 'summary.json'}: not a JSON object")
         results = summary.get("results") or []
         counts = summary.get("counts") or {}
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) or \
+                not isinstance(counts, dict) or not isinstance(summary.get("clinical") or {}, dict):
+            raise LeaderboardError(f"{path / 'summary.json'}: results/counts/clinical have the wrong type")
+        read_per_case(path)  # raises LeaderboardError / FileNotFoundError naming the table
+        meta = _read_yaml(path / "submission.yaml")
         return {
-            "stamp": [st.st_mtime_ns, st.st_size],
+            "stamp": stamp,
             "meta": meta,
             "counts": {k: counts.get(k) for k in ("subjects", "volumes", "images")},
             "classes": summary.get("classes") or [],
@@ -516,11 +600,16 @@ class Leaderboard:
         for n in names:
             rec = records.get(n)
             try:
-                st = os.stat(bdir / ENTRIES / n / "summary.json")
+                stamp = self._entry_stamp(bench, n)
             except OSError:
                 continue
-            if rec is None or rec.get("stamp") != [st.st_mtime_ns, st.st_size]:
-                records[n] = self._index_record(bench, n)
+            if rec is None or rec.get("stamp") != stamp:
+                try:
+                    records[n] = self._index_record(bench, n)
+                except (LeaderboardError, FileNotFoundError, OSError) as e:
+                    # one corrupt entry is skipped and named; the benchmark stays readable
+                    self.skipped[str(bdir / ENTRIES / n)] = str(e)
+                    records.pop(n, None)
                 changed.add(n)
         records = {n: records[n] for n in names if n in records}
         if changed and write:
@@ -667,8 +756,14 @@ class Leaderboard:
             want["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             atomic_write_text(f, to_json(want) + "\n")
             return
-        have = json.loads(f.read_text(encoding="utf-8"))
-        hp = have.get("protocol", {})
+        try:
+            have = json.loads(f.read_text(encoding="utf-8"))
+            hp = have.get("protocol", {})
+            if not isinstance(hp, dict):
+                raise ValueError("protocol is not an object")
+        except (ValueError, AttributeError) as e:  # never overwrite a benchmark we cannot read
+            raise LeaderboardError(f"{f}: corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing "
+                                   "was added: restore it from a backup, or remove the benchmark folder") from None
         if (hp.get("version"), hp.get("policy"), hp.get("level"), hp.get("aggregation")) != \
                 (proto.get("version"), proto.get("policy"), proto.get("level"), proto.get("aggregation")):
             raise LeaderboardError(
@@ -736,11 +831,23 @@ class Leaderboard:
     # ---- pre-filling
 
     def marker(self) -> dict:
-        """Content of the root marker file (format, pre-filled sources)."""
-        try:
-            return json.loads((self.root / MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        """Content of the root marker file (format, pre-filled sources).
+
+        A missing marker reads as "nothing pre-filled yet". A marker that exists but is not readable
+        JSON (or not an object) reads with ``"corrupt"`` set to the reason: it is not known which
+        published entries the user removed, so :meth:`prefill` adds nothing until ``force``.
+        """
+        f = self.root / MARKER
+        if not f.exists():
             return {"format": FORMAT_VERSION, "prefilled": {}}
+        try:
+            d = json.loads(f.read_text(encoding="utf-8"))
+            if not isinstance(d, dict) or not isinstance(d.get("prefilled", {}), dict):
+                raise ValueError("not a JSON object with a 'prefilled' object")
+            return d
+        except (OSError, ValueError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return {"format": FORMAT_VERSION, "prefilled": {}, "corrupt": why}
 
     def prefill(self, sources: Iterable[str] | None = None, *, force: bool = False,
                 progress: bool = False) -> list[Entry]:
@@ -766,6 +873,12 @@ class Leaderboard:
         self.root.mkdir(parents=True, exist_ok=True)
         with _locked(self.root):
             marker = self.marker()
+            if marker.get("corrupt") and not force:
+                self.skipped[str(self.root / MARKER)] = (
+                    f"corrupt ({marker['corrupt']}); published entries were not added again, so none you "
+                    f"removed comes back. Fix: `cardbench leaderboard prefill {self.root} --force` re-adds them all")
+                return added
+            marker.pop("corrupt", None)
             todo = [k for k in keys if force or k not in marker.get("prefilled", {})]
             if not todo:
                 return added

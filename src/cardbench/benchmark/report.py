@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cardbench.benchmark.results import ScoreResult
@@ -27,8 +28,8 @@ def summary_table(result: ScoreResult, groupings: tuple[str, ...] = ("all", "spl
     """A rich table: one row per group and class, one column per metric (mean [95 % CI])."""
     s = result.summary
     proto = s["protocol"]
-    title = (f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}"
-             f"  |  protocol {proto['name']} v{proto['version']}")
+    title = escape(f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}"
+                   f"  |  protocol {proto['name']} v{proto['version']}")  # user text: no markup
     agg = result.aggregates
     metrics = [m for m in proto["metrics"] if m in set(agg["metric"])]
     t = Table(title=title, title_justify="left")
@@ -66,15 +67,16 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
     if (ct := clinical_rich_table(result.summary)) is not None:
         console.print(ct)
     elif (cb := result.summary.get("clinical")) and cb.get("reason"):
-        console.print(f"clinical indices (EDV, ESV, EF, LV mass): not available: {cb['reason']}", highlight=False)
+        console.print(f"clinical indices (EDV, ESV, EF, LV mass): not available: {escape(str(cb['reason']))}",
+                      highlight=False)
     st = result.summary["counts"]["status"].get(result.summary["protocol"]["level"], {})
     if st:
         parts = [f"{cls}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for cls, d in st.items()]
         console.print("status counts (" + result.summary["protocol"]["level"] + " level): " + "; ".join(parts))
     for w in result.summary.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/bold yellow] {w}", highlight=False)
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(w))}", highlight=False)
     for n in result.summary.get("notes", []):
-        console.print(f"[yellow]note:[/yellow] {n}")
+        console.print(f"[yellow]note:[/yellow] {escape(str(n))}")
 
 
 def reproduction_table(table: pd.DataFrame) -> Table:

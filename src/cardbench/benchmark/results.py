@@ -79,7 +79,7 @@ class ScoreResult:
 
         An existing ``out`` is replaced only if it is empty or a folder cardbench wrote (see
         :func:`cardbench._util.atomic_dir`) and ``overwrite`` is True; any other folder is left
-        alone. ``out`` may not be, or contain, the scored predictions or reference.
+        alone. ``out`` may not be, contain, or lie inside the scored predictions or reference.
 
         Raises:
             FileExistsError: ``out`` exists and may not be replaced.
@@ -94,6 +94,9 @@ class ScoreResult:
                 if src == target or target in src.parents:
                     raise ValueError(f"{out}: is or contains the {role} ({src}); write the results to "
                                      "another folder")
+                if src.is_dir() and src in target.parents:  # results would become part of the inputs
+                    raise ValueError(f"{out}: inside the {role} folder ({src}); write the results to a folder "
+                                     "outside it")
         with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
             self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")

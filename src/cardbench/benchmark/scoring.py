@@ -538,8 +538,10 @@ def score(
             notes.extend(r.get("notes", []))
             for k in hashes:
                 hashes[k].update(r["hashes"][k])
-        if problems:
-            raise ValidationError(problems)
+        if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
+            problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
+        if problems:  # paths inside an extracted archive are named archive.zip:inner/path
+            raise ValidationError([sub.display_problem(p) for p in problems])
         counts = pd.DataFrame.from_records(rows)
         for c in ("ref_file", "pred_file"):
             counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
@@ -577,12 +579,33 @@ def score(
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
         warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
                                       ref.label_map, space)
+        warnings += _partial_annotation(counts, ref, classes_scored)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},
             submission=submission, label_map=pred_map, inputs=inputs, notes=collapse_notes(notes), split=split,
             extra={"warnings": warnings},
         )
+
+
+def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str]) -> list[str]:
+    """Warnings for classes drawn in some frames of a subject and absent from frames where others are drawn
+    (see :func:`cardbench.datasets.reference.partial_annotation_warnings`); frames declared in annotations.csv
+    are trusted."""
+    from cardbench.datasets.reference import partial_annotation_warnings
+
+    if counts.empty or "frame" not in counts.columns:
+        return []
+    vox: dict = {}
+    for (s, f), g in counts.groupby(["subject", "frame"], sort=False, dropna=False):
+        f = None if pd.isna(f) else int(f)
+        d = {}
+        for c in classes:
+            lab = CLASSES.index(c) + 1
+            cols = [f"c{lab}{p}" for p in range(4) if f"c{lab}{p}" in g.columns]
+            d[c] = int(g[cols].to_numpy().sum()) if cols else 0
+        vox[(str(s), f)] = d
+    return partial_annotation_warnings(vox, ref.annotations, str(ref.root / "annotations.csv"))
 
 
 def _rel(path: str, root: Path) -> str:

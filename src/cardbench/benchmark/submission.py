@@ -15,6 +15,7 @@ Archives are extracted into a temporary folder with path-traversal protection.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 import tempfile
@@ -69,6 +70,19 @@ class Submission:
                 return n[: -len(suf)]
         return n
 
+    def display(self, text: str) -> str:
+        """``text`` with paths inside the temporary extraction folder named as the user knows them,
+        ``archive.zip:inner/path`` (the temporary folder is deleted once the submission is closed)."""
+        if not self._tmp:
+            return text
+        return text.replace(self._tmp.rstrip("/") + "/", f"{self.source}:").replace(self._tmp, f"{self.source}:")
+
+    def display_problem(self, p: Problem) -> Problem:
+        """:meth:`display` applied to a problem's file and text."""
+        if not self._tmp:
+            return p
+        return Problem(self.display(p.file), self.display(p.problem), p.fix, p.kind)
+
     def close(self) -> None:
         """Delete the temporary extraction folder (archives only)."""
         if self._tmp:
@@ -82,52 +96,229 @@ class Submission:
         self.close()
 
 
-def _extract(archive: Path, dest: Path) -> None:
+def _limit_error(archive: Path, what: str, field: str, value: int) -> SubmissionError:
+    from cardbench.limits import Limits
+
+    return SubmissionError(f"{archive}: {what}; nothing was extracted or scored. Fix: split the submission, "
+                           f"or raise the limit with {Limits.env_name(field)} (now {value})")
+
+
+def _copy_limited(src, dst: Path, declared: int, budget: list[int], archive: Path, member: str,
+                  limits) -> None:
+    """Copy one archive member to ``dst`` in 1 MiB chunks, stopping as soon as it writes more than its
+    header declared or the archive's total budget (``budget[0]`` bytes left) runs out."""
+    written = 0
+    with open(dst, "wb") as out:
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > declared:
+                raise SubmissionError(f"{archive}: entry '{member}' holds more data than its header declares "
+                                      f"({declared} bytes); the archive is corrupt or crafted. Fix: re-create it")
+            if written > budget[0]:
+                raise _limit_error(archive, "uncompressed size exceeds the limit of "
+                                   f"{limits.max_archive_bytes} bytes", "max_archive_bytes",
+                                   limits.max_archive_bytes)
+            out.write(chunk)
+    budget[0] -= written
+
+
+def _safe_target(dest: Path, name: str, archive: Path) -> Path:
+    p = Path(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")) or (p.parts and ":" in p.parts[0]):
+        raise SubmissionError(f"{archive}: unsafe path '{name}' in archive; "
+                              "re-create it with relative paths only")
+    return dest / p
+
+
+def _extract(archive: Path, dest: Path, limits=None) -> None:
+    """Extract ``archive`` into ``dest`` within ``limits`` (default :func:`cardbench.limits.get_limits`).
+
+    Sizes, entry count and compression ratio are checked from the headers before anything is written
+    and enforced again while copying (a header may lie). Only plain files and folders are extracted.
+
+    Raises:
+        SubmissionError: corrupt or unsafe archive, two entries of one name, or a limit exceeded.
+    """
+    from cardbench.limits import get_limits
+
+    lim = limits or get_limits()
     name = archive.name.lower()
+    budget = [lim.max_archive_bytes]
     try:
         if name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    p = Path(info.filename)
-                    if p.is_absolute() or ".." in p.parts:
-                        raise SubmissionError(f"{archive}: unsafe path '{info.filename}' in archive; "
-                                              "re-create it with relative paths only")
-                zf.extractall(dest)
+                infos = zf.infolist()
+                if len(infos) > lim.max_archive_entries:
+                    raise _limit_error(archive, f"{len(infos)} entries exceed the limit of "
+                                       f"{lim.max_archive_entries}", "max_archive_entries", lim.max_archive_entries)
+                seen: set[str] = set()
+                total = 0
+                for info in infos:
+                    _safe_target(dest, info.filename, archive)
+                    key = info.filename.replace("\\", "/").rstrip("/")
+                    if key in seen:
+                        raise SubmissionError(f"{archive}: two entries named '{info.filename}'; which one is the "
+                                              "prediction is ambiguous. Fix: re-create the archive with one "
+                                              "file per name")
+                    seen.add(key)
+                    total += info.file_size
+                    if info.file_size > lim.max_compression_ratio * max(info.compress_size, 1) and \
+                            info.file_size > (1 << 20):
+                        raise _limit_error(archive, f"entry '{info.filename}' expands {info.compress_size} "
+                                           f"bytes to {info.file_size} (ratio above "
+                                           f"{lim.max_compression_ratio}: a compression bomb)",
+                                           "max_compression_ratio", lim.max_compression_ratio)
+                if total > lim.max_archive_bytes:
+                    raise _limit_error(archive, f"uncompressed size {total} bytes (declared by its headers) "
+                                       f"exceeds the limit of {lim.max_archive_bytes} bytes",
+                                       "max_archive_bytes", lim.max_archive_bytes)
+                for info in infos:
+                    target = _safe_target(dest, info.filename, archive)
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src:
+                        _copy_limited(src, target, info.file_size, budget, archive, info.filename, lim)
         else:
             with tarfile.open(archive) as tf:
-                for m in tf.getmembers():
-                    p = Path(m.name)
-                    if p.is_absolute() or ".." in p.parts or m.issym() or m.islnk():
-                        raise SubmissionError(f"{archive}: unsafe member '{m.name}' (absolute, '..' or link); "
-                                              "re-create the archive with plain files and relative paths")
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(dest, filter="data")
-                else:  # Python < 3.10.12: members were checked above
-                    tf.extractall(dest)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+                members = []
+                total = 0
+                seen = set()
+                for m in tf:  # streams through the headers; stops at the first limit
+                    if len(members) >= lim.max_archive_entries:
+                        raise _limit_error(archive, f"more than {lim.max_archive_entries} entries",
+                                           "max_archive_entries", lim.max_archive_entries)
+                    if m.issym() or m.islnk() or not (m.isfile() or m.isdir()):
+                        raise SubmissionError(f"{archive}: unsafe member '{m.name}' (absolute, '..', link or "
+                                              "device); re-create the archive with plain files and relative paths")
+                    _safe_target(dest, m.name, archive)
+                    key = m.name.rstrip("/")
+                    if m.isfile() and key in seen:
+                        raise SubmissionError(f"{archive}: two entries named '{m.name}'; which one is the "
+                                              "prediction is ambiguous. Fix: re-create the archive with one "
+                                              "file per name")
+                    seen.add(key)
+                    total += m.size
+                    if total > lim.max_archive_bytes:
+                        raise _limit_error(archive, f"uncompressed size (declared by its headers) exceeds the "
+                                           f"limit of {lim.max_archive_bytes} bytes", "max_archive_bytes",
+                                           lim.max_archive_bytes)
+                    members.append(m)
+                packed = max(archive.stat().st_size, 1)
+                if total > (1 << 20) and total > lim.max_compression_ratio * packed:
+                    raise _limit_error(archive, f"expands {packed} bytes to {total} (ratio above "
+                                       f"{lim.max_compression_ratio}: a compression bomb)",
+                                       "max_compression_ratio", lim.max_compression_ratio)
+                for m in members:
+                    target = _safe_target(dest, m.name, archive)
+                    if m.isdir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tf.extractfile(m)
+                    if src is None:
+                        continue
+                    with src:
+                        _copy_limited(src, target, m.size, budget, archive, m.name, lim)
+    except SubmissionError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, OSError, NotImplementedError,
+            RuntimeError, ValueError) as e:
+        import errno
+
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise SubmissionError(f"{archive}: no space left on the temporary disk while extracting; nothing "
+                                  "was scored. Fix: free space or set TMPDIR to a larger disk") from e
         raise SubmissionError(f"{archive}: cannot extract archive ({e}); check that it is complete "
                               "(re-download or re-create it)") from e
 
 
-def _read_meta(path: Path, problems: list[Problem]) -> dict:
+def _yaml_limits_problem(text: str, lim) -> tuple[str, str] | None:
+    """Check YAML nesting depth and alias expansion on the event stream (no recursion, no objects built).
+
+    Returns (problem text, name of the limit), or None. The expanded size counts each value once per place it appears after
+    replacing every alias (``*a``) by its anchor's content, computed without expanding anything.
+    """
     import yaml
 
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]  # [anchor, expanded node count]
+    total_nodes = 0
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([ev.anchor, 1])
+            if len(stack) - 1 > lim.max_meta_depth:
+                return (f"nested deeper than {lim.max_meta_depth} levels", "max_meta_depth")
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, n = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = n
+            stack[-1][1] += n
+        elif isinstance(ev, yaml.ScalarEvent):
+            if ev.anchor is not None:
+                sizes[ev.anchor] = 1
+            stack[-1][1] += 1
+        elif isinstance(ev, yaml.AliasEvent):
+            stack[-1][1] += sizes.get(ev.anchor, 1)
+        else:
+            continue
+        total_nodes = stack[0][1] + sum(s[1] for s in stack[1:])
+        if total_nodes > lim.max_meta_nodes:
+            return (f"more than {lim.max_meta_nodes} values after expanding YAML aliases (an alias bomb?)",
+                    "max_meta_nodes")
+    return None
+
+
+def _read_meta(path: Path, problems: list[Problem], display: str | None = None, limits=None) -> dict:
+    import yaml
+
+    from cardbench.limits import Limits, get_limits
+
+    lim = limits or get_limits()
+    shown = display or str(path)
+
+    def refuse(what: str, fix: str) -> dict:
+        problems.append(Problem(shown, what, fix, "metadata"))
+        return {}
+
     try:
-        meta = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        size = path.stat().st_size
+        if size > lim.max_meta_bytes:
+            return refuse(f"{size} bytes exceed the limit of {lim.max_meta_bytes} for submission.yaml",
+                          f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
+        with path.open("rb") as fh:
+            raw = fh.read(lim.max_meta_bytes + 1)
+        text = raw.decode("utf-8")
+    except PermissionError:
+        return refuse("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
+    except UnicodeDecodeError:
+        return refuse("not UTF-8 text", "save it as UTF-8 (see the README's submission.yaml example)")
+    except OSError as e:
+        return refuse(f"cannot be read ({e.strerror or e})", "check the file")
+    try:
+        bad = _yaml_limits_problem(text, lim)
+        if bad is not None:
+            return refuse(bad[0], f"write plain keys and values, or raise {Limits.env_name(bad[1])}")
+        meta = yaml.safe_load(text) or {}
+    except RecursionError:
+        return refuse(f"nested deeper than {lim.max_meta_depth} levels",
+                      "write plain keys and values")
+    except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        problems.append(Problem(str(path), f"not valid YAML{where}: {what}",
-                                "fix the syntax (see the README's submission.yaml example)", "metadata"))
-        return {}
+        return refuse(f"not valid YAML{where}: {what}",
+                      "fix the syntax (see the README's submission.yaml example)")
     if not isinstance(meta, dict):
-        problems.append(Problem(str(path), "must be a mapping of keys (name, team, method, ...)",
-                                "see the README's submission.yaml example", "metadata"))
-        return {}
-    unknown = sorted(set(meta) - _ALLOWED_META_KEYS)
+        return refuse("must be a mapping of keys (name, team, method, ...)",
+                      "see the README's submission.yaml example")
+    unknown = sorted(set(map(str, meta)) - _ALLOWED_META_KEYS)
     if unknown:
-        problems.append(Problem(str(path), f"unknown keys {unknown}",
+        problems.append(Problem(shown, f"unknown keys {unknown}",
                                 f"use only {sorted(_ALLOWED_META_KEYS)}", "metadata"))
     return meta
 
@@ -165,15 +356,24 @@ def load_submission(path: str | Path) -> Submission:
     problems: list[Problem] = []
     meta: dict = {}
     meta_path = None
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
+    walk_errors: list[OSError] = []
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
+    tmp_shown = Submission(source=source, root=root, files={}, _tmp=tmp)
+    for e in walk_errors:
+        why = "permission denied" if isinstance(e, PermissionError) else (e.strerror or str(e))
+        problems.append(Problem(tmp_shown.display(str(e.filename or root)),
+                                f"folder cannot be read ({why}); its files would be reported as missing",
+                                "make it readable (chmod -R a+rX) or remove it", "unreadable"))
+    for p in sorted(found):
         # a dangling link (git-annex content not retrieved) is kept, so reading it says so
-        if not (p.is_file() or (p.is_symlink() and not p.exists())) or \
-                any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
+        if not (p.is_file() or (p.is_symlink() and not p.exists())):
             continue
         if p.name in _META_NAMES and p.parent == root:
             meta_path = p
-            meta = _read_meta(p, problems)
+            meta = _read_meta(p, problems, display=tmp_shown.display(str(p)))
             continue
         if mask_format(p) is None:
             ignored.append(p)
@@ -181,7 +381,7 @@ def load_submission(path: str | Path) -> Submission:
         try:
             key = parse_case_name(p)
         except ValueError as e:
-            problems.append(Problem(str(p), str(e).split(": ", 1)[-1].split("; ")[0],
+            problems.append(Problem(tmp_shown.display(str(p)), str(e).split(": ", 1)[-1].split("; ")[0],
                                     str(e).split("; ", 1)[-1], "name"))
             continue
         files.setdefault(key, []).append(p)

@@ -2,8 +2,8 @@
 
 Each part registers its commands from its own module: ``cli/score.py`` (score, reproduce, demo),
 ``cli/data.py`` (``cardbench data ...``), ``cli/baseline.py``, ``cli/leaderboard.py``,
-``cli/dashboard.py``. Exit codes: 0 success, 1 error, 2 invalid input (validation problems,
-bad arguments).
+``cli/dashboard.py``. Exit codes (see :mod:`cardbench.cli.errors`): 0 success, 1 failure while
+working, 2 invalid input (validation problems, bad arguments, a limit exceeded).
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import typer
 import typer.main
 
 from cardbench._version import __version__
+from cardbench.cli.errors import CardbenchGroup
 
 app = typer.Typer(
     name="cardbench",
+    cls=CardbenchGroup,
     help="Open benchmark and data-release toolkit for cardiac cine MRI segmentation.",
     no_args_is_help=True,
     add_completion=False,

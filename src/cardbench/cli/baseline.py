@@ -12,8 +12,10 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 err = Console(stderr=True)
 
@@ -29,10 +31,7 @@ app.add_typer(baseline_app, name="baseline")
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def torch_missing() -> str | None:
@@ -147,7 +146,7 @@ def train_cmd(
     con.print(_log_table(res.log.tail(10), f"{cfg.name}: last epochs of {len(res.log)}"))
     con.print(f"{res.n_train} training images, {res.n_valid} validation images; schedule "
               + ", ".join(f"{s.name} {s.epochs} ep @ {s.lr:g}{' (frozen)' if s.frozen else ''}" for s in res.schedule))
-    con.print(f"written to [bold]{res.out}[/bold]: model.safetensors, config.json, train_log.csv "
+    con.print(f"written to [bold]{escape(str(res.out))}[/bold]: model.safetensors, config.json, train_log.csv "
               f"({res.seconds:.0f} s)")
 
 
@@ -270,7 +269,7 @@ def predict_cmd(
     except (WeightsError, TrainError) as e:
         _fail(str(e), 1)
     Console().print(f"{res.n_volumes} volumes ({res.n_slices} slices) predicted; {len(res.files)} files and "
-                    f"submission.yaml written to [bold]{res.out}[/bold]\nscore them with  cardbench score {res.out} "
+                    f"submission.yaml written to [bold]{escape(str(res.out))}[/bold]\nscore them with  cardbench score {res.out} "
                     f"--reference {dataset}" + (f" --split {split}" if split != "all" else ""))
 
 
@@ -311,5 +310,5 @@ def import_fastai_cmd(
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in mapped.items()}, str(out),
               metadata={"source": str(state_dict.name), "detected_format": fmt, "encoder": encoder})
-    Console().print(f"{len(mapped)} encoder tensors ({fmt}) written to [bold]{out}[/bold]; use them with "
+    Console().print(f"{len(mapped)} encoder tensors ({fmt}) written to [bold]{escape(str(out))}[/bold]; use them with "
                     f"`cardbench baseline train --init imagenet --encoder-weights {out}`")

@@ -9,15 +9,16 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 @app.command("compare")
@@ -60,7 +61,7 @@ def compare_cmd(
     else:
         con.print("No non-zero difference: no test.")
     for w in info["warnings"]:
-        con.print(f"[yellow]warning:[/yellow] {w}")
+        con.print(f"[yellow]warning:[/yellow] {escape(str(w))}")
     if comp.excluded:
         con.print(f"[yellow]note:[/yellow] {len(comp.excluded)} subject(s) not in both results (or without a value) "
                   f"were left out: {', '.join(comp.excluded[:10])}")
@@ -117,7 +118,7 @@ def volumes_reproduce_cmd(
     pub = table[table["match"].notna()]
     con.print(f"{int(pub['match'].astype(bool).sum())} of {len(pub)} published rows reproduced at 2 decimals (rule seed).")
     if out is not None:
-        con.print(f"written to [bold]{out}[/bold]")
+        con.print(f"written to [bold]{escape(str(out))}[/bold]")
 
 
 @volumes_app.command("score")
@@ -162,7 +163,7 @@ def volumes_score_cmd(
     con.print(agreement_rich_table(res.summary["agreement"], "Agreement with the released volumes "
                                    "(prediction - released)", groupings=("all", "split")))
     if out is not None:
-        con.print(f"written to [bold]{out}[/bold] (summary.json, per_subject.csv, agreement.csv)")
+        con.print(f"written to [bold]{escape(str(out))}[/bold] (summary.json, per_subject.csv, agreement.csv)")
 
 
 @volumes_app.command("choices")

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
 from cardbench.dashboard.serve import streamlit_command  # noqa: F401  (re-exported)
@@ -25,6 +26,9 @@ def dashboard_cmd(
     address: str = typer.Option("127.0.0.1", "--address", help="Address to bind (127.0.0.1: this machine "
                                 "only; 0.0.0.0 exposes it to the network)."),
     open_browser: bool = typer.Option(False, "--open-browser", help="Open a browser tab (default: headless)."),
+    allow_root: Optional[list[Path]] = typer.Option(None, "--allow-root", help="A folder the case drill-down may "
+                                                    "read images and masks from (repeatable). Always allowed: the "
+                                                    "leaderboard folder and cardbench's data folders."),
 ) -> None:
     r"""Start the dashboard: leaderboard, submission, case drill-down, compare and dataset pages.
 
@@ -34,15 +38,27 @@ def dashboard_cmd(
         import plotly  # noqa: F401
         import streamlit  # noqa: F401
     except ImportError as e:
-        err.print(f"[red]error:[/red] the dashboard needs streamlit and plotly ({e}); install them with: "
-                  "pip install 'cardbench[dashboard]'", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        from cardbench.cli.errors import fail
+
+        fail(f"the dashboard needs streamlit and plotly ({e}); install them with: pip install 'cardbench[dashboard]'", 1)
     from cardbench.benchmark.leaderboard import open_leaderboard
 
     lb = open_leaderboard(leaderboard, progress=err.is_terminal)
     argv, env = streamlit_command(lb.root, port, address, headless=not open_browser)
+    if allow_root:
+        import os
+
+        from cardbench.dashboard.images import ALLOW_ENV
+
+        for r in allow_root:
+            if not r.is_dir():
+                from cardbench.cli.errors import fail
+
+                fail(f"--allow-root {r}: not a folder; give an existing folder")
+        extra = [str(r.expanduser().resolve()) for r in allow_root]
+        env[ALLOW_ENV] = os.pathsep.join([p for p in env.get(ALLOW_ENV, "").split(os.pathsep) if p] + extra)
     n = sum(len(lb.entry_names(b)) for b in lb.benchmark_ids())
-    err.print(f"leaderboard [bold]{lb.root}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
+    err.print(f"leaderboard [bold]{escape(str(lb.root))}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
     err.print(f"serving on [bold]http://{address}:{port}[/bold]  (Ctrl+C to stop)")
     proc = subprocess.Popen(argv, env=env)
 

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 data_app = typer.Typer(
     name="data",
@@ -35,8 +36,7 @@ err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def _card(name: str):

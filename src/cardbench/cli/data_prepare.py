@@ -16,13 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cardbench.cli import errors as _errors
+
 out = Console()
 err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def volume_rows(folder: Path) -> list[dict]:
@@ -137,7 +138,7 @@ def prepare_cmd(
                 t.add_row(k, str(v))
             out.print(t)
             err.print(f"log: {Path(out_dir) / 'conversion.log'}; sizes: {Path(out_dir) / 'patient_dimensions.tsv'}",
-                      highlight=False)
+                      highlight=False, markup=False)
             return
         if name == "dicom":
             if dicom is None or out_dir is None:
@@ -149,7 +150,8 @@ def prepare_cmd(
                 typer.echo(json.dumps(res, indent=2, default=str))
             elif not print_path:
                 err.print(f"{res['subject']}: frames {res['frames']} stacked, labels at {res['labelled_frames']}, "
-                          f"ED {res['ed_frame']} ES {res['es_frame']} ({res['ed_es_source']})", highlight=False)
+                          f"ED {res['ed_frame']} ES {res['es_frame']} ({res['ed_es_source']})", highlight=False,
+                          markup=False)
             typer.echo(str(out_dir))
             return
         if out_dir is None:
@@ -172,7 +174,7 @@ def prepare_cmd(
     out.print(volume_table(Path(dest)))
     out.print(contour_agreement(Path(dest)), highlight=False)
     err.print(f"prepared {name} in {dest} (score against it: cardbench score PREDICTIONS --reference {dest})",
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def register(data_app: typer.Typer) -> None:

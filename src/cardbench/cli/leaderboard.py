@@ -9,8 +9,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
+from cardbench.cli import errors as _errors
 
 err = Console(stderr=True)
 lb_app = typer.Typer(name="leaderboard", help="Show, export and edit a leaderboard folder (one folder per "
@@ -30,8 +32,7 @@ class Format(str, Enum):
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    _errors.fail(msg, code)  # one escaped line; exit codes in cardbench.cli.errors
 
 
 def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
@@ -43,6 +44,12 @@ def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
         _fail(f"{folder}: leaderboard folder not found; check the path, or create one with "
               f"`cardbench leaderboard prefill {folder}` or `cardbench score ... --leaderboard {folder} --name NAME`")
     return open_leaderboard(folder, prefill=prefill, progress=err.is_terminal)
+
+
+def _print_problems(lb) -> None:
+    """Name every corrupt benchmark, entry or marker the leaderboard skipped (one line each, stderr)."""
+    for line in lb.problems():
+        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
@@ -82,13 +89,14 @@ def show_cmd(
     out = []
     shown = 0
     for b in _resolve_benchmark(lb, benchmark):
-        info = lb.benchmark(b)
         try:
+            info = lb.benchmark(b)
             df = lb.ranked(b, metric, metrics=extra)
         except LeaderboardError as e:
             if benchmark is not None:
                 _fail(str(e))
-            err.print(f"[yellow]skipped[/yellow] {b}: {e}", highlight=False, soft_wrap=True)
+            if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, below
+                err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         shown += 1
         if fmt == Format.table:
@@ -100,6 +108,7 @@ def show_cmd(
             out.append(df)
         else:
             out.append(render(df, fmt.value, info.title))
+    _print_problems(lb)
     if not out and fmt != Format.table or fmt == Format.table and not shown:
         _fail(f"no benchmark in {lb.root} has the metric '{metric}'; see the skipped lines above")
     if fmt == Format.csv:
@@ -161,7 +170,7 @@ def remove_cmd(
             lb.remove(b, name)
         except LeaderboardError as e:
             _fail(str(e), code=1)
-        Console().print(f"removed [bold]{name}[/bold] from {b}")
+        Console().print(f"removed [bold]{escape(name)}[/bold] from {escape(b)}")
 
 
 @lb_app.command("export")
@@ -182,7 +191,7 @@ def export_cmd(
         written += lb.export(out, b, metric=metric, with_entries=with_entries)
     con = Console()
     for p in written:
-        con.print(f"wrote {p}")
+        con.print(f"wrote {escape(str(p))}")
 
 
 @lb_app.command("prefill")
@@ -198,7 +207,7 @@ def prefill_cmd(
     con = Console()
     for k, s in PREFILL_SOURCES.items():
         con.print(f"[bold]{k}[/bold]: {s.description}")
-    con.print(f"{len(added)} entr{'y' if len(added) == 1 else 'ies'} added to {lb.root}")
+    con.print(f"{len(added)} entr{'y' if len(added) == 1 else 'ies'} added to {escape(str(lb.root))}")
 
 
 @lb_app.command("path")
@@ -228,6 +237,7 @@ def add_to_leaderboard(result, folder: Path, name: Optional[str] = None) -> None
         where = f", rank {r} of {len(df)} by {df.attrs['rank_column']}"
     except (LeaderboardError, IndexError):
         pass
-    err.print(f"added to leaderboard [bold]{lb.root}[/bold] as [bold]{entry.name}[/bold] "
-              f"(benchmark {entry.benchmark}{where}); view it with: cardbench dashboard --leaderboard {lb.root}",
+    err.print(f"added to leaderboard [bold]{escape(str(lb.root))}[/bold] as [bold]{entry.name}[/bold] "
+              f"(benchmark {entry.benchmark}{where}); view it with: cardbench dashboard --leaderboard "
+              f"{escape(str(lb.root))}",
               highlight=False, soft_wrap=True)

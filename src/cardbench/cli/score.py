@@ -9,8 +9,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cardbench.cli import app
+from cardbench.cli.errors import fail as _fail
 
 err = Console(stderr=True)
 
@@ -21,20 +23,21 @@ class ProtocolName(str, Enum):
 
 
 def fail(problems_or_msg, code: int = 2) -> None:
-    """Print problems (one line each) or a message to stderr and exit with ``code``."""
-    if isinstance(problems_or_msg, str):
-        err.print(f"[red]error:[/red] {problems_or_msg}", highlight=False, soft_wrap=True)
-    else:
-        for p in problems_or_msg:
-            err.print(f"[red]error:[/red] {p}", highlight=False, soft_wrap=True)
-        n = len(problems_or_msg)
-        err.print(f"{n} problem{'s' if n != 1 else ''} found; nothing was scored or written.", highlight=False)
-    raise typer.Exit(code)
+    """Print problems (one line each, escaped, at most ``max_report_lines``) or a message to stderr and
+    exit with ``code`` (see :func:`cardbench.cli.errors.fail`)."""
+    _fail(problems_or_msg, code)
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    from cardbench.cli.errors import is_inside
+
+    return is_inside(path, folder)
 
 
 def _default_out(name: str, protocol: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "submission"
-    return Path("cardbench-results") / f"{safe}__{protocol}"
+    from cardbench.cli.errors import safe_name
+
+    return Path("cardbench-results") / f"{safe_name(name)}__{protocol}"
 
 
 @app.command("score")
@@ -80,6 +83,17 @@ def score_cmd(
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     if not predictions.exists():
         fail(f"{predictions}: predictions not found; pass a folder, a .zip/.tar.gz of one, or a confusion table")
+    if leaderboard is not None and name is not None:  # a bad entry name fails before anything is written
+        from cardbench.benchmark.leaderboard import LeaderboardError, check_name
+
+        try:
+            check_name(name)
+        except LeaderboardError as e:
+            fail(f"--name: {e}")
+    if out is not None and not no_save and predictions.is_dir() and _is_inside(out, predictions) \
+            and out.resolve() != predictions.resolve():
+        fail(f"--out {out}: inside the predictions folder {predictions}; results would become part of the "
+             "submission. Fix: choose a folder outside it")
     try:
         if is_confusion_table(predictions):
             result = score_confusion_table(predictions, protocol.value, split=split, classes=cls)
@@ -94,12 +108,25 @@ def score_cmd(
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    if leaderboard is not None and name is None:  # the entry name made from the submission's must be valid
+        from cardbench.benchmark.leaderboard import LeaderboardError, check_name
+        from cardbench.benchmark.leaderboard import safe_name as entry_safe_name
+
+        try:
+            check_name(entry_safe_name(str(result.summary["submission"].get("name") or "submission")))
+        except LeaderboardError as e:
+            fail(f"{e}; give a valid one with --name (nothing was written)")
     if not no_save:
         dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
         try:
             result.write(dest)
         except (FileExistsError, ValueError) as e:
             fail(f"{e} (nothing was written)")
+        except OSError as e:
+            from cardbench.cli.errors import explain
+
+            msg, code = explain(e)
+            fail(f"{msg} (nothing was written)", code)
         result.summary["output"] = str(dest)
     if leaderboard is not None:
         from cardbench.cli.leaderboard import add_to_leaderboard
@@ -112,7 +139,7 @@ def score_cmd(
     con = Console()
     print_summary(result, con)
     if not no_save:
-        con.print(f"results written to [bold]{dest}[/bold] (summary.json, per_case.csv, per_subject.csv, "
+        con.print(f"results written to [bold]{escape(str(dest))}[/bold] (summary.json, per_case.csv, per_subject.csv, "
                   "aggregates.csv)")
 
 

@@ -25,9 +25,9 @@ def root() -> str:
 
 
 @st.cache_resource(show_spinner="Scoring the published entries (first use)...")
-def _prefilled(folder: str) -> bool:
-    open_leaderboard(folder, prefill=True)
-    return True
+def _prefilled(folder: str) -> list[str]:
+    lb = open_leaderboard(folder, prefill=True)
+    return lb.problems()  # e.g. a corrupt pre-fill marker: named on every page
 
 
 def leaderboard() -> Leaderboard:
@@ -38,14 +38,23 @@ def leaderboard() -> Leaderboard:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _benchmarks(folder: str, stamp: tuple) -> list[dict]:
+def _benchmarks_full(folder: str, stamp: tuple) -> tuple[list[dict], list[str]]:
+    from cardbench.benchmark.leaderboard import LeaderboardError
+
     lb = Leaderboard(folder)
     out = []
     for b in lb.benchmark_ids():
-        info = lb.benchmark(b)
+        try:
+            info = lb.benchmark(b)
+        except LeaderboardError:  # corrupt benchmark.json: skipped, named by problems()
+            continue
         out.append({"id": b, "title": info.title, "dataset": info.dataset, "split": info.split,
                     "protocol": info.protocol, "n_entries": info.n_entries})
-    return out
+    return out, lb.problems()
+
+
+def _benchmarks(folder: str, stamp: tuple) -> list[dict]:
+    return _benchmarks_full(folder, stamp)[0]
 
 
 def _root_stamp(folder: str) -> tuple:
@@ -72,8 +81,33 @@ def benchmarks() -> list[dict]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def _board_full(folder: str, bench: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    lb = Leaderboard(folder)
+    entries, agg = lb.tables(bench)
+    return entries, agg, lb.problems(bench)
+
+
 def _board(folder: str, bench: str, stamp: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return Leaderboard(folder).tables(bench)
+    entries, agg, _ = _board_full(folder, bench, stamp)
+    return entries, agg
+
+
+def problems(bench: str | None = None) -> list[str]:
+    """Corrupt files the leaderboard skipped: the pre-fill marker, benchmark.json files and (of ``bench``)
+    entries, one line each ("skipped <path>: <why>")."""
+    folder = root()
+    out = list(_prefilled(folder)) + _benchmarks_full(folder, _root_stamp(folder))[1]
+    if bench is not None:
+        out += _board_full(folder, bench, Leaderboard(folder).stamp(bench))[2]
+    return list(dict.fromkeys(out))
+
+
+def show_problems(bench: str | None = None) -> None:
+    """Name every skipped corrupt file on the page (one warning), so nothing is left out silently."""
+    lines = problems(bench)
+    if lines:
+        st.warning("Some leaderboard files are corrupt and were left out:\n\n"
+                   + "\n".join(f"- `{ln}`" for ln in lines))
 
 
 def board(bench: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -171,6 +205,7 @@ def current_benchmark() -> dict | None:
     """The benchmark chosen in the sidebar (a dict from :func:`benchmarks`), or None when there is none."""
     bs = benchmarks()
     if not bs:
+        show_problems()
         return None
     ids = [b["id"] for b in bs]
     by_id = {b["id"]: b for b in bs}
@@ -178,6 +213,7 @@ def current_benchmark() -> dict | None:
                                format_func=lambda i: by_id[i]["title"], query_param="benchmark",
                                help="A benchmark is a dataset, a split and a protocol: only entries scored the "
                                     "same way are ranked together.")
+    show_problems(chosen)
     return by_id[chosen]
 
 

@@ -6,6 +6,12 @@ An entry's summary records the reference folder (``dataset.path``) and the submi
 is ``images/<s>/<s>_frame<FF>.nii.gz``. When a file cannot be found, :func:`locate_case` says why
 (images not public, reference moved, submission archive...), so the page can say so instead of
 failing.
+
+Confinement: every file the drill-down opens must resolve (symlinks followed) inside an allowed root
+(:func:`allowed_roots`: the leaderboard folder, cardbench's data cache and embedded data, and the
+folders the operator adds with ``cardbench dashboard --allow-root DIR``). File names recorded in an
+entry must be relative without ``..``. A path that is not allowed is reported exactly like a path
+that does not exist, so a crafted entry cannot probe the host.
 """
 
 from __future__ import annotations
@@ -14,6 +20,60 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+#: environment variable with extra allowed roots (``os.pathsep``-separated); ``cardbench dashboard
+#: --allow-root DIR`` sets it for the server.
+ALLOW_ENV = "CARDBENCH_DASHBOARD_ALLOW"
+
+
+def allowed_roots() -> list[Path]:
+    """Folders the dashboard may read files from (resolved): the leaderboard folder, cardbench's data cache
+    (``$CARDBENCH_DATA`` or the platform cache), the data embedded in cardbench, and ``$CARDBENCH_DASHBOARD_ALLOW``."""
+    import os
+
+    from cardbench.benchmark.leaderboard import default_root
+
+    roots = [default_root(), Path(__file__).resolve().parents[1] / "datasets" / "data"]
+    try:
+        from cardbench.datasets.fetch import cache_dir
+
+        roots.append(cache_dir())
+    except Exception:  # noqa: BLE001 - no cache configured: nothing more allowed
+        pass
+    roots += [Path(p) for p in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if p.strip()]
+    out = []
+    for r in roots:
+        try:
+            out.append(Path(r).expanduser().resolve())
+        except (OSError, RuntimeError):
+            continue
+    return out
+
+
+def is_allowed(path: str | Path, roots: list[Path] | None = None) -> bool:
+    """True when ``path`` resolves (symlinks followed) inside one of ``roots`` (default :func:`allowed_roots`)."""
+    try:
+        p = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(p == r or r in p.parents for r in (roots if roots is not None else allowed_roots()))
+
+
+def safe_relative(name: str) -> bool:
+    """True when ``name`` (recorded in an entry) is a relative path without ``..`` or a drive."""
+    if not name or "\x00" in name:
+        return False
+    p = Path(name.replace("\\", "/"))
+    return not (p.is_absolute() or name.startswith(("/", "\\", "~")) or ".." in p.parts
+                or (p.parts and ":" in p.parts[0]))
+
+
+def _allowed_file(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when ``name`` is a safe relative name and the file exists inside an allowed root."""
+    if not safe_relative(str(name)):
+        return None
+    f = folder / name
+    return f if f.is_file() and is_allowed(f) else None
 
 #: datasets whose images are not public, with the reason shown to the user.
 PRIVATE_IMAGES = {
@@ -41,7 +101,7 @@ def _dataset_root(summary: dict, meta: dict | None = None) -> Path | None:
     dataset has a converter and the same version; else None."""
     ds = summary.get("dataset") or {}
     for p in ((meta or {}).get("reference_path"), ds.get("path")):
-        if p and not str(p).startswith("embedded:") and Path(p).is_dir():
+        if p and not str(p).startswith("embedded:") and Path(p).is_dir() and is_allowed(p):
             return Path(p)
     name = ds.get("name")
     try:
@@ -55,7 +115,7 @@ def _dataset_root(summary: dict, meta: dict | None = None) -> Path | None:
         cand = Path(prepare.prepared_path(name))
     except Exception:  # noqa: BLE001 - any failure means: not available here
         return None
-    return cand if cand.is_dir() else None
+    return cand if cand.is_dir() and is_allowed(cand) else None
 
 
 def image_for_label(label_rel: str) -> str:
@@ -82,16 +142,16 @@ def locate_case(summary: dict, ref_file: str, pred_file: str, meta: dict | None 
     if root is None:
         return (f"The reference folder of dataset '{name}' ({ds.get('path', '?')}) is not on this machine; prepare or "
                 "fetch the dataset (cardbench data) to see the images.")
-    ref = root / ref_file
-    if not ref.is_file():
-        return f"Reference labels {ref} not found (was the reference folder changed since scoring?)."
-    img = root / image_for_label(ref_file)
-    image = img if img.is_file() else None
+    ref = _allowed_file(root, ref_file)
+    if ref is None:  # not found, or not allowed: the same words either way
+        return f"Reference labels {ref_file} not found (was the reference folder changed since scoring?)."
+    image = _allowed_file(root, image_for_label(ref_file))
     pred = None
     for sub in ((meta or {}).get("predictions_path"), (summary.get("submission") or {}).get("path")):
-        if pred_file and sub and Path(sub).is_dir() and (Path(sub) / pred_file).is_file():
-            pred = Path(sub) / pred_file
-            break
+        if pred_file and sub and Path(sub).is_dir():
+            pred = _allowed_file(Path(sub), pred_file)
+            if pred is not None:
+                break
     return CaseFiles(image, ref, pred)
 
 

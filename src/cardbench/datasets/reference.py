@@ -6,6 +6,7 @@ A reference is a folder. In the cardbench standard layout (DESIGN.md) it holds::
     card.yaml         name, version, license, citation, label_map, classes (annotated classes), ...
     subjects.csv      subject, split (train|val|test), ed_frame, es_frame, [group]
     annotations.csv   optional: subject, frame, classes ("LV MY"): the classes annotated in that frame
+                      (see "annotations.csv" below)
     spacing.csv       optional, for PNG references: subject, spacing_row, spacing_col, spacing_slice (mm)
     labels/<subject>/<subject>_frame<FF>.nii.gz
 
@@ -16,6 +17,23 @@ sit at its top.
 
 A class the reference does not annotate in a frame is *not annotated*: it is not scored there,
 never scored as if it were empty (the Sunnybrook sample has epicardial contours only at ED).
+
+annotations.csv, exactly:
+
+- one row per (subject, frame) that has reference masks; ``frame`` is the number in the mask's file
+  name as written there (``_frame00`` is frame 0: numbers are not shifted to 1-based);
+- ``classes`` lists the classes annotated in that frame, separated by spaces, commas or semicolons;
+  a blank ``classes`` cell means *no class is annotated in that frame* (nothing is scored there);
+- a blank ``frame`` cell matches only masks whose file name has no frame number; it does *not*
+  mean "every frame";
+- a (subject, frame) of the reference without a row has no class annotated (when annotations.csv
+  exists), and a row that matches no reference mask is an error listing every such row (a wrong
+  frame base or a typo would otherwise make every class silently "not annotated").
+
+Without annotations.csv every class is taken as annotated everywhere; then a class that is present
+in some frames of a subject but absent from whole other frames where another class is present
+(LV in every frame, MY only at ED) is very likely a partial annotation, and scoring warns about it
+(:func:`partial_annotation_warnings`).
 """
 
 from __future__ import annotations
@@ -201,10 +219,29 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
         if missing_cols:
             raise ReferenceError(f"{ann_path}: missing columns {sorted(missing_cols)} (need subject, frame, classes)")
         annotations = {}
+        rows_of: dict[tuple[str, int | None], int] = {}
         for i, r in df.iterrows():
-            frame = None if pd.isna(r["frame"]) else int(r["frame"])
+            try:
+                frame = None if pd.isna(r["frame"]) else int(float(r["frame"]))
+                if frame is not None and float(r["frame"]) != frame:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ReferenceError(f"{ann_path} row {i + 2}: frame {r['frame']!r} is not a frame number; "
+                                     "use the number in the mask file names (e.g. 0 for _frame00)") from None
             cls = "" if pd.isna(r["classes"]) else r["classes"]
             annotations[(str(r["subject"]), frame)] = _parse_classes(cls, f"{ann_path} row {i + 2}", allowed)
+            rows_of[(str(r["subject"]), frame)] = i + 2
+        have = {(k.subject, k.frame) for k in files}
+        unmatched = [(row, key) for key, row in rows_of.items() if key not in have]
+        if unmatched:
+            shown = "; ".join(f"row {row} (subject {s}, frame {'blank' if f is None else f})"
+                              for row, (s, f) in sorted(unmatched)[:10])
+            more = f"; and {len(unmatched) - 10} more" if len(unmatched) > 10 else ""
+            frames = sorted({k.frame for k in files if k.frame is not None})
+            hint = f" (the masks' frames run {frames[0]}..{frames[-1]})" if frames else ""
+            raise ReferenceError(f"{ann_path}: {len(unmatched)} row(s) match no reference mask: {shown}{more}. Fix: "
+                                 f"use the subject and frame numbers of the mask file names{hint}; a blank frame "
+                                 "matches only masks without a frame number")
         meta.append(ann_path)
     spacing: dict[str, tuple[float, float, float]] = {}
     sp_path = root / "spacing.csv"
@@ -221,3 +258,46 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
         label_map=lm, files=files, subjects=subjects, classes=classes, annotations=annotations,
         spacing=spacing, card=card, metadata_files=meta, ignored=ignored,
     )
+
+
+def partial_annotation_warnings(ref_voxels: dict[tuple[str, int | None], dict[str, int]],
+                                annotations: dict | None = None, source: str = "annotations.csv") -> list[str]:
+    """Warnings for structures that look partially annotated.
+
+    A class that has reference voxels in some frames of a subject, and none in other frames of that
+    subject where another class has voxels (LV in every frame, MY only at ED), is almost always a
+    partial annotation: scoring it as empty there roughly halves its mean. Frames that
+    ``annotations`` already declares (subject, frame) -> classes are not counted.
+
+    Args:
+        ref_voxels: (subject, frame) -> class name -> reference voxel count in that frame.
+        annotations: :attr:`Reference.annotations` (None when there is no annotations.csv).
+        source: the file to name in the fix.
+
+    Returns:
+        One warning per (subject, class), at most 5 then a count.
+    """
+    by_subject: dict[str, dict[int | None, dict[str, int]]] = {}
+    for (s, f), d in ref_voxels.items():
+        by_subject.setdefault(s, {})[f] = d
+    found = []
+    for s, frames in sorted(by_subject.items()):
+        if len(frames) < 2:
+            continue
+        classes = sorted({c for d in frames.values() for c in d})
+        for c in classes:
+            with_c = [f for f, d in frames.items() if d.get(c, 0) > 0]
+            without = [f for f, d in frames.items() if d.get(c, 0) == 0
+                       and any(v > 0 for k, v in d.items() if k != c)
+                       and not (annotations is not None and (s, f) in annotations)]
+            if with_c and without:
+                found.append((s, c, sorted(with_c, key=str), sorted(without, key=str)))
+    out = []
+    for s, c, with_c, without in found[:5]:
+        out.append(f"subject {s}: {c} is drawn in frame(s) {with_c} but absent from frame(s) {without[:6]}"
+                   f"{' ...' if len(without) > 6 else ''} where other structures are drawn: probably a partial "
+                   f"annotation, scored as empty there. Fix: declare the annotated classes per frame in {source} "
+                   "(subject, frame, classes)")
+    if len(found) > 5:
+        out.append(f"{len(found) - 5} more (subject, class) pairs look partially annotated; declare them in {source}")
+    return out

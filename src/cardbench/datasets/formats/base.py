@@ -256,7 +256,7 @@ def integral(arr: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
             frac = arr[r != arr]
             raise MaskReadError(
                 path,
-                f"float mask with non-integral values (e.g. {float(frac.flat[0]):.4g}); it looks like "
+                f"float mask with non-integral values (e.g. {frac.flat[0]!s}); it looks like "  # full precision
                 "probabilities or an interpolated mask",
                 "save the argmax class indices as uint8 (nearest-neighbour, never linear, resampling)",
             )
