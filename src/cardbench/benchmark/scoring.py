@@ -579,7 +579,7 @@ def score(
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
         warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
                                       ref.label_map, space)
-        warnings += _partial_annotation(counts, ref, classes_scored)
+        warnings += _partial_annotation(counts, ref, [c for c in classes_scored if c in space], space)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},
@@ -588,7 +588,8 @@ def score(
         )
 
 
-def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str]) -> list[str]:
+def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str],
+                        space: "dict[str, int] | None" = None) -> list[str]:
     """Warnings for classes drawn in some frames of a subject and absent from frames where others are drawn
     (see :func:`cardbench.datasets.reference.partial_annotation_warnings`); frames declared in annotations.csv
     are trusted."""
@@ -596,13 +597,17 @@ def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str]
 
     if counts.empty or "frame" not in counts.columns:
         return []
+    from cardbench.benchmark.casetable import n_labels_of
+
+    space = space if space is not None else {c: i + 1 for i, c in enumerate(CLASSES)}
+    n = n_labels_of(counts)
     vox: dict = {}
     for (s, f), g in counts.groupby(["subject", "frame"], sort=False, dropna=False):
         f = None if pd.isna(f) else int(f)
         d = {}
         for c in classes:
-            lab = CLASSES.index(c) + 1
-            cols = [f"c{lab}{p}" for p in range(4) if f"c{lab}{p}" in g.columns]
+            lab = space[c]
+            cols = [f"c{lab}{p}" for p in range(n) if f"c{lab}{p}" in g.columns]
             d[c] = int(g[cols].to_numpy().sum()) if cols else 0
         vox[(str(s), f)] = d
     return partial_annotation_warnings(vox, ref.annotations, str(ref.root / "annotations.csv"))
