@@ -73,11 +73,25 @@ def show_cmd(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Further metric families to show as columns, "
                                           "comma-separated (e.g. iou,hd95)."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    ranks: bool = typer.Option(False, "--ranks", help="Print the ranking's uncertainty instead: median rank and "
+                               "95 % rank interval over subject bootstrap resamples, Kendall's tau, Holm-corrected "
+                               "pairwise Wilcoxon tests (see docs/ranking.md)."),
+    ranking: str = typer.Option("aggregate-then-rank", "--ranking", help="Ranking method with --ranks: "
+                                "aggregate-then-rank (the leaderboard's) or rank-then-aggregate (mean of "
+                                "per-subject ranks)."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", min=1, max=100000, help="Bootstrap resamples "
+                                            "with --ranks (default: the protocol's, else 1000)."),
 ) -> None:
     """Print the leaderboard ranked by a metric, with 95 % confidence intervals where the protocol has them."""
     from cardbench.benchmark.leaderboard import LeaderboardError, display_table, render
 
     lb = _open(folder)
+    if ranks:
+        from cardbench.cli.ranks import show_ranks
+
+        show_ranks(lb, _resolve_benchmark(lb, benchmark), metric, ranking, resamples, fmt.value,
+                   explicit=benchmark is not None, fail=_fail)
+        return
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []
     shown = 0
