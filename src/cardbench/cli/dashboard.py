@@ -25,6 +25,10 @@ def dashboard_cmd(
     address: str = typer.Option("127.0.0.1", "--address", help="Address to bind (127.0.0.1: this machine "
                                 "only; 0.0.0.0 exposes it to the network)."),
     open_browser: bool = typer.Option(False, "--open-browser", help="Open a browser tab (default: headless)."),
+    public: bool = typer.Option(False, "--public", help="Aggregates only: no per-case or per-subject value, no "
+                                "case drill-down (those pages are refused, by URL too)."),
+    allow_submissions: bool = typer.Option(False, "--allow-submissions", help="Add a Submit page that accepts "
+                                           "prediction archives or ONNX models (docs/private.md); off by default."),
 ) -> None:
     r"""Start the dashboard: leaderboard, submission, case drill-down, compare and dataset pages.
 
@@ -41,6 +45,13 @@ def dashboard_cmd(
 
     lb = open_leaderboard(leaderboard, progress=err.is_terminal)
     argv, env = streamlit_command(lb.root, port, address, headless=not open_browser)
+    if public:
+        env["CARDBENCH_DASHBOARD_PUBLIC"] = "1"
+    if allow_submissions:
+        env["CARDBENCH_ALLOW_SUBMISSIONS"] = "1"
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[yellow]warning:[/yellow] the Submit page is served on {address}, beyond this machine",
+                      highlight=False)
     n = sum(len(lb.entry_names(b)) for b in lb.benchmark_ids())
     err.print(f"leaderboard [bold]{lb.root}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
     err.print(f"serving on [bold]http://{address}:{port}[/bold]  (Ctrl+C to stop)")

@@ -187,16 +187,41 @@ def export_cmd(
     with_entries: bool = typer.Option(False, "--with-entries", help="Also copy the full entries (summary, "
                                       "per-case tables, submission.yaml) into OUT/leaderboard/, a leaderboard "
                                       "folder another user can open."),
+    public: bool = typer.Option(False, "--public", help="Aggregates and submission metadata only, no per-case or "
+                                "per-subject value (always so for private benchmarks; docs/private.md)."),
 ) -> None:
     """Write each benchmark's ranked table as CSV, Markdown and JSON (and optionally the full entries)."""
+    from cardbench.benchmark.private import export_public, is_private
+
     lb = _open(folder)
     benches = _resolve_benchmark(lb, benchmark)
     written = []
     for b in benches:
+        if public or is_private(lb, b):
+            if with_entries:
+                _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: its entries "
+                      "(per-case tables) are not exported; leave out --with-entries")
+            written += export_public(lb, out, b, metric=metric)
+            continue
         written += lb.export(out, b, metric=metric, with_entries=with_entries)
     con = Console()
     for p in written:
         con.print(f"wrote {p}")
+
+
+@lb_app.command("private")
+def private_cmd(
+    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark id (or a unique prefix)."),
+    off: bool = typer.Option(False, "--off", help="Make its per-case values publishable again."),
+) -> None:
+    """Mark a benchmark private: its per-case and per-subject values are never exported or shown publicly."""
+    from cardbench.benchmark.private import set_private
+
+    lb = _open(folder)
+    for b in _resolve_benchmark(lb, benchmark):
+        set_private(lb.root, b, not off)
+        Console().print(f"{b}: per-case values {'publishable' if off else 'private'}", highlight=False)
 
 
 @lb_app.command("prefill")

@@ -25,6 +25,9 @@ PAGES = [
     st.Page(str(HERE / "views" / "dataset.py"), title="Dataset", icon=":material/dataset:", url_path="dataset"),
 ]
 
+from cardbench.dashboard import public as _public  # noqa: E402  (--public: per-case pages refused)
+
+PAGES = _public.filter_pages(PAGES)
 page = st.navigation(PAGES)
 
 from cardbench.dashboard import data  # noqa: E402
