@@ -25,9 +25,6 @@ PAGES = [
     st.Page(str(HERE / "views" / "dataset.py"), title="Dataset", icon=":material/dataset:", url_path="dataset"),
 ]
 
-from cardbench.dashboard import public as _public  # noqa: E402  (--public: per-case pages refused)
-
-PAGES = _public.filter_pages(PAGES)
 page = st.navigation(PAGES)
 
 from cardbench.dashboard import data  # noqa: E402
@@ -36,4 +33,7 @@ with st.sidebar:
     st.markdown("**cardbench** leaderboard")
     st.caption(f"folder: `{data.root()}`")
 data.leaderboard()
+from cardbench.dashboard import public as _public  # noqa: E402
+
+_public.guard(page)  # --public: pages with per-case values are refused, by URL too
 page.run()

@@ -20,28 +20,14 @@ def public_mode() -> bool:
     return os.environ.get(ENV_PUBLIC, "") not in ("", "0", "false")
 
 
-def _refusal(title: str):
-    def page():
-        import streamlit as st
-
-        st.title(title)
-        st.error("Not available: this dashboard is public and shows aggregates only (no per-case or per-subject "
-                 "value, no case drill-down). Open the Leaderboard page.", icon=":material/lock:")
-    page.__name__ = f"refused_{title.lower().replace(' ', '_').replace('-', '_')}"
-    return page
-
-
-def filter_pages(pages: list) -> list:
-    """In public mode, every page of :data:`PER_CASE_PAGES` becomes a refusal at the same URL."""
-    if not public_mode():
-        return pages
+def guard(page) -> None:
+    """In public mode, stop the run with a refusal when ``page`` (the page :func:`st.navigation`
+    selected, by the sidebar or by its URL) shows per-case or per-subject values."""
+    if not public_mode() or getattr(page, "url_path", None) not in PER_CASE_PAGES:
+        return
     import streamlit as st
 
-    out = []
-    for p in pages:
-        if p.url_path in PER_CASE_PAGES:
-            out.append(st.Page(_refusal(p.title), title=f"{p.title} (not public)", icon=":material/lock:",
-                               url_path=p.url_path))
-        else:
-            out.append(p)
-    return out
+    st.title(page.title)
+    st.error("Not available: this dashboard is public and shows aggregates only (no per-case or per-subject "
+             "value, no case drill-down). Open the Leaderboard page.", icon=":material/lock:")
+    st.stop()
