@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-_LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white")
+_LAYOUT = dict(margin=dict(l=10, r=10, t=70, b=10), template="plotly_white")
 
 
 def blob_plot(ru) -> go.Figure:
@@ -36,8 +36,8 @@ def blob_plot(ru) -> go.Figure:
                              marker=dict(symbol="circle-open", size=14, color="#d62728", line=dict(width=2)),
                              hovertemplate="%{x}: rank %{y} on all subjects<extra></extra>"))
     fig.update_layout(
-        title=f"Ranking of {ru.metric} ({ru.group}, {ru.method}): {ru.n_boot} subject bootstrap resamples, "
-              f"median Kendall's tau {ru.kendall_tau_median:.2f}",
+        title=f"Ranking of {ru.metric} ({ru.group}, {ru.method})<br><sup>{ru.n_boot} subject bootstrap resamples, "
+              f"median Kendall's tau {ru.kendall_tau_median:.2f}</sup>",
         height=max(320, 40 * K + 140), xaxis_title="entry (full-data rank order)", yaxis_title="rank",
         legend=dict(orientation="h", y=-0.25), **_LAYOUT)
     fig.update_yaxes(autorange="reversed", dtick=1, range=[K + 0.5, 0.5])
@@ -55,11 +55,11 @@ def significance_heatmap(ru) -> go.Figure:
     z = np.where(np.isnan(ph), np.nan, sig)
     text = [[("" if np.isnan(p) else f"{p:.3g}") for p in row] for row in ph]
     fig = go.Figure(go.Heatmap(
-        z=z, x=names, y=names, zmin=0, zmax=1, colorscale=[[0, "#f0f0f0"], [1, "#e6550d"]], showscale=False,
+        z=z, x=names, y=names, zmin=0, zmax=1, colorscale=[[0, "#e4e4e4"], [1, "#e6550d"]], showscale=False,
         text=text, texttemplate="%{text}", xgap=2, ygap=2,
         hovertemplate="%{y} better than %{x}: Holm-adjusted p = %{text}<extra></extra>"))
-    fig.update_layout(title=f"Row significantly better than column (orange): one-sided Wilcoxon signed-rank, Holm, "
-                            f"alpha {ru.alpha}; {len(ru.subjects)} subjects",
+    fig.update_layout(title=f"Row significantly better than column (orange)<br><sup>one-sided Wilcoxon signed-rank, "
+                            f"Holm-adjusted p in the cells, alpha {ru.alpha}; {len(ru.subjects)} subjects</sup>",
                       height=max(320, 40 * len(names) + 160), xaxis_title="compared with", yaxis_title="entry",
                       **_LAYOUT)
     fig.update_yaxes(autorange="reversed")
