@@ -145,3 +145,27 @@ def test_public_dashboard_refuses_per_case_pages(board, monkeypatch):
 
 def page_path(page: str) -> str:
     return f"views/{page}.py"
+
+
+def test_create_private_benchmark_then_entries_join_it(tmp_path):
+    from cardbench.benchmark import score
+    from cardbench.benchmark.leaderboard import add_entry
+    from cardbench.datasets.prepare import prepare_dataset
+
+    ref = tmp_path / "sunnybrook-sample"
+    prepare_dataset("sunnybrook-sample", ref)
+    root = tmp_path / "lb"
+    r = CliRunner().invoke(app, ["leaderboard", "create", str(root), "--reference", str(ref), "--split", "test",
+                                 "--protocol", "ankenbrand2021", "--private"])
+    assert r.exit_code == 0, r.output
+    bench = "sunnybrook-sample__test__ankenbrand2021"
+    lb = Leaderboard(root)
+    assert lb.benchmark_ids() == [bench] and is_private(lb, bench) and lb.entry_names(bench) == []
+    # the reference labels as predictions, twice (two entries), scored the usual way, join the benchmark
+    pred = tmp_path / "pred"
+    shutil.copytree(ref / "labels", pred)
+    for n in ("copy-a", "copy-b"):
+        add_entry(score(pred, ref, protocol="ankenbrand2021", split="test", progress=False), root, n, prefill=False)
+    assert lb.entry_names(bench) == ["copy-a", "copy-b"] and is_private(lb, bench)
+    r = CliRunner().invoke(app, ["leaderboard", "create", str(root), "--reference", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1

@@ -148,3 +148,31 @@ def export_public(lb, out: str | os.PathLike, bench: str | None = None, metric: 
             atomic_write_text(dst / fname, text)
             written.append(dst / fname)
     return written
+
+
+def create_benchmark(root, reference, split: str | None = "test", protocol: str = "cardbench-v1",
+                     private: bool = False) -> str:
+    """Create an empty benchmark (``benchmark.json``) for a reference folder, split and protocol, so it
+    can be marked private before its first entry. Returns the benchmark id.
+
+    The dataset name and version come from the reference (its card.yaml), as :func:`score` records
+    them, so later entries scored against it join this benchmark.
+
+    Raises:
+        ReferenceError: unusable reference folder. ValueError: unknown protocol.
+        LeaderboardError: the benchmark exists with another protocol version or dataset version.
+    """
+    from cardbench.benchmark.leaderboard import Leaderboard, _locked, benchmark_id
+    from cardbench.benchmark.protocols import get_protocol
+    from cardbench.datasets.reference import load_reference
+
+    ref = load_reference(reference)
+    summary = {"dataset": {"name": ref.name, "version": ref.version}, "protocol": get_protocol(protocol).to_dict(),
+               "split": split}
+    bench = benchmark_id(summary)
+    lb = Leaderboard(root)
+    with _locked(lb.root / bench):
+        lb._ensure_benchmark(bench, summary)
+    if private:
+        set_private(lb.root, bench, True)
+    return bench

@@ -209,6 +209,28 @@ def export_cmd(
         con.print(f"wrote {p}")
 
 
+@lb_app.command("create")
+def create_cmd(
+    folder: Path = typer.Argument(..., help="Leaderboard folder (created when missing, not pre-filled)."),
+    reference: Path = typer.Option(..., "--reference", "-r", help="Reference folder (its card.yaml names the "
+                                   "dataset and version)."),
+    split: str = typer.Option("test", "--split", help="Split ('all': the whole reference)."),
+    protocol: str = typer.Option("cardbench-v1", "--protocol", "-p", help="cardbench-v1 or ankenbrand2021."),
+    private: bool = typer.Option(False, "--private", help="Per-case and per-subject values are never exported or "
+                                 "shown publicly (docs/private.md)."),
+) -> None:
+    """Create an empty benchmark (dataset + split + protocol), e.g. a private one before its first entry."""
+    from cardbench.benchmark.leaderboard import LeaderboardError
+    from cardbench.benchmark.private import create_benchmark
+    from cardbench.datasets.reference import ReferenceError
+
+    try:
+        b = create_benchmark(folder, reference, None if split == "all" else split, protocol, private)
+    except (ReferenceError, LeaderboardError, ValueError, KeyError) as e:
+        _fail(str(e))
+    Console().print(f"benchmark {b} in {folder}{' (per-case values private)' if private else ''}", highlight=False)
+
+
 @lb_app.command("private")
 def private_cmd(
     folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
