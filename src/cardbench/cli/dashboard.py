@@ -49,7 +49,6 @@ def dashboard_cmd(
         env["CARDBENCH_DASHBOARD_PUBLIC"] = "1"
     if allow_submissions:
         env["CARDBENCH_ALLOW_SUBMISSIONS"] = "1"
-        env.setdefault("STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "100")  # MiB, the intake's size cap
         if address not in ("127.0.0.1", "localhost", "::1"):
             err.print(f"[yellow]warning:[/yellow] the Submit page is served on {address}, beyond this machine",
                       highlight=False)

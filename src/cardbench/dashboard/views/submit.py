@@ -17,6 +17,7 @@ if bench is None:
 lb = data.leaderboard()
 limits = IntakeLimits()
 private = is_private(lb, bench["id"])
+cap_mb = max(1, limits.max_upload_bytes // 2**20)  # the browser refuses larger files before uploading
 st.caption(f"Benchmark **{bench['title']}**. "
            + ("Private benchmark: its images are not shared, so upload a **model** (ONNX) with its **model.yaml**; "
               "it runs here with onnxruntime (no code of yours is executed)." if private else
@@ -29,10 +30,11 @@ with st.form("submit_form", clear_on_submit=False):
     name = st.text_input("Entry name", key="submit_name", placeholder="my-unet",
                          help="Letters, digits, '.', '_', '+', '-'; shown on the leaderboard.")
     if private:
-        ups = [st.file_uploader("ONNX model", type=["onnx"], key="submit_model"),
-               st.file_uploader("model.yaml", type=["yaml", "yml"], key="submit_card")]
+        ups = [st.file_uploader("ONNX model", type=["onnx"], key="submit_model", max_upload_size=cap_mb),
+               st.file_uploader("model.yaml", type=["yaml", "yml"], key="submit_card", max_upload_size=1)]
     else:
-        ups = [st.file_uploader("Prediction archive", type=["zip", "gz", "tgz"], key="submit_archive")]
+        ups = [st.file_uploader("Prediction archive", type=["zip", "gz", "tgz"], key="submit_archive",
+                                max_upload_size=cap_mb)]
     sent = st.form_submit_button("Submit")
 
 if sent:
