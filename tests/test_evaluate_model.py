@@ -323,3 +323,37 @@ print(lab.shape)
 def test_shapes_card_roundtrip():
     card = parse_model_card(copy.deepcopy(CARD))
     assert parse_model_card(card.to_dict()) == card
+
+
+def test_prepare_and_back_by_hand_crop_pad_orders():
+    from cardbench.evaluate.preprocess import largest_component, prepare_slices, scores_to_labels
+
+    vol = np.arange(12 * 8, dtype=np.float32).reshape(12, 8, 1)  # x 0..11, y 0..7; value = 8 x + y
+    d = copy.deepcopy(CARD)
+    d["input"].update(size=[8, 8], fit="crop", intensity={"method": "none"})
+    card = parse_model_card(d)
+    x, g = prepare_slices(vol, card)
+    assert x.shape == (1, 1, 8, 8)
+    assert np.array_equal(x[0, 0], vol[2:10, :, 0])  # rows (x) 2..9 kept: centre crop of 12 -> 8
+    # scores: LV where the network input is even, else MY; cropped-away rows x = 0, 1, 10, 11 are background
+    s = np.stack([np.zeros((8, 8)), (x[0, 0] % 2 == 0) * 2.0 - 1, (x[0, 0] % 2 == 1) * 2.0 - 1])[None]
+    lut = np.array([0, 1, 2], np.uint8)
+    lab = scores_to_labels(s.astype(np.float32), g, card, lut)
+    want = np.where(vol % 2 == 0, 1, 2).astype(np.uint8)
+    want[[0, 1, 10, 11]] = 0
+    assert np.array_equal(lab, want)
+    # NHWC and yx: the network sees the transposed slice, channels last
+    d["input"].update(axis_order="NHWC", spatial_order="yx", size=[8, 12], fit="pad", channels=2)
+    card = parse_model_card(d)
+    x, g = prepare_slices(vol, card)
+    assert x.shape == (1, 8, 12, 2) and np.array_equal(x[0, :, :, 1], vol[:, :, 0].T)
+    s = np.zeros((1, 8, 12, 3), np.float32)
+    s[0, :, :, 1] = 1.0  # LV everywhere
+    assert (scores_to_labels(s, g, card, lut) == 1).all()
+    # largest 3D component per class: two LV blobs of 3 and 1 voxels -> the small one becomes background
+    a = np.zeros((5, 5, 1), np.uint8)
+    a[0:3, 0, 0] = 1
+    a[4, 4, 0] = 1
+    a[2, 2, 0] = 2
+    out = largest_component(a, [1, 2])
+    assert out[4, 4, 0] == 0 and out[0:3, 0, 0].tolist() == [1, 1, 1] and out[2, 2, 0] == 2
