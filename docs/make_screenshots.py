@@ -31,6 +31,8 @@ PAGES = [
     ("case-7t", "case?benchmark=cmr-7t__test__ankenbrand2021&entry=double_tl&subject=26", (1400, 750)),
     ("compare", "compare?benchmark=cmr-7t__test__ankenbrand2021&a=base&b=double_tl", (1400, 1900)),
     ("dataset", "dataset?benchmark=cmr-7t__test__ankenbrand2021", (1400, 1500)),
+    # the Ranking uncertainty section (blob plot, significance heatmap) at the foot of the page
+    ("leaderboard-ranks", "?benchmark=cmr-7t__test__cardbench-v1", (1400, 3300)),
 ]
 
 

@@ -29,6 +29,10 @@ def dashboard_cmd(
     allow_root: Optional[list[Path]] = typer.Option(None, "--allow-root", help="A folder the case drill-down may "
                                                     "read images and masks from (repeatable). Always allowed: the "
                                                     "leaderboard folder and cardbench's data folders."),
+    public: bool = typer.Option(False, "--public", help="Aggregates only: no per-case or per-subject value, no "
+                                "case drill-down (those pages are refused, by URL too)."),
+    allow_submissions: bool = typer.Option(False, "--allow-submissions", help="Add a Submit page that accepts "
+                                           "prediction archives or ONNX models (docs/private.md); off by default."),
 ) -> None:
     r"""Start the dashboard: leaderboard, submission, case drill-down, compare and dataset pages.
 
@@ -57,6 +61,13 @@ def dashboard_cmd(
                 fail(f"--allow-root {r}: not a folder; give an existing folder")
         extra = [str(r.expanduser().resolve()) for r in allow_root]
         env[ALLOW_ENV] = os.pathsep.join([p for p in env.get(ALLOW_ENV, "").split(os.pathsep) if p] + extra)
+    if public:
+        env["CARDBENCH_DASHBOARD_PUBLIC"] = "1"
+    if allow_submissions:
+        env["CARDBENCH_ALLOW_SUBMISSIONS"] = "1"
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"[yellow]warning:[/yellow] the Submit page is served on {address}, beyond this machine",
+                      highlight=False)
     n = sum(len(lb.entry_names(b)) for b in lb.benchmark_ids())
     err.print(f"leaderboard [bold]{escape(str(lb.root))}[/bold]: {len(lb.benchmark_ids())} benchmarks, {n} entries")
     err.print(f"serving on [bold]http://{address}:{port}[/bold]  (Ctrl+C to stop)")

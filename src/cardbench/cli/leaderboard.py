@@ -80,11 +80,25 @@ def show_cmd(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Further metric families to show as columns, "
                                           "comma-separated (e.g. iou,hd95)."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Output format."),
+    ranks: bool = typer.Option(False, "--ranks", help="Print the ranking's uncertainty instead: median rank and "
+                               "95 % rank interval over subject bootstrap resamples, Kendall's tau, Holm-corrected "
+                               "pairwise Wilcoxon tests (see docs/ranking.md)."),
+    ranking: str = typer.Option("aggregate-then-rank", "--ranking", help="Ranking method with --ranks: "
+                                "aggregate-then-rank (the leaderboard's) or rank-then-aggregate (mean of "
+                                "per-subject ranks)."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", min=1, max=100000, help="Bootstrap resamples "
+                                            "with --ranks (default: the protocol's, else 1000)."),
 ) -> None:
     """Print the leaderboard ranked by a metric, with 95 % confidence intervals where the protocol has them."""
     from cardbench.benchmark.leaderboard import LeaderboardError, display_table, render
 
     lb = _open(folder)
+    if ranks:
+        from cardbench.cli.ranks import show_ranks
+
+        show_ranks(lb, _resolve_benchmark(lb, benchmark), metric, ranking, resamples, fmt.value,
+                   explicit=benchmark is not None, fail=_fail)
+        return
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []
     shown = 0
@@ -182,16 +196,63 @@ def export_cmd(
     with_entries: bool = typer.Option(False, "--with-entries", help="Also copy the full entries (summary, "
                                       "per-case tables, submission.yaml) into OUT/leaderboard/, a leaderboard "
                                       "folder another user can open."),
+    public: bool = typer.Option(False, "--public", help="Aggregates and submission metadata only, no per-case or "
+                                "per-subject value (always so for private benchmarks; docs/private.md)."),
 ) -> None:
     """Write each benchmark's ranked table as CSV, Markdown and JSON (and optionally the full entries)."""
+    from cardbench.benchmark.private import export_public, is_private
+
     lb = _open(folder)
     benches = _resolve_benchmark(lb, benchmark)
     written = []
     for b in benches:
+        if public or is_private(lb, b):
+            if with_entries:
+                _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: its entries "
+                      "(per-case tables) are not exported; leave out --with-entries")
+            written += export_public(lb, out, b, metric=metric)
+            continue
         written += lb.export(out, b, metric=metric, with_entries=with_entries)
     con = Console()
     for p in written:
         con.print(f"wrote {escape(str(p))}")
+
+
+@lb_app.command("create")
+def create_cmd(
+    folder: Path = typer.Argument(..., help="Leaderboard folder (created when missing, not pre-filled)."),
+    reference: Path = typer.Option(..., "--reference", "-r", help="Reference folder (its card.yaml names the "
+                                   "dataset and version)."),
+    split: str = typer.Option("test", "--split", help="Split ('all': the whole reference)."),
+    protocol: str = typer.Option("cardbench-v1", "--protocol", "-p", help="cardbench-v1 or ankenbrand2021."),
+    private: bool = typer.Option(False, "--private", help="Per-case and per-subject values are never exported or "
+                                 "shown publicly (docs/private.md)."),
+) -> None:
+    """Create an empty benchmark (dataset + split + protocol), e.g. a private one before its first entry."""
+    from cardbench.benchmark.leaderboard import LeaderboardError
+    from cardbench.benchmark.private import create_benchmark
+    from cardbench.datasets.reference import ReferenceError
+
+    try:
+        b = create_benchmark(folder, reference, None if split == "all" else split, protocol, private)
+    except (ReferenceError, LeaderboardError, ValueError, KeyError) as e:
+        _fail(str(e))
+    Console().print(f"benchmark {b} in {folder}{' (per-case values private)' if private else ''}", highlight=False)
+
+
+@lb_app.command("private")
+def private_cmd(
+    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark id (or a unique prefix)."),
+    off: bool = typer.Option(False, "--off", help="Make its per-case values publishable again."),
+) -> None:
+    """Mark a benchmark private: its per-case and per-subject values are never exported or shown publicly."""
+    from cardbench.benchmark.private import set_private
+
+    lb = _open(folder)
+    for b in _resolve_benchmark(lb, benchmark):
+        set_private(lb.root, b, not off)
+        Console().print(f"{b}: per-case values {'publishable' if off else 'private'}", highlight=False)
 
 
 @lb_app.command("prefill")

@@ -5,6 +5,7 @@ comes from ``$CARDBENCH_LEADERBOARD`` (set by ``cardbench dashboard --leaderboar
 default folder, pre-filled with the published entries on first use.
 """
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -24,6 +25,9 @@ PAGES = [
             url_path="compare"),
     st.Page(str(HERE / "views" / "dataset.py"), title="Dataset", icon=":material/dataset:", url_path="dataset"),
 ]
+if os.environ.get("CARDBENCH_ALLOW_SUBMISSIONS", "") not in ("", "0"):  # --allow-submissions
+    PAGES.append(st.Page(str(HERE / "views" / "submit.py"), title="Submit", icon=":material/upload:",
+                         url_path="submit"))
 
 page = st.navigation(PAGES)
 
@@ -33,4 +37,7 @@ with st.sidebar:
     st.markdown("**cardbench** leaderboard")
     st.caption(f"folder: `{data.root()}`")
 data.leaderboard()
+from cardbench.dashboard import public as _public  # noqa: E402
+
+_public.guard(page)  # --public: pages with per-case values are refused, by URL too
 page.run()

@@ -107,3 +107,8 @@ if pub:
     st.caption("Black diamonds: the value published in the paper for that comparison.")
 
 st.page_link("views/submission.py", label="Open an entry: Submission page", icon=":material/description:")
+
+if metric not in ("mae", "bias", "sd_diff", "pearson_r"):
+    from cardbench.dashboard import ranks_view
+
+    ranks_view.section(bench, f"{metric}_{cls}", group)
