@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
-Real data: the project's shared real-data folder (``../shared/data`` next to the repository, see
-its README) is found through ``$CARDBENCH_SHARED_DATA``, then ``<repo>/../shared/data``, then
+Real data: a folder holding copies of the registry's public files in the registry layout
+(``REGISTRY.tsv`` at its top) is found through ``$CARDBENCH_SHARED_DATA``, then a ``shared/data`` folder next to the repository, then
 ``/work/shared/data``. Tests that need it skip with a clear reason when it is absent.
 """
 

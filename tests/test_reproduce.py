@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cardbench.benchmark.reproduce import PUBLISHED, reproduce_ankenbrand2021, score_label_quality
 from cardbench.cli import app
 
-# The paper's test-set Dice (LV, MY) as published (DESIGN.md / the paper); these are not outputs of cardbench.
+# The paper's test-set Dice (LV, MY) as published (the paper); these are not outputs of cardbench.
 PAPER = {"confusion_WS_base.tsv": (0.835, 0.670), "confusion_WS_doubleTransferLearn.tsv": (0.900, 0.791),
          "confusion_WS_doubleTL-esed.tsv": (0.908, 0.805), "confusion_WS_imagenetTransferLearn.tsv": (0.908, 0.791),
          "confusion_WS_plainLearn.tsv": (0.880, 0.756), "confusion_WS_ukbbCardiac.tsv": (0.668, 0.521),

@@ -1,7 +1,7 @@
 """The Sunnybrook sample prepared end to end, checked against values computed here from the raw files.
 
 The raw files are read straight from the gzip copies shipped in the package (plain gzip + numpy +
-pydicom, none of cardbench's converters), so these tests run on a fresh clone without ../shared/data.
+pydicom, none of cardbench's converters), so these tests run on a fresh clone without the shared real-data folder.
 """
 
 from __future__ import annotations

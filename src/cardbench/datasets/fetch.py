@@ -142,11 +142,11 @@ def _parse_mirror(s: str) -> Mirror:
         s = unquote(parsed.path)
     elif parsed.scheme and len(parsed.scheme) > 1:
         raise ValueError(f"mirror {s!r}: unsupported scheme '{parsed.scheme}'; give an http(s) base URL, a "
-                         "file:// URL or a local folder that holds the registry layout (e.g. ../shared/data)")
+                         "file:// URL or a local folder that holds the registry layout (a copy of the registry's files)")
     p = Path(s).expanduser().resolve()
     if not p.is_dir():
         raise ValueError(f"mirror {s!r}: folder not found; give an existing folder that holds the registry "
-                         "layout (e.g. ../shared/data) or an http(s) base URL")
+                         "layout (a copy of the registry's files) or an http(s) base URL")
     return Mirror("folder", str(p))
 
 
