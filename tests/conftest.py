@@ -46,3 +46,14 @@ def prefilled_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lb") / "leaderboard"
     open_leaderboard(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def sunnybrook_prepared(tmp_path_factory) -> Path:
+    """The embedded Sunnybrook sample prepared into the standard layout, once per test run (read only:
+    copy it before changing it)."""
+    from cardbench.datasets.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("sunnybrook") / "sb"
+    prepare_dataset("sunnybrook-sample", out)
+    return out
