@@ -138,7 +138,7 @@ def train_cmd(
     from cardbench.baselines.weights import WeightsError, WeightsUnavailable
 
     try:
-        res = train(cfg, resume=resume, overwrite=overwrite, progress=sys.stderr.isatty())
+        res = train(cfg, resume=resume, overwrite=overwrite, progress=True)  # log lines when not a terminal
     except (DatasetError, SubsetError, ConfigError) as e:
         _fail(str(e), 2)
     except (TrainError, WeightsError, WeightsUnavailable) as e:
@@ -264,7 +264,7 @@ def predict_cmd(
 
     try:
         res = predict_dataset(checkpoint, dataset, out, split=None if split == "all" else split, fmt=fmt.value,
-                              frames=frames.value, name=name, device=device, progress=sys.stderr.isatty())
+                              frames=frames.value, name=name, device=device, progress=True)
     except (DatasetError, ValueError, FileExistsError) as e:
         _fail(str(e), 2)
     except (WeightsError, TrainError) as e:

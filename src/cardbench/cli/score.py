@@ -88,7 +88,7 @@ def score_cmd(
             result = score(predictions, reference, protocol=protocol.value, labels=labels,
                            reference_labels=reference_labels, classes=cls, split=split,
                            allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
-                           progress=sys.stderr.isatty())
+                           progress=True)  # a bar in a terminal, a line per 10 % in a log
     except ValidationError as e:
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
@@ -207,7 +207,7 @@ def demo_cmd(
         else:
             from cardbench.baselines.demo import run_demo_loop
 
-            run_demo_loop(out / "baseline", console=con, progress=sys.stderr.isatty())
+            run_demo_loop(out / "baseline", console=con, progress=True)
             baseline_done = True
     con.rule("[bold]Outputs")
     con.print(f"written to [bold]{out}[/bold]:")
