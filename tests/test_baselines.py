@@ -325,6 +325,19 @@ def test_demo_loop_short_on_real_images(sunnybrook, tmp_path):
     assert r.headline()["LV"] > 0.5
 
 
+def test_predict_writes_label_team_and_method(tmp_path):
+    from cardbench.baselines.predict import submission_meta
+
+    cfg = load_config("cpu-smoke", {"image_size": 64})
+    ck = tmp_path / "model.safetensors"
+    ck.write_bytes(b"weights")
+    meta = submission_meta(cfg, {"epochs_done": 3}, ck, "sunnybrook-sample", "test", None)
+    assert meta["label"] and cfg.encoder in meta["label"] and meta["team"] and cfg.encoder in meta["method"]
+    from cardbench.benchmark.submission import _ALLOWED_META_KEYS
+
+    assert set(meta) <= _ALLOWED_META_KEYS  # `cardbench score` accepts what predict writes
+
+
 def test_png_predictions_in_the_seeds_naming(sunnybrook, tmp_path):
     from cardbench.baselines.model import save_checkpoint, build_model
     from cardbench.baselines.predict import predict_dataset

@@ -63,6 +63,11 @@ def score_cmd(
     leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Also add the result as an entry of "
                                                "this leaderboard folder (see `cardbench leaderboard`)."),
     name: Optional[str] = typer.Option(None, "--name", help="Leaderboard entry name (default: the submission's)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Readable label of the submission (overrides "
+                                        "label in submission.yaml; shown on the leaderboard)."),
+    team: Optional[str] = typer.Option(None, "--team", help="Team or authors (overrides submission.yaml)."),
+    method: Optional[str] = typer.Option(None, "--method", help="One-line method description (overrides "
+                                         "submission.yaml)."),
 ) -> None:
     """Validate a submission against a reference and score it: Dice, IoU, HD95, ASSD, EDV/ESV/EF per class.
 
@@ -93,6 +98,9 @@ def score_cmd(
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    for key, value in (("label", label), ("team", team), ("method", method)):
+        if value is not None:  # the command line wins over submission.yaml
+            result.summary.setdefault("submission", {})[key] = value
     if not no_save:
         dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
         try:
