@@ -119,6 +119,9 @@ def train_cmd(
                                              image_size, batch_size, epochs, loss, seed, device, out, name, sets))
     except ConfigError as e:
         _fail(str(e), 2)
+    if dry_run:  # a plan only: no weights are needed to print it
+        _print_plan(cfg)
+        return
     if cfg.init_kind == "imagenet":
         from cardbench.baselines.weights import WeightsUnavailable, resolve_imagenet
 
@@ -128,9 +131,6 @@ def train_cmd(
             _fail(str(e), 2)
     if cfg.init_kind == "checkpoint" and not Path(cfg.init_checkpoint).is_file():
         _fail(f"{cfg.init_checkpoint}: checkpoint not found (--init checkpoint:PATH takes a model.safetensors)", 2)
-    if dry_run:
-        _print_plan(cfg)
-        return
     _require_torch()
     from cardbench.baselines.data import DatasetError
     from cardbench.baselines.subsets import SubsetError
@@ -180,6 +180,14 @@ def _print_plan(cfg, n_images: int | None = None) -> None:
         return
     n_all = cfg.n_all or (sub.n_all if sub else None)
     n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
+    if n is None and cfg.dataset:  # count the dataset's labelled training images (no torch needed)
+        from cardbench.baselines.data import DatasetError, index_dataset
+
+        try:
+            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
+        except (DatasetError, SubsetError, ValueError) as e:
+            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
+            return
     if n is None:
         con.print("schedule: depends on the number of training images (give --subset v7..r_esed, or "
                   "`cardbench baseline schedule --n-images N`)")
@@ -213,6 +221,14 @@ def schedule_cmd(
     except (ConfigError, SubsetError) as e:
         _fail(str(e), 2)
     n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
+    if n is None and cfg.dataset:  # count the dataset's labelled training images (no torch needed)
+        from cardbench.baselines.data import DatasetError, index_dataset
+
+        try:
+            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
+        except (DatasetError, SubsetError, ValueError) as e:
+            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
+            return
     if n is None:
         _fail("give --subset (v7 v3 v1 r7 r3 r1 esed r_esed) or --n-images N", 2)
     total = cfg.n_all or (sub.n_all if sub else None)

@@ -119,8 +119,8 @@ def score_cmd(
     con = Console()
     print_summary(result, con)
     if not no_save:
-        con.print(f"results written to [bold]{dest}[/bold] (summary.json, per_case.csv, per_subject.csv, "
-                  "aggregates.csv)")
+        written = sorted(f.name for f in Path(dest).iterdir() if f.is_file() and not f.name.startswith("."))
+        con.print(f"results written to [bold]{dest}[/bold] ({', '.join(written)})")
 
 
 @app.command("reproduce")
@@ -179,7 +179,7 @@ def write_reproduction(out: Path, table, results) -> None:
 def demo_cmd(
     out: Path = typer.Option(Path("cardbench-demo"), "--out", "-o", help="Where to write the outputs."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the baseline loop (needs "
-                                  "torch: the [baselines] extra; a few minutes on 2 CPU cores)."),
+                                  "torch: the \\[baselines] extra; a few minutes on 2 CPU cores)."),
 ) -> None:
     """Run cardbench's main job on the embedded real data, offline.
 
