@@ -54,6 +54,6 @@ def sunnybrook_prepared(tmp_path_factory) -> Path:
     copy it before changing it)."""
     from cardbench.datasets.prepare import prepare_dataset
 
-    out = tmp_path_factory.mktemp("sunnybrook") / "sb"
+    out = tmp_path_factory.mktemp("sunnybrook") / "sunnybrook-sample"
     prepare_dataset("sunnybrook-sample", out)
     return out

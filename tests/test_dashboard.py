@@ -254,15 +254,13 @@ def test_pages_with_an_empty_folder(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
-    prepare = pytest.importorskip("cardbench.datasets.prepare")
+def sunnybrook(tmp_path_factory, sunnybrook_prepared):
     import nibabel as nib
 
     from cardbench.benchmark import score
 
     tmp = tmp_path_factory.mktemp("sb")
-    ref = tmp / "sunnybrook"
-    prepare.prepare_dataset("sunnybrook-sample", ref)
+    ref = sunnybrook_prepared  # prepared once per test run (conftest); read only
     pred = tmp / "pred"
     for f in sorted((ref / "labels").rglob("*.nii.gz")):
         img = nib.load(f)

@@ -64,10 +64,8 @@ def _geometry(ds):
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def prepared(sunnybrook_prepared) -> Path:
+    return sunnybrook_prepared  # prepare_dataset("sunnybrook-sample", ...), once per test run (conftest)
 
 
 def test_layout(prepared):
