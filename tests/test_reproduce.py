@@ -145,7 +145,7 @@ def test_demo_runs_offline(tmp_path):
 
     r = subprocess.run([sys.executable, "-c", _LIGHT, str(tmp_path / "imports.json"), "demo", "--out",
                         str(tmp_path / "demo"), "--no-baseline"], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "COLUMNS": "200"})
+                       env={**os.environ, "COLUMNS": "200"}, cwd=tmp_path)
     res = type("R", (), {"exit_code": r.returncode, "stdout": r.stdout, "stderr": r.stderr})
     assert res.exit_code == 0, res.stdout + res.stderr
     assert json.loads((tmp_path / "imports.json").read_text()) == {"tried": [], "loaded": []}
