@@ -67,7 +67,18 @@ def test_disabled_and_terminal():
     assert "10 %" not in t.getvalue() and "10/10" in t.getvalue()  # a rich bar, not log lines
 
 
-def test_score_writes_log_lines_when_not_a_terminal(sunnybrook_prepared, tmp_path):
+def test_quiet_for_short_work():
+    s = io.StringIO()
+    with progress(10, "scoring", stream=s, quiet_for=3600) as p:
+        for _ in range(10):
+            p.advance()
+    assert s.getvalue() == ""  # ended within the quiet time: no line, not even 100 %
+
+
+def test_score_writes_log_lines_when_not_a_terminal(sunnybrook_prepared, tmp_path, monkeypatch):
+    from cardbench.benchmark import scoring
+
+    monkeypatch.setattr(scoring, "PROGRESS_QUIET_S", 0.0)  # the sample scores within the default quiet time
     res = runner.invoke(app, ["score", str(sunnybrook_prepared / "labels"), "--reference", str(sunnybrook_prepared),
                               "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.stderr

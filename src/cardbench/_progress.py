@@ -47,8 +47,9 @@ def _fmt_count(n: float, unit: str) -> str:
 
 class _Task:
     def __init__(self, description: str, total: float | None, completed: float, log_every: float | None,
-                 unit: str, fields: dict):
+                 unit: str, fields: dict, quiet_for: float = 0.0):
         self.description, self.total, self.completed = description, total, completed
+        self.quiet_for, self.printed = quiet_for, False
         self.log_every, self.unit, self.fields = log_every, unit, fields
         self.start = time.monotonic()
         self.start_completed = completed
@@ -81,10 +82,10 @@ class LogProgress:
         return False
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, *,
-                 log_every: float | None = 0.1, unit: str = "", **fields) -> int:
+                 log_every: float | None = 0.1, unit: str = "", quiet_for: float = 0.0, **fields) -> int:
         tid = self._next
         self._next += 1
-        self.tasks[tid] = _Task(description, total, completed, log_every, unit, fields)
+        self.tasks[tid] = _Task(description, total, completed, log_every, unit, fields, quiet_for)
         return tid
 
     def update(self, task_id: int, *, advance: float = 0, completed: float | None = None,
@@ -113,6 +114,9 @@ class LogProgress:
 
     def _line(self, t: _Task) -> None:
         el = time.monotonic() - t.start
+        if el < t.quiet_for and not t.printed:  # short work: no lines at all (e.g. a quick validation error)
+            return
+        t.printed = True
         parts = [f"{t.description}:"]
         if t.total:
             pct = 100.0 * t.completed / t.total
@@ -161,7 +165,7 @@ def progress_bar(enabled: bool = True, console=None, *, stream: IO[str] | None =
                       TextColumn("{task.fields[info]}"), console=console, transient=transient) as p:
         orig = p.add_task
 
-        def add_task(description, total=None, completed=0, *, log_every=0.1, unit="", **kw):
+        def add_task(description, total=None, completed=0, *, log_every=0.1, unit="", quiet_for=0.0, **kw):
             kw.setdefault("info", "")
             return orig(description, total=total, completed=completed, **kw)
 
@@ -186,9 +190,11 @@ class Progress:
 @contextlib.contextmanager
 def progress(total: float | None, description: str, *, enabled: bool = True, console=None,
              stream: IO[str] | None = None, log_every: float | None = 0.1, unit: str = "",
-             transient: bool = True, completed: float = 0) -> Iterator[Progress]:
+             transient: bool = True, completed: float = 0, quiet_for: float = 0.0) -> Iterator[Progress]:
     """Context manager: progress of ``total`` units of work named ``description`` (see the module
-    docstring). Returns a :class:`Progress` with ``advance(n=1, info=None)``."""
+    docstring). Returns a :class:`Progress` with ``advance(n=1, info=None)``. ``quiet_for``: seconds
+    during which no log line is written (work that ends sooner writes none)."""
     with progress_bar(enabled, console, stream=stream, transient=transient) as bar:
-        tid = bar.add_task(description, total=total, completed=completed, log_every=log_every, unit=unit)
+        tid = bar.add_task(description, total=total, completed=completed, log_every=log_every, unit=unit,
+                           quiet_for=quiet_for)
         yield Progress(bar, tid)

@@ -311,6 +311,10 @@ def _png_distance_records(task: VolumeTask, items: list, notes: list[str]) -> li
     return out + _failed_records(task, [None], "volume")
 
 
+#: seconds of scoring before progress lines are written where stderr is not a terminal
+PROGRESS_QUIET_S = 5.0
+
+
 def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True) -> list[dict]:
     """Run :func:`score_volume` over ``tasks`` with a progress bar; ``jobs > 1`` uses processes.
 
@@ -319,7 +323,8 @@ def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True)
     results: list[dict] = []
     from cardbench._progress import progress as _progress  # a bar in a terminal, a line per 10 % in a log
 
-    with _progress(len(tasks), "scoring", enabled=progress) as bar:
+    # in a log, no lines for scoring that ends within PROGRESS_QUIET_S (a quick validation error stays one line)
+    with _progress(len(tasks), "scoring", enabled=progress, quiet_for=PROGRESS_QUIET_S) as bar:
         if jobs <= 1 or len(tasks) < 2:
             for task in tasks:
                 results.append(score_volume(task))
