@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
-Real data: the project's shared real-data folder (``../shared/data`` next to the repository, see
-its README) is found through ``$CARDBENCH_SHARED_DATA``, then ``<repo>/../shared/data``, then
+Real data: a folder holding copies of the registry's public files in the registry layout
+(``REGISTRY.tsv`` at its top) is found through ``$CARDBENCH_SHARED_DATA``, then a ``shared/data`` folder next to the repository, then
 ``/work/shared/data``. Tests that need it skip with a clear reason when it is absent.
 """
 
@@ -46,3 +46,14 @@ def prefilled_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lb") / "leaderboard"
     open_leaderboard(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def sunnybrook_prepared(tmp_path_factory) -> Path:
+    """The embedded Sunnybrook sample prepared into the standard layout, once per test run (read only:
+    copy it before changing it)."""
+    from cardbench.datasets.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("sunnybrook") / "sunnybrook-sample"
+    prepare_dataset("sunnybrook-sample", out)
+    return out

@@ -28,7 +28,7 @@ TABLES = {
     "ukbb_cardiac": "confusion_WS_ukbbCardiac.tsv",
     "second_observer": "confusion_WS_TR.tsv",
 }
-#: the paper's published test-set Dice (LV, MY) (Ankenbrand et al., MRM 2021;86:2179, and DESIGN.md).
+#: the paper's published test-set Dice (LV, MY) (Ankenbrand et al., MRM 2021;86:2179).
 PAPER = {"base": (0.835, 0.670), "plain": (0.880, 0.756), "imagenet_tl": (0.908, 0.791),
          "double_tl": (0.900, 0.791), "double_tl_esed": (0.908, 0.805), "ukbb_cardiac": (0.668, 0.521),
          "second_observer": (0.939, 0.813)}

@@ -37,7 +37,18 @@ def test_bootstrap_two_subjects_spans_both_values():
 def test_bootstrap_identical_values_has_zero_width_and_is_reproducible():
     assert bootstrap_ci(np.full(5, 0.8), 500, 3) == pytest.approx((0.8, 0.8))
     x = np.random.default_rng(0).random(12)
-    assert bootstrap_ci(x, 1000, 7) == bootstrap_ci(x, 1000, 7)
+    from cardbench.benchmark.aggregate import bootstrap_indices
+
+    # reproducible across draws: the resample matrix is cached (lru_cache), so clear it between the two
+    # calls; otherwise the second call would only read back the first call's matrix
+    bootstrap_indices.cache_clear()
+    first = bootstrap_ci(x, 1000, 7)
+    bootstrap_indices.cache_clear()
+    assert bootstrap_ci(x, 1000, 7) == first
+    # and it is the percentile bootstrap as numpy computes it from the same seeded generator
+    idx = np.random.default_rng(7).integers(0, x.size, size=(1000, x.size))
+    assert first == tuple(np.quantile(x[idx].mean(axis=1), [0.025, 0.975]))
+    assert bootstrap_ci(x, 1000, 8) != first  # another seed, another draw
     lo, hi = bootstrap_ci(x, 1000, 7)
     assert lo < x.mean() < hi
 

@@ -27,12 +27,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
-    from cardbench.datasets.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def sunnybrook(sunnybrook_prepared):
+    return sunnybrook_prepared  # prepared once per test run (conftest)
 
 
 # ------------------------------------------------------------------------------ losses, metrics
@@ -278,6 +274,26 @@ def test_training_is_deterministic_and_resume_continues_exactly(sunnybrook, tmp_
     assert meta["config"]["seed"] == 0
 
 
+def test_training_writes_a_line_per_epoch_when_not_a_terminal(sunnybrook, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from cardbench.baselines.train import train
+
+    sub = _subset_file(sunnybrook, tmp_path / "subset.csv")
+    cfg = load_config("cpu-smoke", {"dataset": str(sunnybrook), "subset_file": str(sub), "image_size": 64,
+                                    "batch_size": 4, "base_epochs": 2, "threads": 1, "valid_split": "test",
+                                    "out": str(tmp_path / "run")})
+    log = io.StringIO()
+    res = train(cfg, progress=True, console=Console(file=log), stop_after=2)
+    lines = [ln for ln in log.getvalue().splitlines() if ": epoch: " in ln]
+    assert len(lines) == 2 == len(res.log)  # one line per epoch, of the 4 scheduled
+    for ln, (_, row), pct in zip(lines, res.log.iterrows(), ("25 %", "50 %")):
+        assert f"{pct} ({row['epoch'] + 1}/4)" in ln and "elapsed" in ln and "left" in ln
+        assert f"loss {row['train_loss']:.4f}" in ln and f"Dice LV {row['diceLV']:.3f}" in ln
+
+
 def test_demo_loop_short_on_real_images(sunnybrook, tmp_path):
     """The demo loop, shorter (64 px): predictions are scored unchanged, land on the leaderboard next to the
     published entries, and the model's LV Dice on its own training images beats 0.5."""
@@ -307,6 +323,19 @@ def test_demo_loop_short_on_real_images(sunnybrook, tmp_path):
                                  progress=False)
     r = score(train_pred.out, res.dataset, protocol="ankenbrand2021", split="train", progress=False)
     assert r.headline()["LV"] > 0.5
+
+
+def test_predict_writes_label_team_and_method(tmp_path):
+    from cardbench.baselines.predict import submission_meta
+
+    cfg = load_config("cpu-smoke", {"image_size": 64})
+    ck = tmp_path / "model.safetensors"
+    ck.write_bytes(b"weights")
+    meta = submission_meta(cfg, {"epochs_done": 3}, ck, "sunnybrook-sample", "test", None)
+    assert meta["label"] and cfg.encoder in meta["label"] and meta["team"] and cfg.encoder in meta["method"]
+    from cardbench.benchmark.submission import _ALLOWED_META_KEYS
+
+    assert set(meta) <= _ALLOWED_META_KEYS  # `cardbench score` accepts what predict writes
 
 
 def test_png_predictions_in_the_seeds_naming(sunnybrook, tmp_path):

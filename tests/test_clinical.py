@@ -193,7 +193,7 @@ def test_confusion_tables_have_no_volumes():
     assert "clinical" not in res.extra_tables
 
 
-def test_sunnybrook_indices_match_an_independent_computation(tmp_path):
+def test_sunnybrook_indices_match_an_independent_computation(tmp_path, sunnybrook_prepared):
     """Real expert contours (Sunnybrook sample, 5 heart-failure patients, ED/ES from subjects.csv).
 
     Prediction: the reference with the LV eroded by one pixel in-plane (eroded pixels become
@@ -202,10 +202,7 @@ def test_sunnybrook_indices_match_an_independent_computation(tmp_path):
     """
     import nibabel as nib
 
-    from cardbench.datasets.prepare import prepare_dataset
-
-    ref = tmp_path / "sb"
-    prepare_dataset("sunnybrook-sample", ref)
+    ref = sunnybrook_prepared  # prepared once per test run (conftest); read only
     subjects = pd.read_csv(ref / "subjects.csv", dtype={"subject": str})
     pred = tmp_path / "pred"
     expected = {}

@@ -2,7 +2,7 @@
 127.0.0.1, headless Chromium (Debian's ``chromium``) loads it, the paper's table is on the page, the
 screenshot is not blank; a ``cardbench score --leaderboard`` entry shows after a reload.
 
-Screenshots are kept in ``test-artifacts/`` (gitignored) for a human to look at.
+Screenshots go to the test's temporary folder (never into the repository).
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import pytest
 import lbexpect as X
 from cardbench.benchmark.leaderboard import Leaderboard, open_leaderboard
 from cardbench.dashboard.serve import blankness, chromium, screenshot, server, wait_for_text
-from conftest import REPO, find_shared_data
+from conftest import find_shared_data
 
 pytestmark = pytest.mark.browser
 SHARED = find_shared_data()
-ARTIFACTS = REPO / "test-artifacts"
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +36,6 @@ def _numbers(dom: str) -> np.ndarray:
 
 
 def test_dashboard_in_chromium(tmp_path):
-    ARTIFACTS.mkdir(exist_ok=True)
     root = tmp_path / "leaderboard"
     open_leaderboard(root)
     best = max(X.TABLES, key=lambda e: X.paper_protocol(X.seven_t(e, SHARED), "LV"))
@@ -46,7 +44,7 @@ def test_dashboard_in_chromium(tmp_path):
         # wait until the ranked table (grid cells with the best entry) is on the page
         dom = wait_for_text(url + "/", ['role="gridcell"', best, "Ranked by dice LV"])
         assert np.min(np.abs(_numbers(dom) - best_lv)) < 1e-9
-        png = screenshot(url + "/", ARTIFACTS / "dashboard-leaderboard.png", size=(1400, 1000))
+        png = screenshot(url + "/", tmp_path / "dashboard-leaderboard.png", size=(1400, 1000))
         sd, dark = blankness(png)
         assert sd > 15 and dark > 0.005, (sd, dark)
 
@@ -60,7 +58,10 @@ def test_dashboard_in_chromium(tmp_path):
         assert r.returncode == 0, r.stderr
         bench = next(b for b in Leaderboard(root).benchmark_ids() if "my-rescore" in Leaderboard(root).entry_names(b))
         dom = wait_for_text(f"{url}/?benchmark={bench}", ['role="gridcell"', "my-rescore"])
+        # the Leaderboard page has a path of its own (was "Page not found"): /leaderboard?benchmark=...
+        dom2 = wait_for_text(f"{url}/leaderboard?benchmark={bench}", ['role="gridcell"', "my-rescore"])
+        assert "Page not found" not in dom2
         assert np.min(np.abs(_numbers(dom) - X.paper_protocol(X.seven_t("base", SHARED), "LV"))) < 1e-9
-        png = screenshot(f"{url}/?benchmark={bench}", ARTIFACTS / "dashboard-new-entry.png", size=(1400, 1000))
+        png = screenshot(f"{url}/?benchmark={bench}", tmp_path / "dashboard-new-entry.png", size=(1400, 1000))
         sd, dark = blankness(png)
         assert sd > 15 and dark > 0.005, (sd, dark)

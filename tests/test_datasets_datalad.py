@@ -166,6 +166,40 @@ def test_fetch_backend_datalad(released, tmp_path):
     assert res.exit_code == 1 and "is 'sunnybrook-sample', not 'cmr-7t'" in res.stderr
 
 
+def test_fetch_backend_datalad_relative_out_and_source(released, tmp_path, monkeypatch):
+    """The documented `fetch NAME --backend datalad --source X --out Y` with both paths relative to the
+    current folder (was: `Y/Y: path does not exist`)."""
+    _, x, _ = released
+    shutil.copytree(x, tmp_path / "X", symlinks=True)
+    monkeypatch.chdir(tmp_path)
+    for k, v in IDENTITY.items():
+        monkeypatch.setenv(k, v)
+    res = runner.invoke(app, ["data", "fetch", "sunnybrook-sample", "--backend", "datalad", "--source", "X",
+                              "--out", "Y"])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.strip() == str(tmp_path / "Y")
+    fx, fy = _files(x), _files(tmp_path / "Y")
+    assert set(fx) == set(fy) and all(fx[k] == fy[k] for k in fx)
+    assert not (tmp_path / "Y" / "Y").exists()
+
+
+def test_release_help_recipe_works_as_written(released, tmp_path):
+    """The recipe printed by `cardbench data release --help`, run verbatim by a shell (OUT = the release)."""
+    import re
+
+    _, x, _ = released
+    res = runner.invoke(app, ["data", "release", "--help"], env={"COLUMNS": "400"})
+    text = " ".join(res.stdout.split())
+    recipe = re.search(r"`(datalad clone OUT [^`]+)`", text)
+    assert recipe, text
+    cmd = recipe.group(1).replace("OUT", str(x))
+    r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, f"{cmd}: {r.stderr}"
+    clone = tmp_path / "other"
+    fx, fo = _files(x), _files(clone)
+    assert set(fx) == set(fo) and all(fx[k] == fo[k] for k in fx)
+
+
 def test_release_from_prepared_folder(tmp_path, shared_data, monkeypatch):
     for k, v in IDENTITY.items():
         monkeypatch.setenv(k, v)

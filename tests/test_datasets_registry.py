@@ -229,11 +229,11 @@ def test_reference_split_issues():
     assert [i.kind for i in issues] == ["leakage"]
 
 
-def test_score_reports_a_reference_whose_split_disagrees(tmp_path):
-    from cardbench.datasets.prepare import prepare_dataset
+def test_score_reports_a_reference_whose_split_disagrees(tmp_path, sunnybrook_prepared):
+    import shutil
 
     ref = tmp_path / "ref"
-    prepare_dataset("sunnybrook-sample", ref)
+    shutil.copytree(sunnybrook_prepared, ref)  # a copy: this test edits subjects.csv
     pred = ref / "labels"
     res = runner.invoke(app, ["score", str(pred), "--reference", str(ref), "--no-save", "--json"])
     assert res.exit_code == 0, res.stderr

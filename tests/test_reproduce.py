@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cardbench.benchmark.reproduce import PUBLISHED, reproduce_ankenbrand2021, score_label_quality
 from cardbench.cli import app
 
-# The paper's test-set Dice (LV, MY) as published (DESIGN.md / the paper); these are not outputs of cardbench.
+# The paper's test-set Dice (LV, MY) as published (the paper); these are not outputs of cardbench.
 PAPER = {"confusion_WS_base.tsv": (0.835, 0.670), "confusion_WS_doubleTransferLearn.tsv": (0.900, 0.791),
          "confusion_WS_doubleTL-esed.tsv": (0.908, 0.805), "confusion_WS_imagenetTransferLearn.tsv": (0.908, 0.791),
          "confusion_WS_plainLearn.tsv": (0.880, 0.756), "confusion_WS_ukbbCardiac.tsv": (0.668, 0.521),
@@ -117,9 +117,38 @@ def test_reproduce_cli_json_and_score_cli_on_confusion_table(shared_data, tmp_pa
     assert round(lv["mean"], 3) == 0.835
 
 
+_LIGHT = """
+import atexit, importlib.abc, json, sys
+HEAVY = ("torch", "torchvision", "segmentation_models_pytorch", "streamlit", "plotly", "datalad")
+tried = []
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in HEAVY:
+            tried.append(name)
+            raise ImportError('blocked (light install): ' + name)
+sys.meta_path.insert(0, Block())
+report = sys.argv[1]
+atexit.register(lambda: open(report, "w").write(json.dumps(
+    {"tried": tried, "loaded": sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)})))
+sys.argv = ["cardbench"] + sys.argv[2:]
+from cardbench.cli import app
+app()
+"""
+
+
 def test_demo_runs_offline(tmp_path):
-    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--no-baseline"])
+    """The light install (`pip install -e . && cardbench demo --no-baseline`): no torch, Streamlit, Plotly or
+    DataLad is imported, or even asked for (run in a subprocess where importing them fails)."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _LIGHT, str(tmp_path / "imports.json"), "demo", "--out",
+                        str(tmp_path / "demo"), "--no-baseline"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "COLUMNS": "200"}, cwd=tmp_path)
+    res = type("R", (), {"exit_code": r.returncode, "stdout": r.stdout, "stderr": r.stderr})
     assert res.exit_code == 0, res.stdout + res.stderr
+    assert json.loads((tmp_path / "imports.json").read_text()) == {"tried": [], "loaded": []}
     assert "7 of 7 rows match" in res.stdout
     assert (tmp_path / "demo" / "reproduce-ankenbrand2021" / "reproduction.csv").exists()
     assert (tmp_path / "demo" / "label-quality" / "ankenbrand2021" / "summary.json").exists()

@@ -155,15 +155,12 @@ def test_ankenbrand2021_has_no_distances(tmp_path):
 
 
 @pytest.mark.slow
-def test_sunnybrook_sample_end_to_end(tmp_path):
+def test_sunnybrook_sample_end_to_end(tmp_path, sunnybrook_prepared):
     """The prepared Sunnybrook sample (real NIfTI, 1.29-1.37 mm pixels, 8-10 mm slices) scored against
     a prediction made by shifting every LV mask one pixel: HD95 and ASSD with CIs in the summary, MY
     not scored where it is not annotated (ES), and the volume values equal MONAI's."""
     from cardbench.datasets.io import read_nifti_mask
-    from cardbench.datasets.prepare import prepare_dataset
-
-    ref_root = tmp_path / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", ref_root)
+    ref_root = sunnybrook_prepared  # prepared once per test run (conftest); read only
     arrays = {}
     for p in sorted((ref_root / "labels").rglob("*.nii.gz")):
         img = nib.load(str(p))

@@ -1,7 +1,7 @@
 """The Sunnybrook sample prepared end to end, checked against values computed here from the raw files.
 
 The raw files are read straight from the gzip copies shipped in the package (plain gzip + numpy +
-pydicom, none of cardbench's converters), so these tests run on a fresh clone without ../shared/data.
+pydicom, none of cardbench's converters), so these tests run on a fresh clone without the shared real-data folder.
 """
 
 from __future__ import annotations
@@ -64,10 +64,8 @@ def _geometry(ds):
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def prepared(sunnybrook_prepared) -> Path:
+    return sunnybrook_prepared  # prepare_dataset("sunnybrook-sample", ...), once per test run (conftest)
 
 
 def test_layout(prepared):

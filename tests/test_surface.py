@@ -226,13 +226,9 @@ def _perturb(lab: np.ndarray, seed: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory) -> Path:
-    """The Sunnybrook sample prepared from the raw DICOM and contours shipped in cardbench."""
-    from cardbench.datasets.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def sunnybrook(sunnybrook_prepared) -> Path:
+    """The Sunnybrook sample prepared from the raw DICOM and contours shipped in cardbench (once per run)."""
+    return sunnybrook_prepared
 
 
 def _sunnybrook_volumes(root: Path):

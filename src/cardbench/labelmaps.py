@@ -1,6 +1,6 @@
 """Label maps: which integer in a mask means which structure, and remapping to cardbench's map.
 
-cardbench's own label map (the default, DESIGN.md) is 0 background, 1 LV (left-ventricular blood
+cardbench's own label map (the default, docs/scoring.md) is 0 background, 1 LV (left-ventricular blood
 pool), 2 MY (left-ventricular myocardium), 3 RV (right-ventricular cavity). Every array is remapped
 to it before any metric, so metric code only ever sees cardbench values.
 
@@ -9,7 +9,7 @@ Built-in maps:
 ============  ==========================================  ===========================================
 name          values                                      source
 ============  ==========================================  ===========================================
-cardbench     0 bg, 1 LV, 2 MY, 3 RV                       DESIGN.md; same as the seed's 0/1/2 masks
+cardbench     0 bg, 1 LV, 2 MY, 3 RV                       cardbench; same as the seed's 0/1/2 masks
 acdc          0 bg, 1 RV, 2 MY, 3 LV                       ACDC challenge (Bernard et al. 2018)
 mnms          0 bg, 1 LV, 2 MY, 3 RV                       M&Ms challenge (Campello et al. 2021)
 ============  ==========================================  ===========================================
@@ -221,7 +221,7 @@ class LabelMap:
         return d
 
 
-CARDBENCH = LabelMap("cardbench", {"background": 0, "LV": 1, "MY": 2, "RV": 3}, "cardbench DESIGN.md")
+CARDBENCH = LabelMap("cardbench", {"background": 0, "LV": 1, "MY": 2, "RV": 3}, "cardbench (cardbench.labelmaps, docs/scoring.md)")
 ACDC = LabelMap("acdc", {"background": 0, "RV": 1, "MY": 2, "LV": 3},
                 "ACDC challenge, Bernard et al., IEEE TMI 2018;37:2514")
 MNMS = LabelMap("mnms", {"background": 0, "LV": 1, "MY": 2, "RV": 3},

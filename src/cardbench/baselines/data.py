@@ -1,6 +1,6 @@
 """Training and prediction data from a dataset in the standard layout.
 
-Layout (DESIGN.md, docs/DEVELOPING.md)::
+Layout (docs/datasets.md, docs/DEVELOPING.md)::
 
     <dataset>/subjects.csv              subject, split, ed_frame, es_frame
     <dataset>/annotations.csv           optional: subject, frame, classes ("LV MY") annotated there

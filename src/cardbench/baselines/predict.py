@@ -109,6 +109,8 @@ def submission_meta(cfg, meta: dict, checkpoint: Path, dataset_name: str, split:
     subset = f", subset {cfg.subset}" if cfg.subset else (f", subset file {cfg.subset_file}" if cfg.subset_file else "")
     return {
         "name": name or cfg.name,
+        "label": f"U-Net {cfg.encoder}, {cfg.init_kind} init, {cfg.image_size} px ({cfg.name})",
+        "team": "cardbench baseline",
         "method": (f"U-Net (segmentation-models-pytorch), {cfg.encoder} encoder, {init[cfg.init_kind]}, "
                    f"{cfg.loss} loss, {cfg.image_size} px, cardbench {__version__}"),
         "training_data": f"{cfg.dataset} split {cfg.train_split}{subset}",

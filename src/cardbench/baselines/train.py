@@ -379,7 +379,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
     scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
     global_epoch = 0
     with progress_bar(progress, console) as bar:
-        ep_task = bar.add_task(f"training {cfg.name}", total=total_epochs, completed=done_epochs)
+        # log_every=0: one line per epoch where stderr is not a terminal (loss, validation Dice, times)
+        ep_task = bar.add_task(f"training {cfg.name}: epoch", total=total_epochs, completed=done_epochs,
+                               log_every=0)
         for si, stage in enumerate(schedule):
             if global_epoch + stage.epochs <= done_epochs:
                 global_epoch += stage.epochs
@@ -402,7 +404,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
                 model.train()
                 batches = batches_for_epoch(n_train, cfg.batch_size, gen)
                 losses = []
-                step_task = bar.add_task(f"  epoch {ge + 1}/{total_epochs} ({stage.name})", total=len(batches))
+                step_task = bar.add_task(f"  epoch {ge + 1}/{total_epochs} ({stage.name})", total=len(batches),
+                                         log_every=None)
                 for x, y, a in loader.batches(batches):
                     x, y = augment_batch(x.float(), y, cfg.augment, gen)
                     x, y, a = x.to(device, non_blocking=True), y.to(device, non_blocking=True), a.to(device)
@@ -439,11 +442,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
                                                   "schedule": [s.__dict__ for s in schedule],
                                                   "n_train": n_train, "n_all": data["n_all"],
                                                   "complete": complete})
-                bar.advance(ep_task)
                 info = f"loss {row['train_loss']:.4f}"
                 if not math.isnan(row["valid_loss"]):
-                    info += f" | valid {row['valid_loss']:.4f} LV {row['diceLV']:.3f} MY {row['diceMY']:.3f}"
-                bar.update(ep_task, info=info)
+                    info += (f" | valid loss {row['valid_loss']:.4f}, Dice LV {row['diceLV']:.3f} "
+                             f"MY {row['diceMY']:.3f}")
+                bar.update(ep_task, advance=1, info=info)
             global_epoch += stage.epochs
             if stop_after is not None and global_epoch >= stop_after:
                 break

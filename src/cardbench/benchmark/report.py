@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from cardbench.benchmark.results import ScoreResult
@@ -58,14 +60,66 @@ def summary_table(result: ScoreResult, groupings: tuple[str, ...] = ("all", "spl
     return t
 
 
+def fits(console: Console, table: Table) -> bool:
+    """True when ``table`` can be drawn at ``console``'s width without wrapping or cutting a cell."""
+    wide = console.options.update(width=10_000, max_width=10_000)  # measure unclamped by the console width
+    return Measurement.get(console, wide, table).maximum <= console.width
+
+
+def summary_tables_narrow(result: ScoreResult,
+                          groupings: tuple[str, ...] = ("all", "split", "phase")) -> list[Table]:
+    """The summary for a narrow terminal (80 columns): one table per metric, one row per group and
+    class, with the mean and its 95 % CI in columns of their own (nothing is cut)."""
+    s = result.summary
+    proto = s["protocol"]
+    agg = result.aggregates
+    metrics = [m for m in proto["metrics"] if m in set(agg["metric"])]
+    tables = []
+    for m in metrics:
+        digits = 3 if m in ("dice", "iou") else 2
+        t = Table(title=f"{m}" + (" (mm)" if m in ("hd95", "assd", "hd", "masd") else ""), title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        t.add_column("group", no_wrap=True)
+        t.add_column("class", no_wrap=True)
+        t.add_column("mean", justify="right", no_wrap=True)
+        if proto.get("bootstrap"):
+            t.add_column("95% CI", justify="right", no_wrap=True)
+        for c in ("subjects", "values", "excluded"):
+            t.add_column(c, justify="right", no_wrap=True)
+        for g in groupings:
+            sub = agg[(agg["grouping"] == g) & (agg["metric"] == m)]
+            for _, r in sub.iterrows():
+                label = r["group"] if g == "all" else f"{g}={r['group']}"
+                ci = [_ci(r["ci_low"], r["ci_high"], digits).strip() or "-"] if proto.get("bootstrap") else []
+                t.add_row(escape(str(label)), escape(str(r["class"])), _fmt(r["mean"], digits), *ci, str(r["n_subjects"]),
+                          str(r["n_values"]), str(r["n_excluded"]))
+        tables.append(t)
+    return tables
+
+
 def print_summary(result: ScoreResult, console: Console | None = None) -> None:
-    """Print the summary table, status counts and notes."""
+    """Print the summary table, status counts and notes.
+
+    The table has one column per metric where the terminal is wide enough for it, else (e.g. at 80
+    columns) one table per metric (:func:`summary_tables_narrow`); the clinical table likewise."""
     console = console or Console()
-    console.print(summary_table(result))
-    from cardbench.benchmark.report_clinical import clinical_rich_table  # EDV, ESV, EF, LV mass agreement
+    wide = summary_table(result)
+    if fits(console, wide):
+        console.print(wide)
+    else:
+        s = result.summary
+        console.print(escape(f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}  |  "
+                             f"protocol {s['protocol']['name']} v{s['protocol']['version']}"), highlight=False)
+        for t in summary_tables_narrow(result):
+            console.print(t)
+    from cardbench.benchmark.report_clinical import clinical_rich_table, clinical_rich_tables_narrow
 
     if (ct := clinical_rich_table(result.summary)) is not None:
-        console.print(ct)
+        if fits(console, ct):
+            console.print(ct)
+        else:
+            for t in clinical_rich_tables_narrow(result.summary):
+                console.print(t)
     elif (cb := result.summary.get("clinical")) and cb.get("reason"):
         console.print(f"clinical indices (EDV, ESV, EF, LV mass): not available: {escape(str(cb['reason']))}",
                       highlight=False)

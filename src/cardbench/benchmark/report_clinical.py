@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 
@@ -41,16 +42,55 @@ def agreement_rich_table(records: list[dict] | pd.DataFrame, title: str, groupin
     return t
 
 
+def agreement_rich_tables_narrow(records: list[dict] | pd.DataFrame, title: str,
+                                 groupings: tuple[str, ...] = ("all",)) -> list[Table]:
+    """:func:`agreement_rich_table` for a narrow terminal (80 columns): two tables per group, (index,
+    n, reference, prediction, bias [95% CI]) and (index, limits of agreement, MAE, Pearson r), nothing cut."""
+    df = pd.DataFrame(records)
+    if df.empty:
+        return [agreement_rich_table(df, title, groupings)]
+    out = []
+    for g, rows in df[df["grouping"].isin(groupings)].groupby("group", sort=False):
+        kw = dict(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        a = Table(title=f"{title}; group {g}", **kw)
+        b = Table(**kw)
+        for c in ("index", "n", "reference", "prediction", "bias [95% CI]"):
+            a.add_column(c, justify="left" if c == "index" else "right", no_wrap=True)
+        for c in ("index", "95% limits of agreement", "MAE [95% CI]", "Pearson r [95% CI]"):
+            b.add_column(c, justify="left" if c == "index" else "right", no_wrap=True)
+        for _, r in rows.iterrows():
+            unit = f" {r['unit']}" if r["unit"] else ""
+            n = f"{int(r['n_subjects'])}" + (f" (+{int(r['n_excluded'])} excl.)" if r["n_excluded"] else "")
+            a.add_row(f"{r['index']}{unit}", n, _f(r["ref_mean"]), _f(r["pred_mean"]),
+                      _f(r["bias"]) + _ci(r["bias_ci_low"], r["bias_ci_high"]))
+            b.add_row(f"{r['index']}{unit}", f"{_f(r['loa_low'])} to {_f(r['loa_high'])}",
+                      _f(r["mae"]) + _ci(r["mae_ci_low"], r["mae_ci_high"]),
+                      _f(r["pearson_r"], 3) + _ci(r["pearson_r_ci_low"], r["pearson_r_ci_high"], 3))
+        out += [a, b]
+    return out
+
+
+def _clinical_title(block: dict) -> str:
+    src = ", ".join(f"{k} {v}" for k, v in block.get("phase_source", {}).items())
+    b = block.get("bootstrap", {})
+    return (f"Clinical indices vs reference (prediction - reference; ED/ES from: {src}; "
+            f"subject bootstrap {b.get('resamples')} resamples, seed {b.get('seed')})")
+
+
+def clinical_rich_tables_narrow(summary: dict) -> list[Table]:
+    """The ``clinical`` block as tables for a narrow terminal (empty when not available)."""
+    block = summary.get("clinical") or {}
+    if not block.get("available"):
+        return []
+    return agreement_rich_tables_narrow(block.get("agreement", []), _clinical_title(block))
+
+
 def clinical_rich_table(summary: dict) -> Table | None:
     """The ``clinical`` block of a score summary as a table (None when not available)."""
     block = summary.get("clinical") or {}
     if not block.get("available"):
         return None
-    src = ", ".join(f"{k} {v}" for k, v in block.get("phase_source", {}).items())
-    b = block.get("bootstrap", {})
-    title = (f"Clinical indices vs reference (prediction - reference; ED/ES from: {src}; "
-             f"subject bootstrap {b.get('resamples')} resamples, seed {b.get('seed')})")
-    return agreement_rich_table(block.get("agreement", []), title)
+    return agreement_rich_table(block.get("agreement", []), _clinical_title(block))
 
 
 def comparison_rich_table(comp, info: dict, max_rows: int = 40) -> Table:

@@ -6,7 +6,7 @@ reference = observer WS unless stated) is recomputed with the same scoring code 
 ``ankenbrand2021`` and under ``cardbench-v1`` (per-volume Dice, per-volunteer aggregation,
 bootstrap CI), so a reader sees how much the protocol matters.
 
-Published values (paper's Table/Figure, also DESIGN.md) are listed in :data:`PUBLISHED`; they are
+Published values (the paper's Table/Figure) are listed in :data:`PUBLISHED`; they are
 the target, never used to compute anything.
 """
 

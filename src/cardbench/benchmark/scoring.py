@@ -350,13 +350,8 @@ def _png_distance_records(task: VolumeTask, items: list, notes: list[str]) -> li
     return out + _failed_records(task, [None], "volume")
 
 
-def _progress(total: int, description: str, enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True,
-                    disable=not enabled)
+#: seconds of scoring before progress lines are written where stderr is not a terminal
+PROGRESS_QUIET_S = 5.0
 
 
 def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True) -> list[dict]:
@@ -365,18 +360,20 @@ def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True)
     Results are returned in task order, so ``jobs`` never changes the result.
     """
     results: list[dict] = []
-    with _progress(len(tasks), "scoring", progress) as bar:
-        t = bar.add_task("scoring", total=len(tasks))
+    from cardbench._progress import progress as _progress  # a bar in a terminal, a line per 10 % in a log
+
+    # in a log, no lines for scoring that ends within PROGRESS_QUIET_S (a quick validation error stays one line)
+    with _progress(len(tasks), "scoring", enabled=progress, quiet_for=PROGRESS_QUIET_S) as bar:
         if jobs <= 1 or len(tasks) < 2:
             for task in tasks:
                 results.append(score_volume(task))
-                bar.advance(t)
+                bar.advance()
         else:
             with ProcessPoolExecutor(max_workers=jobs) as ex:
                 chunk = max(1, len(tasks) // (jobs * 8))
                 for r in ex.map(score_volume, tasks, chunksize=chunk):
                     results.append(r)
-                    bar.advance(t)
+                    bar.advance()
     return results
 
 

@@ -27,7 +27,7 @@ from cardbench.benchmark.validation import Problem
 from cardbench.datasets.naming import CaseKey, mask_format, parse_case_name
 
 _META_NAMES = ("submission.yaml", "submission.yml")
-_ALLOWED_META_KEYS = {"name", "team", "method", "training_data", "url", "label_map", "description",
+_ALLOWED_META_KEYS = {"name", "label", "team", "method", "training_data", "url", "label_map", "description",
                       "authors", "contact", "date", "model", "config", "license", "paper", "notes", "checkpoint",
                       "cardbench_version", "dataset", "split"}
 

@@ -118,6 +118,9 @@ def train_cmd(
                                              image_size, batch_size, epochs, loss, seed, device, out, name, sets))
     except ConfigError as e:
         _fail(str(e), 2)
+    if dry_run:  # a plan only: no weights are needed to print it
+        _print_plan(cfg)
+        return
     if cfg.init_kind == "imagenet":
         from cardbench.baselines.weights import WeightsUnavailable, resolve_imagenet
 
@@ -127,9 +130,6 @@ def train_cmd(
             _fail(str(e), 2)
     if cfg.init_kind == "checkpoint" and not Path(cfg.init_checkpoint).is_file():
         _fail(f"{cfg.init_checkpoint}: checkpoint not found (--init checkpoint:PATH takes a model.safetensors)", 2)
-    if dry_run:
-        _print_plan(cfg)
-        return
     _require_torch()
     from cardbench.baselines.data import DatasetError
     from cardbench.baselines.subsets import SubsetError
@@ -137,7 +137,7 @@ def train_cmd(
     from cardbench.baselines.weights import WeightsError, WeightsUnavailable
 
     try:
-        res = train(cfg, resume=resume, overwrite=overwrite, progress=sys.stderr.isatty())
+        res = train(cfg, resume=resume, overwrite=overwrite, progress=True)  # log lines when not a terminal
     except (DatasetError, SubsetError, ConfigError) as e:
         _fail(str(e), 2)
     except (TrainError, WeightsError, WeightsUnavailable) as e:
@@ -179,6 +179,14 @@ def _print_plan(cfg, n_images: int | None = None) -> None:
         return
     n_all = cfg.n_all or (sub.n_all if sub else None)
     n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
+    if n is None and cfg.dataset:  # count the dataset's labelled training images (no torch needed)
+        from cardbench.baselines.data import DatasetError, index_dataset
+
+        try:
+            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
+        except (DatasetError, SubsetError, ValueError) as e:
+            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
+            return
     if n is None:
         con.print("schedule: depends on the number of training images (give --subset v7..r_esed, or "
                   "`cardbench baseline schedule --n-images N`)")
@@ -212,6 +220,14 @@ def schedule_cmd(
     except (ConfigError, SubsetError) as e:
         _fail(str(e), 2)
     n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
+    if n is None and cfg.dataset:  # count the dataset's labelled training images (no torch needed)
+        from cardbench.baselines.data import DatasetError, index_dataset
+
+        try:
+            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
+        except (DatasetError, SubsetError, ValueError) as e:
+            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
+            return
     if n is None:
         _fail("give --subset (v7 v3 v1 r7 r3 r1 esed r_esed) or --n-images N", 2)
     total = cfg.n_all or (sub.n_all if sub else None)
@@ -263,7 +279,7 @@ def predict_cmd(
 
     try:
         res = predict_dataset(checkpoint, dataset, out, split=None if split == "all" else split, fmt=fmt.value,
-                              frames=frames.value, name=name, device=device, progress=sys.stderr.isatty())
+                              frames=frames.value, name=name, device=device, progress=True)
     except (DatasetError, ValueError, FileExistsError) as e:
         _fail(str(e), 2)
     except (WeightsError, TrainError) as e:

@@ -337,7 +337,7 @@ def release_cmd(
 ) -> None:
     """Release a dataset as a DataLad dataset (binaries annexed, text in git, conversion via `datalad run`).
 
-    Then `datalad clone OUT other && datalad get -d other .` gives the same files, and
+    Then `datalad clone OUT other && datalad get -d other other` gives the same files, and
     `cardbench data fetch NAME --backend datalad --source OUT` does it for a user.
     """
     from cardbench.datasets.fetch import DownloadError

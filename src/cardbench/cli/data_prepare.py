@@ -89,7 +89,7 @@ def prepare_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Destination folder (replaced atomically). "
                                            "Default: the prepared-data cache (<cache>/prepared/<name>-<version>)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Folder with the registry layout holding the raw "
-                                          "files (e.g. ../shared/data); default: the copy embedded in cardbench."),
+                                          "files (e.g. a `cardbench data fetch` cache or a mirror); default: the copy embedded in cardbench."),
     refresh: bool = typer.Option(False, "--refresh", help="Rebuild the cached copy even when it exists."),
     print_path: bool = typer.Option(False, "--print-path", help="Print only the prepared folder's path (for "
                                     "`--reference \"$(cardbench data prepare sunnybrook-sample --print-path)\"`)."),

@@ -64,8 +64,10 @@ def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
     matches = [b for b in ids if b.startswith(benchmark)]
     if len(matches) == 1:
         return matches
-    _fail(f"{lb.root}: no benchmark '{benchmark}'" + (f" (matches: {', '.join(matches)})" if matches else "")
-          + f"; available: {', '.join(ids)}")
+    if matches:
+        _fail(f"{lb.root}: benchmark '{benchmark}' is ambiguous: it matches {', '.join(matches)}; give one of them "
+              "(or a longer prefix)")
+    _fail(f"{lb.root}: no benchmark '{benchmark}'; available: {', '.join(ids)}")
     return []
 
 

@@ -67,6 +67,11 @@ def score_cmd(
     leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Also add the result as an entry of "
                                                "this leaderboard folder (see `cardbench leaderboard`)."),
     name: Optional[str] = typer.Option(None, "--name", help="Leaderboard entry name (default: the submission's)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Readable label of the submission (overrides "
+                                        "label in submission.yaml; shown on the leaderboard)."),
+    team: Optional[str] = typer.Option(None, "--team", help="Team or authors (overrides submission.yaml)."),
+    method: Optional[str] = typer.Option(None, "--method", help="One-line method description (overrides "
+                                         "submission.yaml)."),
 ) -> None:
     """Validate a submission against a reference and score it: Dice, IoU, HD95, ASSD, EDV/ESV/EF per class.
 
@@ -103,11 +108,14 @@ def score_cmd(
             result = score(predictions, reference, protocol=protocol.value, labels=labels,
                            reference_labels=reference_labels, classes=cls, split=split,
                            allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
-                           progress=sys.stderr.isatty())
+                           progress=True)  # a bar in a terminal, a line per 10 % in a log
     except ValidationError as e:
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    for key, value in (("label", label), ("team", team), ("method", method)):
+        if value is not None:  # the command line wins over submission.yaml
+            result.summary.setdefault("submission", {})[key] = value
     if leaderboard is not None and name is None:  # the entry name made from the submission's must be valid
         from cardbench.benchmark.leaderboard import LeaderboardError, check_name
         from cardbench.benchmark.leaderboard import safe_name as entry_safe_name
@@ -139,8 +147,8 @@ def score_cmd(
     con = Console()
     print_summary(result, con)
     if not no_save:
-        con.print(f"results written to [bold]{escape(str(dest))}[/bold] (summary.json, per_case.csv, per_subject.csv, "
-                  "aggregates.csv)")
+        written = sorted(f.name for f in Path(dest).iterdir() if f.is_file() and not f.name.startswith("."))
+        con.print(f"results written to [bold]{escape(str(dest))}[/bold] ({escape(', '.join(written))})")
 
 
 @app.command("reproduce")
@@ -199,7 +207,7 @@ def write_reproduction(out: Path, table, results) -> None:
 def demo_cmd(
     out: Path = typer.Option(Path("cardbench-demo"), "--out", "-o", help="Where to write the outputs."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the baseline loop (needs "
-                                  "torch: the [baselines] extra; a few minutes on 2 CPU cores)."),
+                                  "torch: the \\[baselines] extra; a few minutes on 2 CPU cores)."),
 ) -> None:
     """Run cardbench's main job on the embedded real data, offline.
 
@@ -235,7 +243,7 @@ def demo_cmd(
         else:
             from cardbench.baselines.demo import run_demo_loop
 
-            run_demo_loop(out / "baseline", console=con, progress=sys.stderr.isatty())
+            run_demo_loop(out / "baseline", console=con, progress=True)
             baseline_done = True
     con.rule("[bold]Outputs")
     con.print(f"written to [bold]{out}[/bold]:")

@@ -91,11 +91,11 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, level: str, tol: float
         a, b: per-case tables of two entries of one benchmark.
         metric: metric column.
         level: ``image`` or ``volume``.
-        tol: differences with ``|b - a| <= tol`` are ties.
+        tol: differences with ``|a - b| <= tol`` are ties.
 
     Returns:
         One row per (case, class) present in both with a value in both: subject, frame, slice,
-        phase, class, ``a``, ``b``, ``diff`` = b - a, ``better`` in {``A``, ``tie``, ``B``} (by the
+        phase, class, ``a``, ``b``, ``diff`` = a - b (as ``cardbench compare``), ``better`` in {``A``, ``tie``, ``B``} (by the
         metric's direction: for Dice higher is better, for distances lower). ``df.attrs`` has
         ``only_a``, ``only_b`` (cases in one table only) and ``nan`` (pairs with a NaN side).
     """
@@ -114,10 +114,10 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, level: str, tol: float
     both = m[m["_merge"] == "both"].drop(columns="_merge")
     nan = int((both["a"].isna() | both["b"].isna()).sum())
     both = both.dropna(subset=["a", "b"]).copy()
-    both["diff"] = both["b"] - both["a"]
+    both["diff"] = both["a"] - both["b"]
     direction = METRIC_DIRECTION.get(metric, 1)
     d = both["diff"] * direction
-    both["better"] = np.where(d.abs() <= tol, "tie", np.where(d > 0, "B", "A"))
+    both["better"] = np.where(d.abs() <= tol, "tie", np.where(d > 0, "A", "B"))
     both = both.reset_index(drop=True)
     both.attrs.update(only_a=only_a, only_b=only_b, nan=nan, metric=metric, level=level, tol=tol,
                       direction=direction)
@@ -125,30 +125,30 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, level: str, tol: float
 
 
 def win_tie_loss(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per class: cases, A better, tie, B better, mean of a, mean of b, mean difference (b - a)."""
+    """Per class: cases, A better, tie, B better, mean of a, mean of b, mean difference (a - b)."""
     recs = []
     for cls, g in pairs.groupby("class", sort=False):
         vc = g["better"].value_counts()
         recs.append({"class": cls, "cases": len(g), "A better": int(vc.get("A", 0)), "tie": int(vc.get("tie", 0)),
                      "B better": int(vc.get("B", 0)), "mean A": float(g["a"].mean()), "mean B": float(g["b"].mean()),
-                     "mean diff (B-A)": float(g["diff"].mean())})
+                     "mean diff (A - B)": float(g["diff"].mean())})
     t = pd.DataFrame(recs, columns=["class", "cases", "A better", "tie", "B better", "mean A", "mean B",
-                                    "mean diff (B-A)"])
+                                    "mean diff (A - B)"])
     order = {c: i for i, c in enumerate(CLASSES)}
     return t.sort_values("class", key=lambda s: s.map(lambda c: order.get(c, 99))).reset_index(drop=True)
 
 
 def subject_differences(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 20210421) -> pd.DataFrame:
     """Paired difference at subject level, per class: mean over subjects of each subject's mean
-    ``diff`` (b - a), with a 95 % percentile bootstrap CI resampling subjects
+    ``diff`` (a - b), with a 95 % percentile bootstrap CI resampling subjects
     (:func:`cardbench.benchmark.aggregate.bootstrap_ci`; none with fewer than 2 subjects)."""
     recs = []
     for cls, g in pairs.groupby("class", sort=False):
         sm = g.groupby("subject")["diff"].mean().to_numpy()
         lo, hi = bootstrap_ci(sm, n_boot, seed)
-        recs.append({"class": cls, "subjects": int(sm.size), "mean diff (B-A)": float(sm.mean()) if sm.size else np.nan,
+        recs.append({"class": cls, "subjects": int(sm.size), "mean diff (A - B)": float(sm.mean()) if sm.size else np.nan,
                      "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(recs, columns=["class", "subjects", "mean diff (B-A)", "ci_low", "ci_high"])
+    return pd.DataFrame(recs, columns=["class", "subjects", "mean diff (A - B)", "ci_low", "ci_high"])
 
 
 def flips(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +160,7 @@ def flips(pairs: pd.DataFrame) -> pd.DataFrame:
         md = g["diff"].mean() * direction
         if md == 0 or np.isnan(md):
             continue
-        overall = "B" if md > 0 else "A"
+        overall = "A" if md > 0 else "B"
         f = g[(g["better"] != "tie") & (g["better"] != overall)].assign(overall=overall)
         out.append(f)
     if not out:

@@ -14,9 +14,19 @@ HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="cardbench leaderboard", page_icon=":anatomical_heart:", layout="wide")
 
+LEADERBOARD = st.Page(str(HERE / "views" / "leaderboard.py"), title="Leaderboard", icon=":material/leaderboard:",
+                      url_path="leaderboard")
+
+
+def _home() -> None:
+    """The root URL opens the Leaderboard page (with the URL's selections), so /leaderboard?benchmark=...
+    is a page path of its own: Streamlit serves the default page only at the root."""
+    st.switch_page(LEADERBOARD, query_params=st.query_params.to_dict())
+
+
 PAGES = [
-    st.Page(str(HERE / "views" / "leaderboard.py"), title="Leaderboard", icon=":material/leaderboard:",
-            url_path="leaderboard", default=True),
+    st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
+    LEADERBOARD,
     st.Page(str(HERE / "views" / "submission.py"), title="Submission", icon=":material/description:",
             url_path="submission"),
     st.Page(str(HERE / "views" / "case.py"), title="Case drill-down", icon=":material/image_search:",

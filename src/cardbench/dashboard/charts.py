@@ -98,14 +98,14 @@ def paired_scatter(pairs: pd.DataFrame, name_a: str, name_b: str) -> go.Figure:
 
 
 def diff_histogram(pairs: pd.DataFrame) -> go.Figure:
-    """Histogram of the paired differences B - A per class."""
+    """Histogram of the paired differences A - B per class (as ``cardbench compare``)."""
     fig = go.Figure()
     for cls in [c for c in CLASSES if c in set(pairs["class"])]:
         fig.add_trace(go.Histogram(x=pairs.loc[pairs["class"] == cls, "diff"], name=cls, opacity=0.6,
                                    marker_color=CLASS_COLORS.get(cls)))
     fig.add_vline(x=0, line_color="grey", line_dash="dot")
-    fig.update_layout(barmode="overlay", title="paired differences (B - A)",
-                      xaxis_title=f"B - A: {_axis_title(pairs.attrs.get('metric', ''))}", yaxis_title="cases",
+    fig.update_layout(barmode="overlay", title="paired differences (A - B)",
+                      xaxis_title=f"A - B: {_axis_title(pairs.attrs.get('metric', ''))}", yaxis_title="cases",
                       height=420, **_LAYOUT)
     return fig
 
@@ -128,7 +128,9 @@ def bland_altman(ref: np.ndarray, pred: np.ndarray, name: str, unit: str, labels
         sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
         for y, dash, txt in ((bias, "solid", f"bias {bias:.2f}"), (bias + 1.96 * sd, "dash", f"+1.96 SD {bias + 1.96 * sd:.2f}"),
                              (bias - 1.96 * sd, "dash", f"-1.96 SD {bias - 1.96 * sd:.2f}")):
-            fig.add_hline(y=y, line_dash=dash, line_color="grey", annotation_text=txt, annotation_position="right")
+            # labels inside the plot area (at its right edge, above the line): never cut by the figure edge
+            fig.add_hline(y=y, line_dash=dash, line_color="grey", annotation_text=txt,
+                          annotation_position="top right")
     u = f" ({unit})" if unit else ""
     fig.update_layout(title=f"Bland-Altman: {name}", xaxis_title=f"mean of reference and prediction{u}",
                       yaxis_title=f"prediction - reference{u}", height=380, showlegend=False, **_LAYOUT)
@@ -156,7 +158,8 @@ def scatter_vs_reference(ref: np.ndarray, pred: np.ndarray, name: str, unit: str
 def _contours(fig: go.Figure, labels: np.ndarray, dash: str, width: float, opacity: float, suffix: str) -> None:
     from skimage import measure
 
-    for cls in CLASSES:
+    # MY first, LV last: the LV contour coincides with MY's inner boundary and must stay visible on top
+    for cls in sorted(CLASSES, key=lambda c: c == "LV"):
         mask = labels == CLASSES.index(cls) + 1
         if not mask.any():
             continue
@@ -170,8 +173,8 @@ def _contours(fig: go.Figure, labels: np.ndarray, dash: str, width: float, opaci
 
 
 def overlay(image: np.ndarray | None, labels: np.ndarray, title: str, spacing: tuple[float, float] = (1.0, 1.0),
-            dash: str = "solid", also: np.ndarray | None = None, zoom: tuple[int, int, int, int] | None = None
-            ) -> go.Figure:
+            dash: str = "solid", also: np.ndarray | None = None, zoom: tuple[int, int, int, int] | None = None,
+            errors_vs: np.ndarray | None = None) -> go.Figure:
     """One 2D slice with the contour of each class drawn on it.
 
     Args:
@@ -181,6 +184,8 @@ def overlay(image: np.ndarray | None, labels: np.ndarray, title: str, spacing: t
         dash: line style of ``labels``' contours.
         also: a second label map drawn thin and faint (e.g. the reference under a prediction).
         zoom: (x0, x1, y0, y1) pixel range to show (None: the whole slice).
+        errors_vs: the reference label map: also mark the false-positive and false-negative pixels of
+            ``labels`` against it in two colours (:func:`error_masks`), with their counts in the legend.
 
     The slice is shown with x horizontal and y vertical (``array.T``, row 0 at the top); contours
     are the 0.5 iso-lines of each class mask (:func:`skimage.measure.find_contours`).
@@ -188,6 +193,8 @@ def overlay(image: np.ndarray | None, labels: np.ndarray, title: str, spacing: t
     lab = np.asarray(labels)
     img = np.zeros(lab.shape, np.float32) if image is None else np.asarray(image, np.float32)
     fig = go.Figure(go.Heatmap(z=img.T, colorscale="gray", showscale=False, hoverinfo="skip"))
+    if errors_vs is not None:
+        _error_traces(fig, np.asarray(errors_vs), lab)
     if also is not None:
         _contours(fig, np.asarray(also), "solid", 1.0, 0.6, " (reference)")
     _contours(fig, lab, dash, 2.0, 1.0, "")
@@ -201,6 +208,33 @@ def overlay(image: np.ndarray | None, labels: np.ndarray, title: str, spacing: t
     fig.update_layout(title=title, height=460, margin=dict(l=0, r=0, t=40, b=0),
                       legend=dict(orientation="h", y=-0.02), template="plotly_white")
     return fig
+
+
+ERROR_COLORS = {"false positive": "#ff00ff", "false negative": "#00e5ff"}
+
+
+def error_masks(ref: np.ndarray, pred: np.ndarray, classes: tuple[str, ...] = ("LV", "MY", "RV")
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive, false negative) pixel masks of a 2D prediction against its reference.
+
+    False positive: the prediction gives one of ``classes`` where the reference gives another value;
+    false negative: the reference gives one of ``classes`` where the prediction gives another value. A
+    pixel with reference LV and prediction MY is both (FN of LV, FP of MY). Arrays ``(x, y)``, cardbench
+    label values."""
+    ref = np.asarray(ref)
+    pred = np.asarray(pred)
+    vals = [CLASSES.index(c) + 1 for c in classes if c in CLASSES]
+    wrong = pred != ref
+    return np.isin(pred, vals) & wrong, np.isin(ref, vals) & wrong
+
+
+def _error_traces(fig: go.Figure, ref: np.ndarray, pred: np.ndarray) -> None:
+    fp, fn = error_masks(ref, pred)
+    for name, mask in (("false negative", fn), ("false positive", fp)):
+        xs, ys = np.nonzero(mask)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=f"{name} ({int(mask.sum())} px)",
+                                 legendgroup=name, hoverinfo="name",
+                                 marker=dict(symbol="square", size=5, color=ERROR_COLORS[name], opacity=0.75)))
 
 
 def label_box(*labels: np.ndarray, margin: int = 12) -> tuple[int, int, int, int] | None:

@@ -259,3 +259,18 @@ def policy_table(protocol: dict) -> pd.DataFrame:
     """Policy as a table: rows status, columns metric, cells the rule (value, nan, worst, a number)."""
     pol = protocol.get("policy") or {}
     return pd.DataFrame({m: {s: str(r) for s, r in rules.items()} for m, rules in pol.items()}).rename_axis("status")
+
+
+def show_intervals(df: pd.DataFrame, container=None, *, key: str, n_col: str = "n_subjects",
+                   ci_cols: tuple[str, str] = ("ci_low", "ci_high"), **kw) -> None:
+    """``st.dataframe`` of a table with 95 % interval columns: an interval that does not exist (fewer
+    than 2 subjects: a subject bootstrap needs at least 2) shows "–" instead of "None", with a caption
+    saying why. The table's values are unchanged (a pandas Styler only changes how they are shown)."""
+    c = container or st
+    cols = [x for x in ci_cols if x in df.columns]
+    c.dataframe(df.style.format(na_rep="–", subset=cols) if cols else df, key=key, **kw)
+    if cols and n_col in df.columns and df[cols[0]].isna().any():
+        few = df.loc[df[cols[0]].isna(), n_col]
+        if (pd.to_numeric(few, errors="coerce") < 2).any():
+            c.caption("–: no 95 % interval where fewer than 2 subjects are scored (the subject bootstrap needs at "
+                      "least 2).")

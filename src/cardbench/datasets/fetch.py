@@ -142,11 +142,11 @@ def _parse_mirror(s: str) -> Mirror:
         s = unquote(parsed.path)
     elif parsed.scheme and len(parsed.scheme) > 1:
         raise ValueError(f"mirror {s!r}: unsupported scheme '{parsed.scheme}'; give an http(s) base URL, a "
-                         "file:// URL or a local folder that holds the registry layout (e.g. ../shared/data)")
+                         "file:// URL or a local folder that holds the registry layout (a copy of the registry's files)")
     p = Path(s).expanduser().resolve()
     if not p.is_dir():
         raise ValueError(f"mirror {s!r}: folder not found; give an existing folder that holds the registry "
-                         "layout (e.g. ../shared/data) or an http(s) base URL")
+                         "layout (a copy of the registry's files) or an http(s) base URL")
     return Mirror("folder", str(p))
 
 
@@ -333,14 +333,10 @@ def _status(entry: RegistryEntry, root: Path) -> FileStatus:
 
 
 def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TimeRemainingColumn, TransferSpeedColumn)
+    """A bar (bytes, speed) in a terminal; a line per 10 % of the bytes when stderr is not a terminal."""
+    from cardbench._progress import progress_bar
 
-    console = Console(stderr=True)
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TextColumn("{task.fields[files]}"), TimeRemainingColumn(), console=console,
-                    transient=True, disable=not enabled or not console.is_terminal)
+    return progress_bar(enabled, transient=True, bytes=True)
 
 
 def verify(name: str | DatasetCard, cache: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:
@@ -357,10 +353,10 @@ def verify(name: str | DatasetCard, cache: str | os.PathLike | None = None, prog
     rep = VerifyReport(card.name, root)
     files = card.files
     with _progress(progress) as bar:
-        t = bar.add_task(f"verify {card.name}", total=sum(e.bytes for e in files), files="")
+        t = bar.add_task(f"verify {card.name}", total=sum(e.bytes for e in files), unit="bytes", info="")
         for i, e in enumerate(files):
             rep.files.append(_status(e, root))
-            bar.update(t, advance=e.bytes, files=f"{i + 1}/{len(files)} files")
+            bar.update(t, advance=e.bytes, info=f"{i + 1}/{len(files)} files")
     return rep
 
 
@@ -482,7 +478,8 @@ def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
 
     with _quiet_pooch(), _progress(progress) as bar:
         done = 0
-        t = bar.add_task(f"fetch {card.name}", total=sum(e.bytes for e in todo), files=f"0/{len(todo)} files")
+        t = bar.add_task(f"fetch {card.name}", total=sum(e.bytes for e in todo), unit="bytes",
+                         info=f"0/{len(todo)} files")
         workers = max(1, min(int(jobs), len(todo))) if todo else 1
         with ThreadPoolExecutor(max_workers=workers) as ex:
             futures = [ex.submit(one, e) for e in todo]
@@ -494,7 +491,7 @@ def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
                     rep.bytes_downloaded += e.bytes
                     if urls[e.local_path].startswith("embedded:"):
                         rep.from_embedded.append(e.local_path)
-                    bar.update(t, advance=e.bytes, files=f"{done}/{len(todo)} files")
+                    bar.update(t, advance=e.bytes, info=f"{done}/{len(todo)} files")
             except BaseException:
                 for f in futures:
                     f.cancel()

@@ -5,7 +5,7 @@ Recognised names (``FF``/``SSS`` are decimal integers of any width):
 ======================================================  =========================================
 pattern                                                 source
 ======================================================  =========================================
-``<subject>_frame<FF>.nii[.gz]``                        cardbench standard layout (DESIGN.md),
+``<subject>_frame<FF>.nii[.gz]``                        cardbench standard layout (docs/datasets.md),
                                                         also ACDC (``patient001_frame01``)
 ``<anything>.nii[.gz]``                                 any other NIfTI: the stem is the subject,
                                                         the frame is unknown

@@ -5,7 +5,8 @@ Definitions:
 * LV volume of a frame (mL) = number of LV voxels x voxel volume (mm^3) / 1000, the voxel volume
   being ``|det(affine[:3, :3])|`` of the NIfTI affine (summation of discs, as in the Sunnybrook and
   ACDC evaluations; no interpolation between slices).
-* MY mass (g) = MY volume (mL) x 1.05 g/mL (``cardbench.formulas``; Grothues et al. 2002).
+* MY mass (g) = MY volume (mL) x 1.05 g/mL (``cardbench.formulas``; myocardial density, Grothues et al. 2002;
+  Schulz-Menger et al. 2020).
 * ED (end-diastole) = the frame of largest LV volume, ES (end-systole) = the frame of smallest, when a
   dataset does not say; a dataset that names its ED/ES frames is always followed (Sunnybrook: ED is
   the contoured frame that also has an epicardial contour, ES the one with the endocardium only;

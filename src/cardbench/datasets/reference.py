@@ -1,7 +1,7 @@
 """A reference (ground truth) set: its masks, label map, subjects, splits, ED/ES frames and
 which classes are annotated where.
 
-A reference is a folder. In the cardbench standard layout (DESIGN.md) it holds::
+A reference is a folder. In the cardbench standard layout (docs/datasets.md) it holds::
 
     card.yaml         name, version, license, citation, label_map, classes (annotated classes), ...
     subjects.csv      subject, split (train|val|test), ed_frame, es_frame, [group]

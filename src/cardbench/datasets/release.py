@@ -18,7 +18,7 @@ YODA principles of the DataLad handbook: inputs kept apart, every step recorded)
    registered (``git annex registerurl``), so a clone can get it from the web as well as from the
    release.
 
-Then ``datalad clone OUT other && datalad get -d other .`` yields the same bytes, and
+Then ``datalad clone OUT other && datalad get -d other other`` yields the same bytes, and
 :func:`fetch_datalad` does both for the user (``cardbench data fetch NAME --backend datalad
 --source URL_OR_PATH``).
 
@@ -488,7 +488,10 @@ def fetch_datalad(name: str, source: str, dest: str | Path | None = None,
     dl = ensure_datalad()
     from cardbench.datasets.fetch import cache_dir
 
-    dest = Path(dest) if dest is not None else cache_dir(cache) / "datalad" / name
+    # absolute: datalad resolves a relative path given to Dataset.get against the dataset (Y/Y)
+    dest = (Path(dest).expanduser() if dest is not None else cache_dir(cache) / "datalad" / name).resolve()
+    if Path(str(source)).expanduser().exists():   # a local release given relative to the current folder
+        source = str(Path(str(source)).expanduser().resolve())
     if not (dest / ".datalad").is_dir():
         if dest.exists() and any(dest.iterdir()):
             raise ReleaseError(f"{dest}: exists, is not empty and is not a DataLad dataset; choose another --out")

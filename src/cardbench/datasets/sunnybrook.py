@@ -10,7 +10,7 @@ and checked against ``REGISTRY.tsv`` before use; or read from a folder with the 
 * ``contourfiles/<original_id>/i-contours/IM-0001-<NNNN>-icontour-manual.txt`` (endocardium) and
   ``o-contours/...-ocontour-manual.txt`` (epicardium) of image ``N = NNNN``.
 
-Rules (data README, ../shared/data/README.md):
+Rules (from the data; `cardbench data info sunnybrook-sample` lists them as known issues):
 
 * Two frames per slice are contoured, the same two in every slice. ED is the contoured frame with
   epicardial contours; ES the other (endocardium only). A patient without epicardial contours
@@ -20,7 +20,7 @@ Rules (data README, ../shared/data/README.md):
 * Geometry from IPP/IOP only (:mod:`cardbench.datasets.dicom`); rasterisation rule of
   :mod:`cardbench.datasets.contours`.
 
-Output (standard layout, DESIGN.md): ``card.yaml``, ``subjects.csv``, ``annotations.csv``,
+Output (standard layout, docs/datasets.md): ``card.yaml``, ``subjects.csv``, ``annotations.csv``,
 ``images/<s>/<s>_frame<FF>.nii.gz`` (int16, ED and ES), ``labels/<s>/<s>_frame<FF>.nii.gz``
 (uint8, same affine), ``sources.csv`` (which DICOM and contour file made each slice),
 ``volumes.csv`` (LV and MY volumes per subject and phase in mL: ``LV_mL``/``MY_mL`` from the written
@@ -57,7 +57,7 @@ class RegistrySource:
 
     Args:
         data_dir: a folder with the registry layout (holding ``sunnybrook-sample/final_data``), e.g.
-            a ``cardbench data fetch sunnybrook-sample`` cache or ../shared/data; ``None``: the copy
+            a ``cardbench data fetch sunnybrook-sample`` cache or a mirror of the registry's files; ``None``: the copy
             embedded in cardbench.
     """
 
@@ -97,7 +97,7 @@ def resolve_source(source: str | Path | None) -> RegistrySource:
     if (p / "final_data").is_dir() and p.name == "sunnybrook-sample":
         return RegistrySource(p.parent)
     raise FileNotFoundError(f"{p}: no sunnybrook-sample/final_data below it; pass a folder with the registry "
-                            "layout (e.g. ../shared/data or the `cardbench data fetch sunnybrook-sample` cache), "
+                            "layout (e.g. a mirror of the registry's files or the `cardbench data fetch sunnybrook-sample` cache), "
                             "or omit --source to use the copy embedded in cardbench")
 
 

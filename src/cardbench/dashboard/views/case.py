@@ -27,8 +27,29 @@ phase_of = {int(r["frame"]): r["phase"] for _, r in vol[vol["subject"].astype(st
 if not frames_all:
     st.warning(f"Subject {subject} has no frame numbers in this entry.")
     st.stop()
+
+
+def _from_url(key: str, param: str, options: list[int]) -> None:
+    """Start a slider at the URL's ``&frame=`` / ``&slice=`` (once per session), drop a stale value."""
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+    if key not in st.session_state and param in st.query_params:
+        try:
+            want = int(st.query_params[param])
+        except ValueError:
+            return
+        if want in options:
+            st.session_state[key] = want
+
+
+def _to_url(param: str, value) -> None:
+    if value is not None and st.query_params.get(param) != str(value):
+        st.query_params[param] = str(value)
+
+
 with c2:
     if len(frames_all) > 1:
+        _from_url("case_frame", "frame", frames_all)
         frame = st.select_slider("Frame", frames_all, key="case_frame",
                                  format_func=lambda f: f"{f} ({phase_of[f]})" if f in phase_of else str(f))
     else:
@@ -39,13 +60,17 @@ case_img = img_rows[(img_rows["subject"].astype(str) == subject) & (img_rows["fr
 slices = sorted(int(s) for s in case_img["slice"].dropna().unique())
 with c3:
     if len(slices) > 1:
-        sl = st.select_slider("Slice", slices, value=slices[len(slices) // 2], key="case_slice",
-                              help="Starts at the middle slice of the stack.")
+        _from_url("case_slice", "slice", slices)
+        kw = {} if "case_slice" in st.session_state else {"value": slices[len(slices) // 2]}
+        sl = st.select_slider("Slice", slices, key="case_slice", help="Starts at the middle slice of the stack "
+                              "(or at the URL's &slice=).", **kw)
     else:
         sl = slices[0] if slices else None
         if sl is not None:
             st.markdown(f"Slice {sl}")
 
+_to_url("frame", frame)
+_to_url("slice", sl)
 title = f"Subject {subject}, frame {frame}" + (f" ({phase_of[frame]})" if frame in phase_of else "")
 st.subheader(title + (f", slice {sl}" if sl is not None else ""))
 
@@ -75,9 +100,10 @@ def _images() -> None:
         return
     spacing = spacing or (1.0, 1.0, 1.0)
     k = int(sl) if sl is not None and 0 <= int(sl) < ref_lab.shape[2] else 0
-    o1, o2 = st.columns(2)
+    o1, o2, o3 = st.columns(3)
     zoom_on = o1.checkbox("Zoom to the heart", value=True, key="case_zoom")
     both = o2.checkbox("Reference contours on the prediction too", value=True, key="case_both")
+    errors = o3.checkbox("Error pixels (false positive / false negative)", value=True, key="case_errors")
     zoom = charts.label_box(ref_lab.any(axis=2), None if pred_lab is None else pred_lab.any(axis=2)) \
         if zoom_on else None
     if found.image is None:
@@ -88,10 +114,15 @@ def _images() -> None:
     i1.plotly_chart(charts.overlay(img2, ref_lab[:, :, k], "reference", spacing[:2], zoom=zoom), key="case_ref")
     if pred_lab is not None:
         i2.plotly_chart(charts.overlay(img2, pred_lab[:, :, k], "prediction (dashed)", spacing[:2], dash="dash",
-                                       also=ref_lab[:, :, k] if both else None, zoom=zoom), key="case_pred")
+                                       also=ref_lab[:, :, k] if both else None, zoom=zoom,
+                                       errors_vs=ref_lab[:, :, k] if errors else None), key="case_pred")
         diff = int(np.sum(ref_lab[:, :, k] != pred_lab[:, :, k]))
         st.caption(f"{diff} pixels differ on this slice. x horizontal, y vertical as stored in the NIfTI (array "
                    "transposed for display). LV red, MY green, RV blue; contours are the 0.5 iso-lines of each mask.")
+        if errors:
+            st.caption("Error pixels on the prediction: false positive (magenta), the prediction gives a class "
+                       "the reference does not give at that pixel; false negative (cyan), the prediction misses "
+                       "the reference's class there (counts in the legend).")
     else:
         i2.info("The prediction file is not available here (the submission folder was moved, or it was an "
                 "archive).")

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from cardbench.benchmark.protocols import METRIC_DIRECTION
+from cardbench.benchmark.stats import paired_wilcoxon
 from cardbench.dashboard import analysis, charts, data
 
 st.title("Compare two submissions")
@@ -24,7 +25,7 @@ levels = ["volume", "image"]
 lvl = c4.radio("Level", levels, index=levels.index(level) if level in levels else 0, horizontal=True,
                key="cmp_level", help=f"The protocol scores at the {level} level.")
 tol = c5.number_input("Tie tolerance", min_value=0.0, value=0.0, step=0.001, format="%.4f", key="cmp_tol",
-                      help="|B - A| at most this much counts as a tie.")
+                      help="|A - B| at most this much counts as a tie.")
 
 pa = data.per_case(bench["id"], a_name)
 pb = data.per_case(bench["id"], b_name)
@@ -41,36 +42,32 @@ st.subheader("Win / tie / loss")
 wtl = analysis.win_tie_loss(pairs)
 st.dataframe(wtl, hide_index=True, key="cmp_wtl",
              column_config={c: st.column_config.NumberColumn(c, format="%.4f")
-                            for c in ("mean A", "mean B", "mean diff (B-A)")})
+                            for c in ("mean A", "mean B", "mean diff (A - B)")})
 data.download(wtl, f"{a_name}_vs_{b_name}__win_tie_loss.csv", key="dl_cmp_wtl")
 
 boot = (proto.get("bootstrap") or {})
 sd = analysis.subject_differences(pairs, n_boot=int(boot.get("resamples", 2000) or 2000),
                                   seed=int(boot.get("seed", 20210421) or 20210421))
-st.markdown("**Paired difference at subject level** (mean over subjects of each subject's mean B - A; 95 % CI: "
+st.markdown("**Paired difference at subject level** (mean over subjects of each subject's mean A - B; 95 % CI: "
             "percentile bootstrap over subjects)")
-st.dataframe(sd, hide_index=True, key="cmp_subject")
+data.show_intervals(sd, hide_index=True, key="cmp_subject", n_col="subjects")
 data.download(sd, f"{a_name}_vs_{b_name}__subject_difference.csv", key="dl_cmp_subject")
 
 # subject-level test (cardbench.benchmark.stats): per-subject means of A and B, Wilcoxon signed-rank
-try:
-    from cardbench.benchmark.stats import paired_wilcoxon
-except ImportError:  # pragma: no cover - older cardbench
-    paired_wilcoxon = None
-if paired_wilcoxon is not None:
-    recs = []
-    for cls, g in pairs.groupby("class", sort=False):
-        sa = g.groupby("subject")["a"].mean()
-        sb = g.groupby("subject")["b"].mean()
-        pw = paired_wilcoxon(sa, sb, higher_is_better=METRIC_DIRECTION.get(metric, 1) > 0)
-        recs.append({"class": cls, "subjects": pw.n_subjects, "A better": pw.wins_a, "tie": pw.ties,
-                     "B better": pw.wins_b, "median diff (A-B)": pw.median_diff, "Wilcoxon statistic": pw.statistic,
-                     "p-value": pw.pvalue})
-    wt = pd.DataFrame(recs)
-    st.markdown("**Subject level: Wilcoxon signed-rank test** on the per-subject means (two-sided, scipy.stats."
-                "wilcoxon; with few subjects the smallest attainable p-value is large, e.g. 0.25 for 3 subjects)")
-    st.dataframe(wt, hide_index=True, key="cmp_wilcoxon")
-    data.download(wt, f"{a_name}_vs_{b_name}__wilcoxon.csv", key="dl_cmp_wilcoxon")
+
+recs = []
+for cls, g in pairs.groupby("class", sort=False):
+    sa = g.groupby("subject")["a"].mean()
+    sb = g.groupby("subject")["b"].mean()
+    pw = paired_wilcoxon(sa, sb, higher_is_better=METRIC_DIRECTION.get(metric, 1) > 0)
+    recs.append({"class": cls, "subjects": pw.n_subjects, "A better": pw.wins_a, "tie": pw.ties,
+                 "B better": pw.wins_b, "median diff (A - B)": pw.median_diff, "Wilcoxon statistic": pw.statistic,
+                 "p-value": pw.pvalue})
+wt = pd.DataFrame(recs)
+st.markdown("**Subject level: Wilcoxon signed-rank test** on the per-subject means (two-sided, scipy.stats."
+            "wilcoxon; with few subjects the smallest attainable p-value is large, e.g. 0.25 for 3 subjects)")
+st.dataframe(wt, hide_index=True, key="cmp_wilcoxon")
+data.download(wt, f"{a_name}_vs_{b_name}__wilcoxon.csv", key="dl_cmp_wilcoxon")
 
 c6, c7 = st.columns(2)
 c6.plotly_chart(charts.paired_scatter(pairs, a_name, b_name), key="cmp_scatter")

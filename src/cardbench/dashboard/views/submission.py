@@ -46,7 +46,7 @@ for col, cls in zip(cols, classes):
 
 table_all = ea[ea["metric"] == metric][["class", "mean", "ci_low", "ci_high", "std", "median", "n_subjects",
                                         "n_values", "n_excluded"]]
-st.dataframe(table_all, hide_index=True, key="sub_headline")
+data.show_intervals(table_all, hide_index=True, key="sub_headline")
 data.download(table_all, f"{entry}__{metric}__summary.csv", key="dl_sub_headline")
 
 # ---- distribution
@@ -90,7 +90,7 @@ if metric in rows.columns:
     ph = ph[["group", "class", "mean", "ci_low", "ci_high", "n_subjects", "n_values", "n_excluded"]].rename(
         columns={"group": "phase"})
     c2.markdown("**Per phase** (`-`: frames that are neither ED nor ES)")
-    c2.dataframe(ph, hide_index=True, key="sub_phase")
+    data.show_intervals(ph, c2, hide_index=True, key="sub_phase")
     with c2:
         data.download(ph, f"{entry}__per_phase_{metric}.csv", key="dl_sub_phase")
 
