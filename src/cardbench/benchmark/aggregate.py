@@ -111,7 +111,7 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
         DataFrame with :data:`AGG_COLUMNS`.
     """
     rows = per_case[per_case["level"] == protocol.level]
-    metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
+    metrics = [m for m in (metrics or protocol.all_metrics) if m in rows.columns]
     records = []
     for gname, cols in GROUPINGS:
         if cols and all((rows[c].fillna("") == "").all() for c in cols):
@@ -131,7 +131,7 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
 def per_subject_table(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-subject means at the protocol's level: subject, split, class, metric, mean, n_values, n_excluded."""
     rows = per_case[per_case["level"] == protocol.level]
-    metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
+    metrics = [m for m in (metrics or protocol.all_metrics) if m in rows.columns]
     cols = ["subject", "split", "class", "metric", "mean", "n_values", "n_excluded"]
     if rows.empty or not metrics:
         return pd.DataFrame(columns=cols)

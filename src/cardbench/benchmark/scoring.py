@@ -33,6 +33,7 @@ from cardbench.benchmark.confusion import confusion_per_slice
 from cardbench.benchmark.metrics import FAILED, STATUSES
 from cardbench.benchmark.protocols import Protocol, get_protocol
 from cardbench.benchmark.results import ScoreResult
+from cardbench.benchmark.metric_registry import get_metric
 from cardbench.benchmark.surface import DISTANCE_METRICS, fov_diagonal_mm, label_surface_distances
 from cardbench.benchmark.submission import Submission, load_submission
 from cardbench.benchmark.validation import (
@@ -155,6 +156,10 @@ class VolumeTask:
     affine_tol: float
     png_spacing: tuple[float, float, float] | None = None
     distances: bool = False
+    #: boundary metrics to compute (registered ``distance``-family metrics), in column order
+    surface_metrics: tuple[str, ...] = DISTANCE_METRICS
+    #: metric -> parameter -> value for the surface engine (NSD: tolerance_mm, one per class of CLASSES)
+    surface_params: dict | None = None
 
 
 def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem]) -> tuple[LabelImage | None, np.ndarray | None]:
@@ -189,7 +194,8 @@ def score_volume(task: VolumeTask) -> dict:
     Returns:
         dict with ``rows`` (counts-table records, one per 2D image), ``problems``, ``hashes``
         (``{"reference": {path: sha256}, "predictions": {...}}``), ``extra`` (distance records:
-        level, subject, frame, slice, class, hd, hd95, assd, masd, distance_status) and ``notes``.
+        level, subject, frame, slice, class, one column per ``task.surface_metrics`` (hd, hd95,
+        assd, masd, nsd), distance_status) and ``notes``.
     """
     problems: list[Problem] = []
     rows: list[dict] = []
@@ -252,7 +258,7 @@ def score_volume(task: VolumeTask) -> dict:
 
 def _failed_records(task: VolumeTask, slices: list, level: str) -> list[dict]:
     return [{"level": level, "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
-             **{m: np.nan for m in DISTANCE_METRICS}, "distance_status": FAILED}
+             **{m: np.nan for m in task.surface_metrics}, "distance_status": FAILED}
             for s in slices for c in CLASSES]
 
 
@@ -267,7 +273,8 @@ def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spaci
     sp = tuple(float(x) for x in spacing)[:ref.ndim]
     try:
         res = label_surface_distances(ref, pred, sp, labels=[CLASS_VALUES[c] for c in CLASSES],
-                                      volume=volume and ref.ndim == 3, images=True)
+                                      volume=volume and ref.ndim == 3, images=True,
+                                      metrics=task.surface_metrics, params=task.surface_params)
     except ValueError as e:
         notes.append(f"{what}: surface distances not computed (status failed): {e}")
         return (_failed_records(task, slices, "image")
@@ -276,10 +283,10 @@ def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spaci
     for ci, c in enumerate(CLASSES):
         for i, s in enumerate(slices):
             out.append({"level": "image", "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
-                        **dict(zip(DISTANCE_METRICS, res["images"][ci, i].tolist())), "distance_status": None})
+                        **dict(zip(task.surface_metrics, res["images"][ci, i].tolist())), "distance_status": None})
         if volume:
             out.append({"level": "volume", "subject": task.subject, "frame": task.frame, "slice": None, "class": c,
-                        **dict(zip(DISTANCE_METRICS, res["volume"][ci].tolist())), "distance_status": None})
+                        **dict(zip(task.surface_metrics, res["volume"][ci].tolist())), "distance_status": None})
     return out
 
 
@@ -309,6 +316,31 @@ def _png_distance_records(task: VolumeTask, items: list, notes: list[str]) -> li
         out.extend(_distance_records(task, r, p, sp, [s], volume=False, notes=notes,
                                      what=f"{what} slice {s}"))
     return out + _failed_records(task, [None], "volume")
+
+
+def surface_plan(protocol: Protocol) -> tuple[tuple[str, ...], dict]:
+    """The boundary metrics a protocol needs from the surface engine and their parameters.
+
+    Returns:
+        (metric names of the ``distance`` family with a policy in the protocol, in registry order;
+        metric -> parameter -> value, with NSD's ``tolerance_mm`` as one number per class of
+        :data:`cardbench.labelmaps.CLASSES`).
+
+    Raises:
+        ProtocolError: a per-class NSD tolerance lacks a class and has no ``default``.
+    """
+    from cardbench.benchmark.metric_registry import METRICS
+
+    names = tuple(m for m, spec in METRICS.items() if spec.family == "distance" and m in protocol.policy)
+    params: dict = {}
+    for m in names:
+        prm = {k: protocol.parameter(m, k) for k in get_metric(m).parameters}
+        if "tolerance_mm" in prm:
+            prm["tolerance_mm"] = [protocol.nsd_tolerance(c) if m == "nsd" else float(prm["tolerance_mm"])
+                                   for c in CLASSES]
+        if prm:
+            params[m] = prm
+    return names, params
 
 
 def _progress(total: int, description: str, enabled: bool):
@@ -378,7 +410,8 @@ def score(
     predictions: str | Path,
     reference: str | Path | Reference,
     *,
-    protocol: str | Protocol = "cardbench-v1",
+    protocol: str | Path | Protocol = "cardbench-v1",
+    nsd_tolerance: "float | dict | None" = None,
     labels: str | LabelMap | None = None,
     reference_labels: str | LabelMap | None = None,
     classes: Iterable[str] | None = None,
@@ -393,7 +426,10 @@ def score(
     Args:
         predictions: submission folder or archive (.zip, .tar.gz) of NIfTI volumes or PNG masks.
         reference: reference folder (or a loaded :class:`Reference`).
-        protocol: ``cardbench-v1`` (default) or ``ankenbrand2021``.
+        protocol: ``cardbench-v1`` (default), ``ankenbrand2021``, a protocol file (.yaml) or a
+            :class:`Protocol`.
+        nsd_tolerance: NSD tolerance tau in mm (a number, or class -> mm), replacing the
+            protocol's (recorded in summary.json).
         labels: label map of the predictions (default: submission.yaml's ``label_map``, else
             ``cardbench``).
         reference_labels: label map of the reference (default: its card's, else ``cardbench``).
@@ -410,9 +446,12 @@ def score(
     Raises:
         ValidationError: any validation problem; nothing is scored.
         SubmissionError, ReferenceError: the inputs cannot be opened at all.
-        ValueError: unknown protocol, label map, split or class.
+        ValueError: unknown protocol, label map, split or class (ProtocolError: invalid protocol
+            file or tolerance).
     """
     proto = get_protocol(protocol)
+    if nsd_tolerance is not None:
+        proto = proto.with_nsd_tolerance(nsd_tolerance)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
     with load_submission(predictions) as sub:
         problems = list(sub.problems)
@@ -444,8 +483,9 @@ def score(
         groups: dict[tuple[str, int | None], list[CasePair]] = {}
         for p in pairs:
             groups.setdefault((p.key.subject, p.key.frame), []).append(p)
-        want_distances = any(m in proto.policy for m in DISTANCE_METRICS)
-        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), want_distances)
+        surf_metrics, surf_params = surface_plan(proto)
+        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), bool(surf_metrics),
+                            surf_metrics or DISTANCE_METRICS, surf_params)
                  for (s, f), ps in groups.items()]
         results = run_tasks(tasks, jobs=jobs, progress=progress)
         hashes = {"reference": {}, "predictions": {}}
