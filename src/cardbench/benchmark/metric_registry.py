@@ -101,6 +101,11 @@ class MetricSpec:
         object.__setattr__(self, "edge_cases", MappingProxyType(dict(self.edge_cases)))
         object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters)))
 
+    @property
+    def in_unit_interval(self) -> bool:
+        """Whether the metric's values lie in [0, 1] (dimensionless: Dice, IoU, NSD)."""
+        return self.unit == ""
+
     def format(self, value) -> str:
         """``value`` with the spec's digits; ``-`` for None/NaN."""
         import math
@@ -121,13 +126,13 @@ def check_policy(metric: str, rules: Mapping, where: str) -> None:
     import math
 
     if not isinstance(rules, Mapping):
-        raise ValueError(f"{where}: policy of {metric} must be a mapping status -> rule, got {rules!r}")
+        raise ValueError(f"{where}: key 'policy.{metric}': bad value {rules!r}; allowed: a mapping status -> rule")
     for st, rule in rules.items():
         if st not in STATUSES:
-            raise ValueError(f"{where}: policy.{metric}: unknown status {st!r}; allowed: {', '.join(STATUSES)}")
+            raise ValueError(f"{where}: key 'policy.{metric}': unknown status {st!r}; allowed: {', '.join(STATUSES)}")
         if isinstance(rule, bool) or not (rule in POLICY_RULES or (isinstance(rule, (int, float))
                                                                      and math.isfinite(rule))):
-            raise ValueError(f"{where}: policy.{metric}.{st}: bad value {rule!r}; allowed: "
+            raise ValueError(f"{where}: key 'policy.{metric}.{st}': bad value {rule!r}; allowed: "
                              f"{', '.join(POLICY_RULES)} or a number")
 
 

@@ -423,3 +423,51 @@ def get_protocol(name: "str | Path | Protocol") -> Protocol:
 _overlap_policy = _overlap_policy
 _distance_policy = _distance_policy
 UnknownMetricError = UnknownMetricError
+
+
+def _tol_text(tol) -> str:
+    if isinstance(tol, Mapping):
+        return "-".join(f"{c}{float(v):g}" for c, v in sorted(tol.items())) + "mm"
+    return f"{float(tol):g}mm"
+
+
+def benchmark_suffix(proto: Mapping) -> str:
+    """The part of a leaderboard benchmark id after the protocol name: its NSD tolerance.
+
+    ``""`` at the protocol's packaged NSD tolerance (so the ids of earlier releases,
+    ``<dataset>__<split>__cardbench-v1``, stay what they were); otherwise ``+nsd<tau>mm``
+    (``+nsdLV1.5-MY2mm`` for per-class tolerances). The version is not part of the id: a
+    protocol's name carries its major version (``cardbench-v1``), benchmark.json records the full
+    version, and :func:`protocols_compatible` refuses a result of another major version.
+
+    Args:
+        proto: ``summary["protocol"]`` (:meth:`Protocol.to_dict`).
+    """
+    out = ""
+    tol = proto.get("nsd_tolerance_mm")
+    if tol is not None:
+        builtin = PROTOCOLS.get(str(proto.get("name")))
+        default = builtin.nsd_tolerance() if builtin is not None and builtin.nsd_tolerance() is not None \
+            else get_metric("nsd").parameters["tolerance_mm"]
+        if _thaw(tol) != _thaw(default):
+            out += "+nsd" + _tol_text(tol)
+    return out
+
+
+def protocols_compatible(have: Mapping, want: Mapping) -> bool:
+    """Whether results of protocol ``want`` may join a benchmark of protocol ``have`` (both
+    :meth:`Protocol.to_dict`): same name, level and aggregation, the same major version, the same
+    rule for every metric both compute, and the same NSD tolerance when both compute NSD. A newer
+    minor version (which only adds metrics) is compatible with an older one."""
+    if (have.get("name"), have.get("level"), have.get("aggregation")) != \
+            (want.get("name"), want.get("level"), want.get("aggregation")):
+        return False
+    if str(have.get("version", "")).split(".")[0] != str(want.get("version", "")).split(".")[0]:
+        return False
+    hp, wp = have.get("policy") or {}, want.get("policy") or {}
+    if any(hp[m] != wp[m] for m in set(hp) & set(wp)):
+        return False
+    ht, wt = have.get("nsd_tolerance_mm"), want.get("nsd_tolerance_mm")
+    if "nsd" in hp and "nsd" in wp and ht is not None and wt is not None and _thaw(ht) != _thaw(wt):
+        return False
+    return True

@@ -42,6 +42,7 @@ from cardbench.cli import baseline as _baseline  # noqa: E402,F401  (cardbench b
 from cardbench.cli import leaderboard as _leaderboard  # noqa: E402,F401  (cardbench leaderboard ...)
 from cardbench.cli import dashboard as _dashboard  # noqa: E402,F401  (cardbench dashboard)
 from cardbench.cli import compare as _compare  # noqa: E402,F401  (cardbench compare, cardbench volumes ...)
+from cardbench.cli import protocol as _protocol  # noqa: E402,F401  (cardbench protocol list/show)
 
 
 def main() -> None:

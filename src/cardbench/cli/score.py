@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +14,22 @@ from cardbench.cli import app
 err = Console(stderr=True)
 
 
-class ProtocolName(str, Enum):
-    cardbench_v1 = "cardbench-v1"
-    ankenbrand2021 = "ankenbrand2021"
+def _protocol_help() -> str:
+    from cardbench.benchmark.protocols import DEFAULT_PROTOCOL, protocol_names
+
+    return (f"Scoring protocol: {', '.join(protocol_names())} (default {DEFAULT_PROTOCOL}), or a protocol file "
+            "(.yaml, see `cardbench protocol show`).")
+
+
+def _load_protocol(protocol: str, nsd_tol: "float | None"):
+    """The protocol of a CLI call (built-in name or YAML file, with --nsd-tol); exit 2 with one line if invalid."""
+    from cardbench.benchmark.protocols import ProtocolError, get_protocol
+
+    try:
+        proto = get_protocol(protocol)
+        return proto.with_nsd_tolerance(nsd_tol) if nsd_tol is not None else proto
+    except ProtocolError as e:
+        fail(str(e))
 
 
 def fail(problems_or_msg, code: int = 2) -> None:
@@ -47,8 +59,10 @@ def score_cmd(
                                          "(default), acdc, mnms or FILE.yaml."),
     reference_labels: Optional[str] = typer.Option(None, "--reference-labels", help="Label map of the "
                                                    "reference (default: its card.yaml, else cardbench)."),
-    protocol: ProtocolName = typer.Option(ProtocolName.cardbench_v1, "--protocol", "-p",
-                                          help="Scoring protocol."),
+    protocol: str = typer.Option("cardbench-v1", "--protocol", "-p", help=_protocol_help()),
+    nsd_tol: Optional[float] = typer.Option(None, "--nsd-tol", metavar="MM", help="NSD tolerance tau in mm "
+                                            "(default: the protocol's, 2.0 for cardbench-v1); recorded in "
+                                            "summary.json and in the leaderboard benchmark id."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated classes to score, "
                                           "e.g. LV,MY (default: those the reference annotates)."),
     split: Optional[str] = typer.Option(None, "--split", help="Score only reference subjects of this split."),
@@ -77,15 +91,16 @@ def score_cmd(
     from cardbench.datasets.reference import ReferenceError
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    proto = _load_protocol(protocol, nsd_tol)
     if not predictions.exists():
         fail(f"{predictions}: predictions not found; pass a folder, a .zip/.tar.gz of one, or a confusion table")
     try:
         if is_confusion_table(predictions):
-            result = score_confusion_table(predictions, protocol.value, split=split, classes=cls)
+            result = score_confusion_table(predictions, proto, split=split, classes=cls)
         else:
             if reference is None:
                 fail("--reference is required to score mask files (give the reference folder)")
-            result = score(predictions, reference, protocol=protocol.value, labels=labels,
+            result = score(predictions, reference, protocol=proto, labels=labels,
                            reference_labels=reference_labels, classes=cls, split=split,
                            allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
                            progress=sys.stderr.isatty())
@@ -94,7 +109,7 @@ def score_cmd(
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     if not no_save:
-        dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
+        dest = out or _default_out(result.summary["submission"].get("name", "submission"), proto.name)
         try:
             result.write(dest)
         except (FileExistsError, ValueError) as e:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cardbench.benchmark.leaderboard import CLINICAL_INDICES, LeaderboardError, direction_text
+from cardbench.benchmark.metric_registry import digits_of
 from cardbench.dashboard import charts, data
 from cardbench.labelmaps import CLASSES
 
@@ -66,7 +67,7 @@ st.subheader(f"Ranked by {metric} {cls}{unit} ({group}), {direction_text(a['dire
 cols = ["rank", "entry", "label", "team"]
 colcfg = {"rank": st.column_config.NumberColumn("rank", width="small"),
           "entry": st.column_config.TextColumn("entry"), "label": st.column_config.TextColumn("label", width="medium")}
-fmt = "%.4f" if metric in ("dice", "iou", "pearson_r") else "%.2f"
+fmt = "%.4f" if digits_of(metric, 3 if metric == "pearson_r" else 2) >= 3 else "%.2f"
 for c in a["classes"]:
     key = f"{metric}_{c}"
     cols.append(key)
