@@ -335,10 +335,12 @@ def protocol_from_dict(d: Mapping, source: str = "") -> Protocol:
     policy = d.get("policy") or {}
     if not isinstance(policy, Mapping):
         raise ProtocolError(f"{where}: key 'policy': bad value {policy!r}; allowed: a mapping metric -> status -> rule")
+    for key, ms in (("metrics", metrics), ("added_metrics", added), ("policy", list(policy))):
+        for m in ms:
+            if not isinstance(m, str) or m not in METRICS:
+                raise ProtocolError(f"{where}: key '{key}': bad value {m!r}; allowed: {', '.join(METRICS)}")
     full: dict = {}
     for m in list(policy) + [m for m in list(metrics) + list(added) if m not in policy]:
-        if not isinstance(m, str) or m not in METRICS:
-            raise ProtocolError(f"{where}: key 'policy' or 'metrics': bad value {m!r}; allowed: {', '.join(METRICS)}")
         rules = policy.get(m)
         if rules is not None and not isinstance(rules, Mapping):
             raise ProtocolError(f"{where}: key 'policy.{m}': bad value {rules!r}; allowed: a mapping status -> rule")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from cardbench.cli import app
 from cardbench.cli.score import fail
@@ -15,19 +14,16 @@ app.add_typer(protocol_app, name="protocol")
 
 @protocol_app.command("list")
 def protocol_list() -> None:
-    """List the built-in protocols: name, version, level, aggregation, metrics."""
-    from rich.table import Table
-
+    """List the built-in protocols: name, version, level, aggregation, metrics, NSD tolerance."""
     from cardbench.benchmark.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
-    t = Table(title="built-in protocols (`cardbench protocol show NAME` prints one as YAML)", title_justify="left")
-    for c in ("name", "version", "level", "aggregation", "metrics", "NSD tol (mm)"):
-        t.add_column(c)
     for name, p in PROTOCOLS.items():
         tol = p.nsd_tolerance()
-        t.add_row(name + (" (default)" if name == DEFAULT_PROTOCOL else ""), p.version, p.level, p.aggregation,
-                  ", ".join(p.all_metrics), "-" if tol is None else str(tol))
-    Console().print(t)
+        typer.echo(f"{name} v{p.version}{' (default)' if name == DEFAULT_PROTOCOL else ''}: per {p.level}, "
+                   f"{p.aggregation} mean; {', '.join(p.all_metrics)}"
+                   + (f"; NSD tolerance {tol} mm" if tol is not None else ""))
+    typer.echo("`cardbench protocol show NAME` prints one as YAML; `cardbench score --protocol FILE.yaml` scores "
+               "with yours.")
 
 
 @protocol_app.command("show")
