@@ -26,6 +26,10 @@ from cardbench.benchmark.protocols import Protocol
 GROUPINGS: list[tuple[str, list[str]]] = [
     ("all", []), ("split", ["split"]), ("phase", ["phase"]), ("split+phase", ["split", "phase"]),
 ]
+#: the slice-position grouping (base / mid / apex of the LV): always over the image-level rows,
+#: whatever the protocol's level (per-image values aggregated per position, as M&Ms reports them).
+POSITION_GROUPING = ("position", ["position"])
+POSITIONS = ("base", "mid", "apex")
 AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
                "n_subjects", "n_values", "n_excluded"]
 
@@ -99,8 +103,10 @@ def _group_label(column: str, key) -> str:
 def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
     """Aggregate the per-case table under ``protocol`` for every grouping in :data:`GROUPINGS`.
 
-    Only rows at the protocol's level (image or volume) are used. A grouping whose column is empty everywhere
-    is skipped. An empty phase is labelled ``other`` (neither ED nor ES), an empty split ``-``.
+    Only rows at the protocol's level (image or volume) are used, except for the ``position``
+    grouping (base / mid / apex, :func:`cardbench.benchmark.casetable.slice_positions`), which
+    aggregates the image-level rows of each position with the protocol's aggregation (per subject
+    first under ``subject``). A grouping whose column is empty everywhere is skipped. An empty phase is labelled ``other`` (neither ED nor ES), an empty split ``-``.
 
     Args:
         per_case: table from :func:`cardbench.benchmark.casetable.per_case_table`.
@@ -123,6 +129,15 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
             for ci, (cls, crows) in enumerate(grows.groupby("class", sort=False)):
                 for mi, m in enumerate(metrics):
                     rec = {"grouping": gname, "group": label, "class": cls, "metric": m}
+                    rec.update(_summarise(crows, m, protocol, seed_offset=0))
+                    records.append(rec)
+    if "position" in per_case.columns:
+        img = per_case[(per_case["level"] == "image") & per_case["position"].isin(POSITIONS)]
+        for pos in POSITIONS:
+            prow = img[img["position"] == pos]
+            for cls, crows in prow.groupby("class", sort=False):
+                for m in [m for m in metrics if m in crows.columns]:
+                    rec = {"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m}
                     rec.update(_summarise(crows, m, protocol, seed_offset=0))
                     records.append(rec)
     return pd.DataFrame.from_records(records, columns=AGG_COLUMNS)

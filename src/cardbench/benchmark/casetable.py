@@ -45,6 +45,9 @@ def status_group_of(metric: str) -> str | None:
     spec = METRICS.get(metric)
     return spec.status_group if spec is not None else None
 
+#: slice positions of the LV, from base to apex (see :func:`slice_positions`).
+POSITIONS = ("base", "mid", "apex")
+
 SplitFn = Callable[[str], str]
 PhaseFn = Callable[[str, "int | None"], str]
 AnnotFn = Callable[[str, "int | None"], "frozenset[str] | None"]
@@ -76,6 +79,54 @@ def volume_counts(images: pd.DataFrame) -> pd.DataFrame:
     out["n_slices"] = g.size()
     out = out.reset_index()
     out["slice"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    return out
+
+
+def position_sizes(n: int) -> tuple[int, int, int]:
+    """Number of slices in (base, mid, apex) for ``n`` slices holding the reference LV.
+
+    Thirds: ``n = 3 k + r``; ``r = 0``: (k, k, k); ``r = 1``: (k, k + 1, k), the middle slice
+    goes to mid; ``r = 2``: (k + 1, k, k + 1), one more slice at each end, so mid stays centred.
+    One slice is mid; two slices are base and apex.
+    """
+    k, r = divmod(int(n), 3)
+    return {0: (k, k, k), 1: (k, k + 1, k), 2: (k + 1, k, k + 1)}[r]
+
+
+def slice_positions(counts: pd.DataFrame) -> np.ndarray:
+    """Base / mid / apex of every 2D image of a counts table, from the reference LV.
+
+    Per volume (subject, frame), the slices whose reference holds LV voxels are sorted by slice
+    index and split into thirds (:func:`position_sizes`). The base is the end whose third holds
+    the larger reference LV area (the LV cavity narrows towards the apex); on a tie, the end with
+    the lower slice index. Slices without reference LV get ``""`` (no position). This is the
+    basal / mid-ventricular / apical split by which the M&Ms challenge reports per-slice results
+    (Campello et al., IEEE TMI 2021;40:3543).
+
+    Args:
+        counts: counts table (one row per 2D image; columns subject, frame, slice, c10..c13).
+
+    Returns:
+        object array of ``"base"``, ``"mid"``, ``"apex"`` or ``""``, one per row of ``counts``.
+    """
+    out = np.full(len(counts), "", dtype=object)
+    if counts.empty:
+        return out
+    k = CLASS_VALUES["LV"]
+    lv = counts[[f"c{k}{p}" for p in range(N_LABELS)]].to_numpy(np.int64).sum(axis=1)
+    tab = pd.DataFrame({"subject": counts["subject"].astype(str).to_numpy(),
+                        "frame": counts["frame"].astype("Int64").fillna(-1).to_numpy(np.int64),
+                        "slice": counts["slice"].astype("Int64").fillna(-1).to_numpy(np.int64),
+                        "lv": lv, "row": np.arange(len(counts))})
+    tab = tab[tab["lv"] > 0].sort_values(["subject", "frame", "slice"], kind="stable")
+    for _, g in tab.groupby(["subject", "frame"], sort=False):
+        n = len(g)
+        nb, nm, na = position_sizes(n)
+        labels = np.array(["base"] * nb + ["mid"] * nm + ["apex"] * na, dtype=object)
+        area = g["lv"].to_numpy()
+        if nb and area[n - na:].sum() > area[:nb].sum():
+            labels = labels[::-1]
+        out[g["row"].to_numpy()] = labels
     return out
 
 
@@ -152,6 +203,7 @@ def per_case_table(
         phase = np.array([phase_c[v] for v in zip(subj, frame_vals)], dtype=object)
         ann = [ann_c.get(v) for v in zip(subj, frame_vals)]
         missing = tab["missing"].to_numpy(bool)
+        position = slice_positions(tab) if level == "image" else np.full(len(tab), "", dtype=object)
         for cls in classes:
             k = CLASS_VALUES[cls]
             tp = conf[:, k, k]
@@ -178,6 +230,7 @@ def per_case_table(
                 df["ref_ml"] = ref * vml
                 df["pred_ml"] = pred * vml
             df["n_slices"] = tab["n_slices"].to_numpy()
+            df["position"] = position
             for c in ("ref_file", "pred_file", "fov_diag_mm"):
                 if c in tab.columns:
                     df[c] = tab[c].to_numpy()

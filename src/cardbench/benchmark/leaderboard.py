@@ -160,7 +160,7 @@ def parse_metric(spec: str) -> tuple[str, str | None, str]:
     """Parse a metric spec ``<metric>_<class>[_<phase>]`` into (metric, class, group).
 
     Examples: ``dice_lv`` -> (``dice``, ``LV``, ``all``); ``hd95_my_es`` -> (``hd95``, ``MY``,
-    ``ES``); ``dice`` -> (``dice``, None, ``all``) (class chosen by the caller); ``mae_lvef`` ->
+    ``ES``); ``dice_lv_apex`` -> (``dice``, ``LV``, ``apex``) (slice position); ``dice`` -> (``dice``, None, ``all``) (class chosen by the caller); ``mae_lvef`` ->
     (``mae``, ``LVEF``, ``all``): a clinical index (:data:`CLINICAL_INDICES`) takes the place of the
     class, with an agreement statistic (:data:`CLINICAL_STATS`) as the metric. Case-insensitive for
     class and phase.
@@ -170,6 +170,8 @@ def parse_metric(spec: str) -> tuple[str, str | None, str]:
     cls = None
     if len(parts) > 1 and parts[-1].upper() in PHASES:
         group = parts.pop().upper()
+    elif len(parts) > 2 and parts[-1].lower() in ("base", "mid", "apex"):  # slice position of the LV
+        group = parts.pop().lower()
     if len(parts) > 1 and (parts[-1].upper() in CLASSES or parts[-1].upper() in CLINICAL_INDICES):
         cls = parts.pop().upper()
     metric = "_".join(parts).lower()
@@ -866,9 +868,9 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     if group == "all":
         sel = agg[(agg["grouping"] == "all")]
     else:
-        sel = agg[(agg["group"] == group) & (agg["grouping"].isin(["phase", "split"]))]
+        sel = agg[(agg["group"] == group) & (agg["grouping"].isin(["phase", "split", "position"]))]
     if sel.empty:
-        groups = sorted(set(agg.loc[agg["grouping"].isin(["phase", "split"]), "group"]) - {"-"})
+        groups = sorted(set(agg.loc[agg["grouping"].isin(["phase", "split", "position"]), "group"]) - {"-"})
         raise LeaderboardError(f"benchmark '{bench}': no aggregate for group '{group}' "
                                f"(groups: all{', ' if groups else ''}{', '.join(groups)})")
     present_metrics = list(dict.fromkeys(sel["metric"]))

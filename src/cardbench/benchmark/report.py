@@ -24,7 +24,8 @@ def _ci(lo, hi, digits: int = 3) -> str:
     return f" [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def summary_table(result: ScoreResult, groupings: tuple[str, ...] = ("all", "split", "phase")) -> Table:
+def summary_table(result: ScoreResult,
+                  groupings: tuple[str, ...] = ("all", "split", "phase", "position")) -> Table:
     """A rich table: one row per group and class, one column per metric (mean [95 % CI])."""
     s = result.summary
     proto = s["protocol"]

@@ -30,7 +30,8 @@ if agg.empty:
 metrics = [m for m in proto.get("metrics", []) if m in set(agg["metric"])] + \
     [m for m in dict.fromkeys(agg["metric"]) if m not in proto.get("metrics", [])]
 groups = ["all"] + sorted(set(agg.loc[agg["grouping"] == "phase", "group"]) - {"-"}) + \
-    sorted(set(agg.loc[agg["grouping"] == "split", "group"]) - {"-", bench["split"]})
+    sorted(set(agg.loc[agg["grouping"] == "split", "group"]) - {"-", bench["split"]}) + \
+    [p for p in ("base", "mid", "apex") if p in set(agg.loc[agg["grouping"] == "position", "group"])]
 
 c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
 metric = c1.selectbox("Metric", metrics, key="lb_metric",
@@ -41,7 +42,8 @@ classes = [c for c in (*CLASSES, *CLINICAL_INDICES) if c in present] + sorted(
     c for c in present if c not in CLASSES and c not in CLINICAL_INDICES)
 cls = c2.selectbox("Rank by class / index", classes, key="lb_class")
 group = c3.selectbox("Phase / group", groups, key="lb_group",
-                     help="all: every case of the split; ED / ES: only end-diastolic / end-systolic frames.")
+                     help="all: every case of the split; ED / ES: only end-diastolic / end-systolic frames; "
+                          "base / mid / apex: the images of that third of the LV slices (per-image values).")
 query = c4.text_input("Filter entries", key="lb_filter", placeholder="name, label or team contains...")
 
 try:
