@@ -222,3 +222,19 @@ def test_cli_misspelled_policy_exits_2_at_load(pair, tmp_path):
         assert r.exit_code == 2 and len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, args
     r = runner.invoke(app, ["protocol", "show", "nope"])
     assert r.exit_code == 2 and "cardbench-v1, ankenbrand2021" in r.stderr
+
+
+def test_the_protocol_of_the_extending_walkthrough_builds():
+    """docs/extending.md's example protocol file is a valid protocol and means what the page says."""
+    import re
+
+    import yaml
+
+    from cardbench.benchmark.scoring import surface_plan
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+    block = re.findall(r"```yaml\n(.*?)```", page, re.S)[0]
+    p = protocol_from_dict(yaml.safe_load(block), source="docs/extending.md")
+    assert (p.level, p.metrics, p.policy["dice"]["both_empty"]) == ("image", ("dice", "hd95", "nsd"), 1.0)
+    assert (p.nsd_tolerance("MY"), p.nsd_tolerance("LV"), p.nsd_tolerance("RV")) == (1.0, 2.0, 2.0)
+    assert surface_plan(p) == (("hd95", "nsd"), {"nsd": {"tolerance_mm": [2.0, 1.0, 2.0]}})

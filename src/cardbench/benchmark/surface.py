@@ -88,7 +88,7 @@ from cardbench.benchmark.metrics import BOTH_EMPTY, OK, PRED_EMPTY, REF_EMPTY
 DISTANCE_METRICS: tuple[str, ...] = ("hd", "hd95", "assd", "masd")
 #: the percentile of HD95.
 PERCENTILE = 95.0
-#: default NSD tolerance tau in mm (the reasoning is in docs/metrics.md, "NSD tolerance").
+#: default NSD tolerance tau in mm (the reasoning is in docs/protocols.md, "The NSD tolerance").
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 #: distances are compared with tau + this (mm), so that a distance equal to tau in exact arithmetic
 #: counts as within tau whatever the rounding of its square root
