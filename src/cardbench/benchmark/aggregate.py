@@ -92,6 +92,31 @@ def _summarise(rows: pd.DataFrame, metric: str, protocol: Protocol, seed_offset:
     return out
 
 
+def _summarise_block(rows: pd.DataFrame, metrics: list[str], protocol: Protocol) -> list[dict]:
+    """:func:`_summarise` of several metrics of one (group, class) block, with one per-subject
+    groupby for all of them (the same pandas mean, so the same values, as one groupby per metric)."""
+    out = []
+    sm_all = rows.groupby("subject", sort=True)[metrics].mean() if metrics else None
+    for m in metrics:
+        vals = rows[m].to_numpy(np.float64)
+        valid = vals[~np.isnan(vals)]
+        sm = sm_all[m].dropna().to_numpy()
+        rec = {"n_values": int(valid.size), "n_excluded": int(vals.size - valid.size), "n_subjects": int(sm.size)}
+        if protocol.aggregation == "subject":
+            mean = float(sm.mean()) if sm.size else np.nan
+            std = float(sm.std(ddof=1)) if sm.size > 1 else np.nan
+            median = float(np.median(sm)) if sm.size else np.nan
+            lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed)
+        else:
+            mean = float(valid.mean()) if valid.size else np.nan
+            std = float(valid.std(ddof=1)) if valid.size > 1 else np.nan
+            median = float(np.median(valid)) if valid.size else np.nan
+            lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed) if protocol.bootstrap else (np.nan, np.nan)
+        rec.update(mean=mean, std=std, median=median, ci_low=lo, ci_high=hi)
+        out.append(rec)
+    return out
+
+
 def _group_label(column: str, key) -> str:
     """Label of one group key: an empty phase is a frame that is neither ED nor ES (``other``); an
     empty split is unknown (``-``)."""
@@ -126,20 +151,17 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
         for gkey, grows in groups:
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
             label = "/".join(_group_label(c, k) for c, k in zip(cols, gkey)) if cols else "all"
-            for ci, (cls, crows) in enumerate(grows.groupby("class", sort=False)):
-                for mi, m in enumerate(metrics):
-                    rec = {"grouping": gname, "group": label, "class": cls, "metric": m}
-                    rec.update(_summarise(crows, m, protocol, seed_offset=0))
-                    records.append(rec)
+            for cls, crows in grows.groupby("class", sort=False):
+                for m, summ in zip(metrics, _summarise_block(crows, metrics, protocol)):
+                    records.append({"grouping": gname, "group": label, "class": cls, "metric": m, **summ})
     if "position" in per_case.columns:
         img = per_case[(per_case["level"] == "image") & per_case["position"].isin(POSITIONS)]
         for pos in POSITIONS:
             prow = img[img["position"] == pos]
             for cls, crows in prow.groupby("class", sort=False):
-                for m in [m for m in metrics if m in crows.columns]:
-                    rec = {"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m}
-                    rec.update(_summarise(crows, m, protocol, seed_offset=0))
-                    records.append(rec)
+                for m, summ in zip(metrics, _summarise_block(crows, metrics, protocol)):
+                    records.append({"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m,
+                                    **summ})
     return pd.DataFrame.from_records(records, columns=AGG_COLUMNS)
 
 

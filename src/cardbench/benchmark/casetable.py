@@ -119,14 +119,25 @@ def slice_positions(counts: pd.DataFrame) -> np.ndarray:
                         "slice": counts["slice"].astype("Int64").fillna(-1).to_numpy(np.int64),
                         "lv": lv, "row": np.arange(len(counts))})
     tab = tab[tab["lv"] > 0].sort_values(["subject", "frame", "slice"], kind="stable")
-    for _, g in tab.groupby(["subject", "frame"], sort=False):
-        n = len(g)
-        nb, nm, na = position_sizes(n)
-        labels = np.array(["base"] * nb + ["mid"] * nm + ["apex"] * na, dtype=object)
-        area = g["lv"].to_numpy()
-        if nb and area[n - na:].sum() > area[:nb].sum():
-            labels = labels[::-1]
-        out[g["row"].to_numpy()] = labels
+    if tab.empty:
+        return out
+    # vectorised over all volumes: group id, size and rank of each slice within its volume
+    gid = pd.factorize(pd.MultiIndex.from_arrays([tab["subject"], tab["frame"]]))[0]
+    size = np.bincount(gid)
+    start = np.cumsum(size) - size
+    n = size[gid]
+    rank = np.arange(len(tab)) - start[gid]
+    k, r = np.divmod(n, 3)
+    nb = k + (r == 2)
+    nm = k + (r == 1)
+    na = nb
+    idx = np.where(rank < nb, 0, np.where(rank < nb + nm, 1, 2))
+    area = tab["lv"].to_numpy(np.float64)
+    base_area = np.bincount(gid, weights=np.where(rank < nb, area, 0.0))
+    apex_area = np.bincount(gid, weights=np.where(rank >= n - na, area, 0.0))
+    flip = (apex_area > base_area)[gid]
+    idx = np.where(flip, 2 - idx, idx)  # position_sizes is symmetric: base and apex swap
+    out[tab["row"].to_numpy()] = np.asarray(POSITIONS, dtype=object)[idx]
     return out
 
 
