@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -55,18 +56,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     plan = [("A", args.a, "default"), ("B", args.b, "default"), ("B without NSD", args.b, "no-nsd")]
     best: dict[str, dict] = {}
+    every: dict[str, list[float]] = {}
     for r in range(args.rounds):
         for label, src, variant in (plan if r % 2 == 0 else plan[::-1]):
             res = run(src, args.data, variant)
             if label not in best or res["cpu"] < best[label]["cpu"]:
                 best[label] = res
+            every.setdefault(label, []).append(res["cpu"] / res["n"])
             print(f"round {r + 1}: {label:14s} CPU {1000 * res['cpu'] / res['n']:7.2f} ms/case", flush=True)
     print()
     for label, res in best.items():
         print(f"{label:14s} best CPU {1000 * res['cpu'] / res['n']:7.2f} ms/case ({res['n']} cases)")
     a, b, b0 = best["A"]["cpu"], best["B"]["cpu"], best["B without NSD"]["cpu"]
-    print(f"B / A = {b / a:.3f} (full score(), default protocol); B without NSD / A = {b0 / a:.3f}; "
+    print(f"best: B / A = {b / a:.3f} (full score(), default protocol); B without NSD / A = {b0 / a:.3f}; "
           f"NSD adds {100 * (b / b0 - 1):+.1f} %")
+    med = {k: statistics.median(v) for k, v in every.items()}
+    print(f"median: B / A = {med['B'] / med['A']:.3f}; B without NSD / A = {med['B without NSD'] / med['A']:.3f}; "
+          f"NSD adds {100 * (med['B'] / med['B without NSD'] - 1):+.1f} %")
     return 0
 
 

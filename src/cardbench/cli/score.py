@@ -14,6 +14,12 @@ from cardbench.cli import app
 err = Console(stderr=True)
 
 
+def _default_protocol() -> str:
+    from cardbench.benchmark.protocols import DEFAULT_PROTOCOL
+
+    return DEFAULT_PROTOCOL
+
+
 def _protocol_help() -> str:
     from cardbench.benchmark.protocols import DEFAULT_PROTOCOL, protocol_names
 
@@ -59,7 +65,7 @@ def score_cmd(
                                          "(default), acdc, mnms or FILE.yaml."),
     reference_labels: Optional[str] = typer.Option(None, "--reference-labels", help="Label map of the "
                                                    "reference (default: its card.yaml, else cardbench)."),
-    protocol: str = typer.Option("cardbench-v1", "--protocol", "-p", help=_protocol_help()),
+    protocol: str = typer.Option(_default_protocol(), "--protocol", "-p", help=_protocol_help()),
     nsd_tol: Optional[float] = typer.Option(None, "--nsd-tol", metavar="MM", help="NSD tolerance tau in mm "
                                             "(default: the protocol's, 2.0 for cardbench-v1); recorded in "
                                             "summary.json and in the leaderboard benchmark id."),
