@@ -245,13 +245,14 @@ def test_score_writes_nsd_per_image_and_volume_equal_to_monai(sunnybrook, tmp_pa
 
 
 def test_adding_nsd_changes_no_other_value(sunnybrook, tmp_path):
-    """cardbench-v1 1.1 adds NSD to 1.0: every other per-case value and aggregate is identical."""
+    """NSD is an addition to cardbench-v1: every other per-case value and aggregate is identical to
+    the protocol without it."""
     from cardbench.benchmark import score
     from cardbench.benchmark.protocols import CARDBENCH_V1
 
     ref_dir, pred_dir, _ = _write_pair(sunnybrook, tmp_path, n=3)
     policy = {m: dict(r) for m, r in CARDBENCH_V1.policy.items() if m != "nsd"}
-    v10 = dataclasses.replace(CARDBENCH_V1, version="1.0", added_metrics=(), policy=policy, parameters={})
+    v10 = dataclasses.replace(CARDBENCH_V1, added_metrics=(), policy=policy, parameters={})
     new = score(pred_dir, ref_dir, classes=["LV", "MY"], progress=False)
     old = score(pred_dir, ref_dir, classes=["LV", "MY"], progress=False, protocol=v10)
     assert "nsd" not in old.per_case.columns

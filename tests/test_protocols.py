@@ -34,7 +34,7 @@ def test_builtin_protocols_ship_as_yaml_and_keep_their_rules():
     v1 = CARDBENCH_V1
     assert (v1.level, v1.aggregation, v1.metrics, v1.bootstrap, v1.seed) == (
         "volume", "subject", ("dice", "iou", "hd95", "assd"), 2000, 20210421)
-    assert v1.version == "1.1" and v1.added_metrics == ("nsd",) and v1.nsd_tolerance("LV") == 2.0
+    assert v1.version == "1.0" and v1.added_metrics == ("nsd",) and v1.nsd_tolerance("LV") == 2.0
     assert {m: dict(r) for m, r in v1.policy.items()} == {
         "dice": OVERLAP_NAN, "iou": OVERLAP_NAN, "hd": DISTANCE, "hd95": DISTANCE, "assd": DISTANCE,
         "masd": DISTANCE, "nsd": DISTANCE}
@@ -135,11 +135,10 @@ def test_leaderboard_id_and_compatibility():
     assert benchmark_suffix(v1) == "" and benchmark_suffix(ANKENBRAND2021.to_dict()) == ""
     assert benchmark_suffix(CARDBENCH_V1.with_nsd_tolerance(1.5).to_dict()) == "+nsd1.5mm"
     assert benchmark_suffix(CARDBENCH_V1.with_nsd_tolerance({"LV": 1.5, "MY": 2}).to_dict()) == "+nsdLV1.5-MY2mm"
-    # a benchmark created by cardbench-v1 1.0 (no NSD) accepts 1.1 results: 1.1 only adds
+    # a benchmark created before NSD existed (same version, no nsd policy) accepts results with NSD
     v10 = {k: v for k, v in v1.items() if k not in ("added_metrics", "parameters", "nsd_tolerance_mm")}
-    v10["version"] = "1.0"
     v10["policy"] = {m: r for m, r in v1["policy"].items() if m != "nsd"}
-    assert protocols_compatible(v10, v1)
+    assert protocols_compatible(v10, v1) and protocols_compatible(v1, v10)
     assert not protocols_compatible(dict(v10, version="2.0"), v1)
     changed = json.loads(json.dumps(v1))
     changed["policy"]["dice"]["both_empty"] = 1.0

@@ -13,17 +13,19 @@ a user's protocol is a YAML file of the same form (:func:`load_protocol`, ``card
     confusion counts; an image whose class is empty in both reference and prediction counts as
     Dice 1; the figure is the plain mean over all images of the split. No confidence interval.
 
-``cardbench-v1`` (v1.1, default)
+``cardbench-v1`` (v1.0, default)
     One value per 3D volume (subject, frame) per class; both empty: NaN, excluded and counted; one
     side empty: Dice 0 (and, for distances, the worst case); values are averaged per subject first,
     then over subjects, with a 95 % percentile bootstrap confidence interval that resamples
-    subjects (images and frames of one subject are not independent). v1.1 adds NSD at a
-    tolerance in mm (``added_metrics``); every value of v1.0 is unchanged.
+    subjects (images and frames of one subject are not independent). NSD at a tolerance in mm
+    is an addition (``added_metrics``): every other value is what it was before NSD existed.
 
-Versions: ``MAJOR.MINOR``. A minor version only adds (metrics, parameters); the values of every
-metric of the previous minor version stay identical, so the leaderboard keeps results of one
-major version in one benchmark. A change of any value is a new major version (a new name,
-``cardbench-v2``).
+Versions: ``MAJOR.MINOR``. The version names the *values*: a change in how any existing metric is
+computed, treated in an edge case or aggregated needs a new version (a new major version, and a
+new name such as ``cardbench-v2``, when results stop being comparable). An addition that changes
+no existing value (a metric in ``added_metrics``, a parameter whose default keeps the earlier
+values) keeps the version; ``summary.json`` records ``added_metrics`` and ``parameters``, so a
+reader sees whether NSD was computed and at which tolerance.
 
 Policy values: ``"value"`` keeps the computed value, a number replaces it, ``"nan"`` excludes it,
 ``"worst"`` substitutes the metric's worst case (0 for Dice/IoU/NSD; the field-of-view diagonal in
@@ -120,8 +122,8 @@ class Protocol:
         bootstrap: number of bootstrap resamples of subjects for 95 % CIs (0: none).
         seed: random seed of the bootstrap.
         citation: the definition's source.
-        added_metrics: metrics added in a minor version, aggregated and reported like ``metrics``
-            (kept apart so that ``metrics`` of a major version never changes).
+        added_metrics: metrics added without changing any existing value, aggregated and
+            reported like ``metrics`` (kept apart so that ``metrics`` of a version never changes).
         parameters: metric -> parameter -> value (NSD: ``tolerance_mm``, a number in mm or a
             mapping class -> mm with an optional ``default``); read-only.
         source: the file the protocol was read from ("" for one built in code).
@@ -459,8 +461,8 @@ def benchmark_suffix(proto: Mapping) -> str:
 def protocols_compatible(have: Mapping, want: Mapping) -> bool:
     """Whether results of protocol ``want`` may join a benchmark of protocol ``have`` (both
     :meth:`Protocol.to_dict`): same name, level and aggregation, the same major version, the same
-    rule for every metric both compute, and the same NSD tolerance when both compute NSD. A newer
-    minor version (which only adds metrics) is compatible with an older one."""
+    rule for every metric both compute, and the same NSD tolerance when both compute NSD. A
+    benchmark whose results predate NSD accepts results with NSD (the addition changes no value)."""
     if (have.get("name"), have.get("level"), have.get("aggregation")) != \
             (want.get("name"), want.get("level"), want.get("aggregation")):
         return False
