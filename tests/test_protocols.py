@@ -204,6 +204,14 @@ def test_cli_nsd_tol_changes_values_and_is_recorded(pair, tmp_path):
     pb = pd.read_csv(tmp_path / "b" / "per_case.csv")
     assert pa["dice"].equals(pb["dice"]) and pa["hd95"].equals(pb["hd95"])
     assert pb["nsd"].mean() < pa["nsd"].mean()
+    c = _score(pair, tmp_path / "c", "--nsd-tol", "MY=0.5,default=2")
+    assert c.exit_code == 0, c.stderr
+    sc = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert sc["protocol"]["nsd_tolerance_mm"] == {"MY": 0.5, "default": 2.0}
+    pc = pd.read_csv(tmp_path / "c" / "per_case.csv")
+    for cls, same in (("LV", pa), ("MY", pb)):  # LV at 2 mm as in run a, MY at 0.5 mm as in run b
+        sel = pc["class"] == cls
+        assert pc.loc[sel, "nsd"].equals(same.loc[same["class"] == cls, "nsd"].set_axis(pc.index[sel]))
 
 
 def test_cli_misspelled_policy_exits_2_at_load(pair, tmp_path):
@@ -216,7 +224,8 @@ def test_cli_misspelled_policy_exits_2_at_load(pair, tmp_path):
     assert str(f) in lines[0] and "policy.dice.missing" in lines[0] and "'wrost'" in lines[0]
     assert "value, nan, worst" in lines[0] and "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
-    for args in (["--protocol", "cardbench-v2"], ["--nsd-tol", "-1"], ["--protocol", "ankenbrand2021", "--nsd-tol", "1"]):
+    for args in (["--protocol", "cardbench-v2"], ["--nsd-tol", "-1"], ["--nsd-tol", "two"], ["--nsd-tol", "LV:2"],
+                 ["--protocol", "ankenbrand2021", "--nsd-tol", "1"]):
         r = _score(pair, tmp_path / "out", *args)
         assert r.exit_code == 2 and len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, args
     r = runner.invoke(app, ["protocol", "show", "nope"])

@@ -92,29 +92,37 @@ def _summarise(rows: pd.DataFrame, metric: str, protocol: Protocol, seed_offset:
     return out
 
 
-def _summarise_block(rows: pd.DataFrame, metrics: list[str], protocol: Protocol) -> list[dict]:
-    """:func:`_summarise` of several metrics of one (group, class) block, with one per-subject
-    groupby for all of them (the same pandas mean, so the same values, as one groupby per metric)."""
-    out = []
-    sm_all = rows.groupby("subject", sort=True)[metrics].mean() if metrics else None
-    for m in metrics:
-        vals = rows[m].to_numpy(np.float64)
-        valid = vals[~np.isnan(vals)]
-        sm = sm_all[m].dropna().to_numpy()
-        rec = {"n_values": int(valid.size), "n_excluded": int(vals.size - valid.size), "n_subjects": int(sm.size)}
-        if protocol.aggregation == "subject":
-            mean = float(sm.mean()) if sm.size else np.nan
-            std = float(sm.std(ddof=1)) if sm.size > 1 else np.nan
-            median = float(np.median(sm)) if sm.size else np.nan
-            lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed)
-        else:
-            mean = float(valid.mean()) if valid.size else np.nan
-            std = float(valid.std(ddof=1)) if valid.size > 1 else np.nan
-            median = float(np.median(valid)) if valid.size else np.nan
-            lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed) if protocol.bootstrap else (np.nan, np.nan)
-        rec.update(mean=mean, std=std, median=median, ci_low=lo, ci_high=hi)
-        out.append(rec)
-    return out
+def _summarise_classes(rows: pd.DataFrame, metrics: list[str], protocol: Protocol):
+    """:func:`_summarise` of every class and metric of one group's rows, classes in order of first
+    appearance: one per-subject groupby for all classes and metrics (pandas computes each group's
+    mean the same way as one groupby per class and metric, so the values are identical).
+
+    Yields:
+        (class, metric, summary dict).
+    """
+    if rows.empty or not metrics:
+        return
+    sm_all = rows.groupby(["class", "subject"], sort=True)[metrics].mean()
+    for cls, pos in rows.groupby("class", sort=False).indices.items():
+        sm_cls = sm_all.xs(cls, level="class")
+        for m in metrics:
+            vals = rows[m].to_numpy(np.float64)[pos]
+            valid = vals[~np.isnan(vals)]
+            sm = sm_cls[m].dropna().to_numpy()
+            rec = {"n_values": int(valid.size), "n_excluded": int(vals.size - valid.size),
+                   "n_subjects": int(sm.size)}
+            if protocol.aggregation == "subject":
+                mean = float(sm.mean()) if sm.size else np.nan
+                std = float(sm.std(ddof=1)) if sm.size > 1 else np.nan
+                median = float(np.median(sm)) if sm.size else np.nan
+                lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed)
+            else:
+                mean = float(valid.mean()) if valid.size else np.nan
+                std = float(valid.std(ddof=1)) if valid.size > 1 else np.nan
+                median = float(np.median(valid)) if valid.size else np.nan
+                lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed) if protocol.bootstrap else (np.nan, np.nan)
+            rec.update(mean=mean, std=std, median=median, ci_low=lo, ci_high=hi)
+            yield cls, m, rec
 
 
 def _group_label(column: str, key) -> str:
@@ -151,17 +159,14 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
         for gkey, grows in groups:
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
             label = "/".join(_group_label(c, k) for c, k in zip(cols, gkey)) if cols else "all"
-            for cls, crows in grows.groupby("class", sort=False):
-                for m, summ in zip(metrics, _summarise_block(crows, metrics, protocol)):
-                    records.append({"grouping": gname, "group": label, "class": cls, "metric": m, **summ})
+            for cls, m, summ in _summarise_classes(grows, metrics, protocol):
+                records.append({"grouping": gname, "group": label, "class": cls, "metric": m, **summ})
     if "position" in per_case.columns:
         img = per_case[(per_case["level"] == "image") & per_case["position"].isin(POSITIONS)]
         for pos in POSITIONS:
             prow = img[img["position"] == pos]
-            for cls, crows in prow.groupby("class", sort=False):
-                for m, summ in zip(metrics, _summarise_block(crows, metrics, protocol)):
-                    records.append({"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m,
-                                    **summ})
+            for cls, m, summ in _summarise_classes(prow, metrics, protocol):
+                records.append({"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m, **summ})
     return pd.DataFrame.from_records(records, columns=AGG_COLUMNS)
 
 

@@ -27,14 +27,35 @@ def _protocol_help() -> str:
             "(.yaml, see `cardbench protocol show`).")
 
 
-def _load_protocol(protocol: str, nsd_tol: "float | None"):
+def parse_nsd_tolerance(text: str) -> "float | dict[str, float]":
+    """``--nsd-tol`` value: ``MM`` (every class) or ``CLASS=MM,...`` (``default=MM`` for the rest).
+
+    Raises:
+        ValueError: not a number or a list of ``CLASS=MM``; the message shows both forms.
+    """
+    t = text.strip()
+    try:
+        if "=" not in t:
+            return float(t)
+        out: dict[str, float] = {}
+        for part in t.split(","):
+            k, v = part.split("=")
+            k = k.strip()
+            out[k if k.lower() == "default" else k.upper()] = float(v)
+        return {("default" if k.lower() == "default" else k): v for k, v in out.items()}
+    except ValueError:
+        raise ValueError(f"--nsd-tol {text!r}: give a tolerance in mm (e.g. 2.0) or one per class "
+                         "(e.g. LV=2,MY=1.5,default=2)") from None
+
+
+def _load_protocol(protocol: str, nsd_tol: "str | None"):
     """The protocol of a CLI call (built-in name or YAML file, with --nsd-tol); exit 2 with one line if invalid."""
     from cardbench.benchmark.protocols import ProtocolError, get_protocol
 
     try:
         proto = get_protocol(protocol)
-        return proto.with_nsd_tolerance(nsd_tol) if nsd_tol is not None else proto
-    except ProtocolError as e:
+        return proto.with_nsd_tolerance(parse_nsd_tolerance(nsd_tol)) if nsd_tol is not None else proto
+    except (ProtocolError, ValueError) as e:
         fail(str(e))
 
 
@@ -66,9 +87,10 @@ def score_cmd(
     reference_labels: Optional[str] = typer.Option(None, "--reference-labels", help="Label map of the "
                                                    "reference (default: its card.yaml, else cardbench)."),
     protocol: str = typer.Option(_default_protocol(), "--protocol", "-p", help=_protocol_help()),
-    nsd_tol: Optional[float] = typer.Option(None, "--nsd-tol", metavar="MM", help="NSD tolerance tau in mm "
-                                            "(default: the protocol's, 2.0 for cardbench-v1); recorded in "
-                                            "summary.json and in the leaderboard benchmark id."),
+    nsd_tol: Optional[str] = typer.Option(None, "--nsd-tol", metavar="MM", help="NSD tolerance tau in mm, or "
+                                          "one per class (LV=2,MY=1.5,default=2); default: the protocol's "
+                                          "(2.0 for cardbench-v1). Recorded in summary.json and in the "
+                                          "leaderboard benchmark id."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated classes to score, "
                                           "e.g. LV,MY (default: those the reference annotates)."),
     split: Optional[str] = typer.Option(None, "--split", help="Score only reference subjects of this split."),
