@@ -10,7 +10,8 @@ Imports without torch, streamlit or datalad.
 """
 
 from cardbench.benchmark.confusion_tables import read_confusion_table, score_confusion_table
-from cardbench.benchmark.protocols import PROTOCOLS, Protocol, get_protocol
+from cardbench.benchmark.metric_registry import METRICS, MetricSpec, get_metric, register_metric
+from cardbench.benchmark.protocols import PROTOCOLS, Protocol, ProtocolError, get_protocol, load_protocol
 from cardbench.benchmark.reproduce import reproduce_ankenbrand2021, score_label_quality
 from cardbench.benchmark.results import ScoreResult, read_result
 from cardbench.benchmark.scoring import score
@@ -18,7 +19,7 @@ from cardbench.benchmark.submission import SubmissionError, load_submission
 from cardbench.benchmark.validation import Problem, ValidationError
 
 __all__ = [
-    "PROTOCOLS", "Problem", "Protocol", "ScoreResult", "SubmissionError", "ValidationError", "get_protocol",
-    "load_submission", "read_confusion_table", "read_result", "reproduce_ankenbrand2021", "score",
+    "METRICS", "MetricSpec", "PROTOCOLS", "Problem", "Protocol", "ProtocolError", "ScoreResult", "SubmissionError",
+    "ValidationError", "get_metric", "get_protocol", "load_protocol", "load_submission", "register_metric", "read_confusion_table", "read_result", "reproduce_ankenbrand2021", "score",
     "score_confusion_table", "score_label_quality",
 ]

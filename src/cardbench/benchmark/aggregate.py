@@ -26,6 +26,10 @@ from cardbench.benchmark.protocols import Protocol
 GROUPINGS: list[tuple[str, list[str]]] = [
     ("all", []), ("split", ["split"]), ("phase", ["phase"]), ("split+phase", ["split", "phase"]),
 ]
+#: the slice-position grouping (base / mid / apex of the LV): always over the image-level rows,
+#: whatever the protocol's level (per-image values aggregated per position, as M&Ms reports them).
+POSITION_GROUPING = ("position", ["position"])
+POSITIONS = ("base", "mid", "apex")
 AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
                "n_subjects", "n_values", "n_excluded"]
 
@@ -88,6 +92,39 @@ def _summarise(rows: pd.DataFrame, metric: str, protocol: Protocol, seed_offset:
     return out
 
 
+def _summarise_classes(rows: pd.DataFrame, metrics: list[str], protocol: Protocol):
+    """:func:`_summarise` of every class and metric of one group's rows, classes in order of first
+    appearance: one per-subject groupby for all classes and metrics (pandas computes each group's
+    mean the same way as one groupby per class and metric, so the values are identical).
+
+    Yields:
+        (class, metric, summary dict).
+    """
+    if rows.empty or not metrics:
+        return
+    sm_all = rows.groupby(["class", "subject"], sort=True)[metrics].mean()
+    for cls, pos in rows.groupby("class", sort=False).indices.items():
+        sm_cls = sm_all.xs(cls, level="class")
+        for m in metrics:
+            vals = rows[m].to_numpy(np.float64)[pos]
+            valid = vals[~np.isnan(vals)]
+            sm = sm_cls[m].dropna().to_numpy()
+            rec = {"n_values": int(valid.size), "n_excluded": int(vals.size - valid.size),
+                   "n_subjects": int(sm.size)}
+            if protocol.aggregation == "subject":
+                mean = float(sm.mean()) if sm.size else np.nan
+                std = float(sm.std(ddof=1)) if sm.size > 1 else np.nan
+                median = float(np.median(sm)) if sm.size else np.nan
+                lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed)
+            else:
+                mean = float(valid.mean()) if valid.size else np.nan
+                std = float(valid.std(ddof=1)) if valid.size > 1 else np.nan
+                median = float(np.median(valid)) if valid.size else np.nan
+                lo, hi = bootstrap_ci(sm, protocol.bootstrap, protocol.seed) if protocol.bootstrap else (np.nan, np.nan)
+            rec.update(mean=mean, std=std, median=median, ci_low=lo, ci_high=hi)
+            yield cls, m, rec
+
+
 def _group_label(column: str, key) -> str:
     """Label of one group key: an empty phase is a frame that is neither ED nor ES (``other``); an
     empty split is unknown (``-``)."""
@@ -99,8 +136,10 @@ def _group_label(column: str, key) -> str:
 def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
     """Aggregate the per-case table under ``protocol`` for every grouping in :data:`GROUPINGS`.
 
-    Only rows at the protocol's level (image or volume) are used. A grouping whose column is empty everywhere
-    is skipped. An empty phase is labelled ``other`` (neither ED nor ES), an empty split ``-``.
+    Only rows at the protocol's level (image or volume) are used, except for the ``position``
+    grouping (base / mid / apex, :func:`cardbench.benchmark.casetable.slice_positions`), which
+    aggregates the image-level rows of each position with the protocol's aggregation (per subject
+    first under ``subject``). A grouping whose column is empty everywhere is skipped. An empty phase is labelled ``other`` (neither ED nor ES), an empty split ``-``.
 
     Args:
         per_case: table from :func:`cardbench.benchmark.casetable.per_case_table`.
@@ -111,7 +150,7 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
         DataFrame with :data:`AGG_COLUMNS`.
     """
     rows = per_case[per_case["level"] == protocol.level]
-    metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
+    metrics = [m for m in (metrics or protocol.all_metrics) if m in rows.columns]
     records = []
     for gname, cols in GROUPINGS:
         if cols and all((rows[c].fillna("") == "").all() for c in cols):
@@ -120,18 +159,21 @@ def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | N
         for gkey, grows in groups:
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
             label = "/".join(_group_label(c, k) for c, k in zip(cols, gkey)) if cols else "all"
-            for ci, (cls, crows) in enumerate(grows.groupby("class", sort=False)):
-                for mi, m in enumerate(metrics):
-                    rec = {"grouping": gname, "group": label, "class": cls, "metric": m}
-                    rec.update(_summarise(crows, m, protocol, seed_offset=0))
-                    records.append(rec)
+            for cls, m, summ in _summarise_classes(grows, metrics, protocol):
+                records.append({"grouping": gname, "group": label, "class": cls, "metric": m, **summ})
+    if "position" in per_case.columns:
+        img = per_case[(per_case["level"] == "image") & per_case["position"].isin(POSITIONS)]
+        for pos in POSITIONS:
+            prow = img[img["position"] == pos]
+            for cls, m, summ in _summarise_classes(prow, metrics, protocol):
+                records.append({"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m, **summ})
     return pd.DataFrame.from_records(records, columns=AGG_COLUMNS)
 
 
 def per_subject_table(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-subject means at the protocol's level: subject, split, class, metric, mean, n_values, n_excluded."""
     rows = per_case[per_case["level"] == protocol.level]
-    metrics = [m for m in (metrics or protocol.metrics) if m in rows.columns]
+    metrics = [m for m in (metrics or protocol.all_metrics) if m in rows.columns]
     cols = ["subject", "split", "class", "metric", "mean", "n_values", "n_excluded"]
     if rows.empty or not metrics:
         return pd.DataFrame(columns=cols)

@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from cardbench.benchmark.confusion import N_LABELS
-from cardbench.benchmark.metrics import (
-    MISSING, NOT_ANNOTATED, dice_from_counts, iou_from_counts, status_from_counts,
-)
-from cardbench.benchmark.protocols import METRIC_WORST, Protocol
+from cardbench.benchmark.metric_registry import METRICS, UnknownMetricError, get_metric
+from cardbench.benchmark.metrics import MISSING, NOT_ANNOTATED, status_from_counts
+from cardbench.benchmark.protocols import Protocol
 from cardbench.labelmaps import CLASS_VALUES
 
 COUNT_COLUMNS = [f"c{r}{p}" for r in range(N_LABELS) for p in range(N_LABELS)]
@@ -48,8 +47,20 @@ def n_labels_of(counts: pd.DataFrame) -> int:
 ID_COLUMNS = ["level", "subject", "frame", "slice", "phase", "split", "class", "status",
               "ref_voxels", "pred_voxels", "tp", "fp", "fn"]
 
-#: status columns of ``extra`` shared by a group of metrics: ``<group>_status`` -> metrics.
-STATUS_GROUPS: dict[str, tuple[str, ...]] = {"distance": ("hd", "hd95", "assd", "masd")}
+#: overlap metrics every per-case table holds (readers of per_case.csv rely on these columns).
+BASE_OVERLAP_METRICS = ("dice", "iou")
+#: columns of ``extra`` that are not metric values.
+_EXTRA_NON_METRIC = ("n_ref_boundary", "n_pred_boundary")
+
+
+def status_group_of(metric: str) -> str | None:
+    """The status group of a metric (its spec's ``status_group``): ``<group>_status`` columns of
+    the surface engine override the count-based status of every metric of the group."""
+    spec = METRICS.get(metric)
+    return spec.status_group if spec is not None else None
+
+#: slice positions of the LV, from base to apex (see :func:`slice_positions`).
+POSITIONS = ("base", "mid", "apex")
 
 SplitFn = Callable[[str], str]
 PhaseFn = Callable[[str, "int | None"], str]
@@ -82,6 +93,65 @@ def volume_counts(images: pd.DataFrame) -> pd.DataFrame:
     out["n_slices"] = g.size()
     out = out.reset_index()
     out["slice"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    return out
+
+
+def position_sizes(n: int) -> tuple[int, int, int]:
+    """Number of slices in (base, mid, apex) for ``n`` slices holding the reference LV.
+
+    Thirds: ``n = 3 k + r``; ``r = 0``: (k, k, k); ``r = 1``: (k, k + 1, k), the middle slice
+    goes to mid; ``r = 2``: (k + 1, k, k + 1), one more slice at each end, so mid stays centred.
+    One slice is mid; two slices are base and apex.
+    """
+    k, r = divmod(int(n), 3)
+    return {0: (k, k, k), 1: (k, k + 1, k), 2: (k + 1, k, k + 1)}[r]
+
+
+def slice_positions(counts: pd.DataFrame) -> np.ndarray:
+    """Base / mid / apex of every 2D image of a counts table, from the reference LV.
+
+    Per volume (subject, frame), the slices whose reference holds LV voxels are sorted by slice
+    index and split into thirds (:func:`position_sizes`). The base is the end whose third holds
+    the larger reference LV area (the LV cavity narrows towards the apex); on a tie, the end with
+    the lower slice index. Slices without reference LV get ``""`` (no position). This is the
+    basal / mid-ventricular / apical split by which the M&Ms challenge reports per-slice results
+    (Campello et al., IEEE TMI 2021;40:3543).
+
+    Args:
+        counts: counts table (one row per 2D image; columns subject, frame, slice, c10..c13).
+
+    Returns:
+        object array of ``"base"``, ``"mid"``, ``"apex"`` or ``""``, one per row of ``counts``.
+    """
+    out = np.full(len(counts), "", dtype=object)
+    if counts.empty:
+        return out
+    k = CLASS_VALUES["LV"]
+    lv = counts[[f"c{k}{p}" for p in range(N_LABELS)]].to_numpy(np.int64).sum(axis=1)
+    tab = pd.DataFrame({"subject": counts["subject"].astype(str).to_numpy(),
+                        "frame": counts["frame"].astype("Int64").fillna(-1).to_numpy(np.int64),
+                        "slice": counts["slice"].astype("Int64").fillna(-1).to_numpy(np.int64),
+                        "lv": lv, "row": np.arange(len(counts))})
+    tab = tab[tab["lv"] > 0].sort_values(["subject", "frame", "slice"], kind="stable")
+    if tab.empty:
+        return out
+    # vectorised over all volumes: group id, size and rank of each slice within its volume
+    gid = pd.factorize(pd.MultiIndex.from_arrays([tab["subject"], tab["frame"]]))[0]
+    size = np.bincount(gid)
+    start = np.cumsum(size) - size
+    n = size[gid]
+    rank = np.arange(len(tab)) - start[gid]
+    k, r = np.divmod(n, 3)
+    nb = k + (r == 2)
+    nm = k + (r == 1)
+    na = nb
+    idx = np.where(rank < nb, 0, np.where(rank < nb + nm, 1, 2))
+    area = tab["lv"].to_numpy(np.float64)
+    base_area = np.bincount(gid, weights=np.where(rank < nb, area, 0.0))
+    apex_area = np.bincount(gid, weights=np.where(rank >= n - na, area, 0.0))
+    flip = (apex_area > base_area)[gid]
+    idx = np.where(flip, 2 - idx, idx)  # position_sizes is symmetric: base and apex swap
+    out[tab["row"].to_numpy()] = np.asarray(POSITIONS, dtype=object)[idx]
     return out
 
 
@@ -125,16 +195,24 @@ def per_case_table(
         extra: optional metric values computed from arrays (surface distances...), with columns
             level, subject, frame, slice, class, and one column per metric; its ``<metric>_status``
             columns, when present, override the count-based status for that metric, and a
-            ``<group>_status`` column for a group of :data:`STATUS_GROUPS` (``distance_status``)
-            does so for every metric of the group (e.g. ``failed`` when the spacing is unknown).
+            ``<group>_status`` column (the spec's ``status_group``, ``distance_status``) does so
+            for every metric of the group (e.g. ``failed`` when the spacing is unknown). Every
+            metric column must have a spec in :mod:`cardbench.benchmark.metric_registry`.
         class_values: class or region -> the cardbench values it joins (a region such as LV+MY
             = (1, 2) is scored as one structure); default: LV, MY, RV = 1, 2, 3.
 
     Returns:
-        DataFrame with :data:`ID_COLUMNS`, then ``dice``, ``iou`` and any extra metric columns, then
-        ``n_slices`` (volume level), ``ref_file``, ``pred_file``.
+        DataFrame with :data:`ID_COLUMNS`, then ``dice``, ``iou`` (and any other overlap metric of
+        the protocol) and any extra metric columns, then ``n_slices`` (volume level), ``ref_file``,
+        ``pred_file``.
+
+    Raises:
+        UnknownMetricError: a metric of the protocol or a metric column of ``extra`` has no spec.
     """
     classes = list(classes)
+    overlap = list(BASE_OVERLAP_METRICS) + [m for m in list(protocol.policy) + list(protocol.all_metrics)
+                                            if get_metric(m).family == "overlap" and m not in BASE_OVERLAP_METRICS]
+    overlap = list(dict.fromkeys(overlap))
     not_ann = set(not_annotated_classes)
     levels = [("image", counts.assign(n_slices=1)), ("volume", volume_counts(counts))]
     frames = []
@@ -154,6 +232,7 @@ def per_case_table(
         phase = np.array([phase_c[v] for v in zip(subj, frame_vals)], dtype=object)
         ann = [ann_c.get(v) for v in zip(subj, frame_vals)]
         missing = tab["missing"].to_numpy(bool)
+        position = slice_positions(tab) if level == "image" else np.full(len(tab), "", dtype=object)
         for cls in classes:
             ks = class_values[cls] if class_values is not None else (CLASS_VALUES[cls],)
             if len(ks) == 1:
@@ -176,16 +255,18 @@ def per_case_table(
                 "class": cls, "status": status, "ref_voxels": ref, "pred_voxels": pred,
                 "tp": tp, "fp": pred - tp, "fn": ref - tp,
             })
-            metric_raw = {"dice": dice_from_counts(tp, pred - tp, ref - tp),
-                          "iou": iou_from_counts(tp, pred - tp, ref - tp)}
-            for m, raw in metric_raw.items():
+            for m in overlap:
+                spec = get_metric(m)
+                raw = spec.from_counts(tp, pred - tp, ref - tp)
                 rules = protocol.policy.get(m)
-                df[m] = _apply_policy(raw, status, rules, METRIC_WORST.get(m, np.nan)) if rules else raw
+                worst = spec.worst if spec.worst is not None else np.nan
+                df[m] = _apply_policy(raw, status, rules, worst) if rules else raw
             if "voxel_ml" in tab.columns:
                 vml = tab["voxel_ml"].to_numpy(np.float64)
                 df["ref_ml"] = ref * vml
                 df["pred_ml"] = pred * vml
             df["n_slices"] = tab["n_slices"].to_numpy()
+            df["position"] = position
             for c in ("ref_file", "pred_file", "fov_diag_mm"):
                 if c in tab.columns:
                     df[c] = tab[c].to_numpy()
@@ -201,8 +282,11 @@ def per_case_table(
 def _merge_extra(out: pd.DataFrame, extra: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     """Join metric columns computed from arrays and apply the protocol policy to them.
 
-    A metric's policy ``"worst"`` takes the row's ``fov_diag_mm`` (distances) unless METRIC_WORST
-    defines a fixed worst value.
+    A metric's policy ``"worst"`` takes the row's ``fov_diag_mm`` (distances) unless its spec
+    defines a fixed worst value (NSD: 0).
+
+    Raises:
+        UnknownMetricError: a metric column without a spec in the registry.
     """
     keys = ["level", "subject", "frame", "slice", "class"]
     extra = extra.copy()
@@ -210,21 +294,26 @@ def _merge_extra(out: pd.DataFrame, extra: pd.DataFrame, protocol: Protocol) -> 
     extra["slice"] = extra["slice"].astype("Int64")
     extra["subject"] = extra["subject"].astype(str)
     merged = out.merge(extra, on=keys, how="left", suffixes=("", "_extra"))
-    metric_cols = [c for c in extra.columns if c not in keys and not c.endswith("_status")]
+    metric_cols = [c for c in extra.columns if c not in keys and not c.endswith("_status")
+                   and c not in _EXTRA_NON_METRIC]
+    for m in metric_cols:
+        if m not in METRICS:
+            raise UnknownMetricError(f"per-case table: column {m!r} is no registered metric; register a MetricSpec "
+                                     f"for it (cardbench.benchmark.metric_registry); known: {', '.join(METRICS)}")
     for m in metric_cols:
         rules = protocol.policy.get(m)
         if not rules:
             continue
         status = merged["status"].to_numpy(object)
         # a metric-specific status (e.g. failed) overrides the count-based one where it is set
-        scol = f"{m}_status" if f"{m}_status" in merged.columns else next(
-            (f"{grp}_status" for grp, ms_ in STATUS_GROUPS.items() if m in ms_ and f"{grp}_status" in merged.columns),
-            None)
+        grp = status_group_of(m)
+        scol = f"{m}_status" if f"{m}_status" in merged.columns else (
+            f"{grp}_status" if grp is not None and f"{grp}_status" in merged.columns else None)
         if scol is not None:
             ms = merged[scol].to_numpy(object)
             keep = np.isin(status, [MISSING, NOT_ANNOTATED])
             status = np.where(pd.isna(ms) | keep, status, ms)
-        worst = METRIC_WORST.get(m)
+        worst = get_metric(m).worst
         if worst is None:
             worst = merged["fov_diag_mm"].to_numpy(np.float64) if "fov_diag_mm" in merged.columns else np.nan
         merged[m] = _apply_policy(merged[m].to_numpy(np.float64), status, rules, worst)

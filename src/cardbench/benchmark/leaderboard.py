@@ -29,7 +29,7 @@ replacement never landed is moved back).
 
 Ranking: entries are sorted by the mean of one metric for one class in one group (``all``, or a
 phase ``ED``/``ES``, or a split), best first according to the metric's direction
-(:data:`cardbench.benchmark.protocols.METRIC_DIRECTION`: Dice, IoU higher is better; HD, HD95,
+(each metric's ``direction`` in :mod:`cardbench.benchmark.metric_registry`: Dice, IoU, NSD higher is better; HD, HD95,
 ASSD lower is better). Equal values share the best rank ("min" ranking, as in
 :meth:`pandas.Series.rank`); an entry without the metric is listed last without a rank. The 95 %
 confidence interval shown is the protocol's own (subject bootstrap under ``cardbench-v1``; none
@@ -68,7 +68,8 @@ import yaml
 
 from cardbench._util import atomic_dir, atomic_write_text
 from cardbench._version import __version__
-from cardbench.benchmark.protocols import METRIC_DIRECTION, METRIC_UNITS
+from cardbench.benchmark.metric_registry import digits_of, direction_of, unit_of
+from cardbench.benchmark.protocols import benchmark_suffix, protocols_compatible
 from cardbench.benchmark.results import ScoreResult, to_json
 from cardbench.labelmaps import CLASSES
 
@@ -139,9 +140,13 @@ def check_name(name: str, what: str = "entry name") -> str:
 
 
 def benchmark_id(summary: dict) -> str:
-    """The benchmark a result belongs to: ``<dataset>__<split>__<protocol>``.
+    """The benchmark a result belongs to: ``<dataset>__<split>__<protocol>[+nsd<tau>mm]``.
 
-    ``split`` is ``all`` when the whole reference was scored (``summary["split"]`` is None).
+    ``split`` is ``all`` when the whole reference was scored (``summary["split"]`` is None). The
+    NSD tolerance is part of the id when it differs from the protocol's packaged one
+    (:func:`cardbench.benchmark.protocols.benchmark_suffix`); the version is recorded in
+    benchmark.json and checked when a result is added. So ``cmr-7t__test__cardbench-v1`` stays the id of every cardbench-v1 1.x result at the default
+    tolerance and a result at another tolerance never lands next to it.
 
     Raises:
         LeaderboardError: the summary lacks the dataset name or the protocol.
@@ -153,14 +158,14 @@ def benchmark_id(summary: dict) -> str:
         raise LeaderboardError("the result has no dataset name or protocol in its summary; score it with "
                                "cardbench.benchmark.score (or build_result) first") from None
     split = summary.get("split") or "all"
-    return f"{safe_name(dataset)}__{safe_name(split)}__{safe_name(protocol)}"
+    return f"{safe_name(dataset)}__{safe_name(split)}__{safe_name(protocol)}" + benchmark_suffix(summary["protocol"])
 
 
 def parse_metric(spec: str) -> tuple[str, str | None, str]:
     """Parse a metric spec ``<metric>_<class>[_<phase>]`` into (metric, class, group).
 
     Examples: ``dice_lv`` -> (``dice``, ``LV``, ``all``); ``hd95_my_es`` -> (``hd95``, ``MY``,
-    ``ES``); ``dice`` -> (``dice``, None, ``all``) (class chosen by the caller); ``mae_lvef`` ->
+    ``ES``); ``dice_lv_apex`` -> (``dice``, ``LV``, ``apex``) (slice position); ``dice`` -> (``dice``, None, ``all``) (class chosen by the caller); ``mae_lvef`` ->
     (``mae``, ``LVEF``, ``all``): a clinical index (:data:`CLINICAL_INDICES`) takes the place of the
     class, with an agreement statistic (:data:`CLINICAL_STATS`) as the metric. Case-insensitive for
     class and phase.
@@ -170,6 +175,8 @@ def parse_metric(spec: str) -> tuple[str, str | None, str]:
     cls = None
     if len(parts) > 1 and parts[-1].upper() in PHASES:
         group = parts.pop().upper()
+    elif len(parts) > 2 and parts[-1].lower() in ("base", "mid", "apex"):  # slice position of the LV
+        group = parts.pop().lower()
     if len(parts) > 1 and (parts[-1].upper() in CLASSES or parts[-1].upper() in CLINICAL_INDICES):
         cls = parts.pop().upper()
     metric = "_".join(parts).lower()
@@ -764,8 +771,7 @@ class Leaderboard:
         except (ValueError, AttributeError) as e:  # never overwrite a benchmark we cannot read
             raise LeaderboardError(f"{f}: corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing "
                                    "was added: restore it from a backup, or remove the benchmark folder") from None
-        if (hp.get("version"), hp.get("policy"), hp.get("level"), hp.get("aggregation")) != \
-                (proto.get("version"), proto.get("policy"), proto.get("level"), proto.get("aggregation")):
+        if not protocols_compatible(hp, proto):
             raise LeaderboardError(
                 f"{f}: benchmark '{bench}' uses protocol {hp.get('name')} v{hp.get('version')}, but this result was "
                 f"scored with {proto.get('name')} v{proto.get('version')} (different version or policy); rescore "
@@ -975,9 +981,9 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     if group == "all":
         sel = agg[(agg["grouping"] == "all")]
     else:
-        sel = agg[(agg["group"] == group) & (agg["grouping"].isin(["phase", "split"]))]
+        sel = agg[(agg["group"] == group) & (agg["grouping"].isin(["phase", "split", "position"]))]
     if sel.empty:
-        groups = sorted(set(agg.loc[agg["grouping"].isin(["phase", "split"]), "group"]) - {"-"})
+        groups = sorted(set(agg.loc[agg["grouping"].isin(["phase", "split", "position"]), "group"]) - {"-"})
         raise LeaderboardError(f"benchmark '{bench}': no aggregate for group '{group}' "
                                f"(groups: all{', ' if groups else ''}{', '.join(groups)})")
     present_metrics = list(dict.fromkeys(sel["metric"]))
@@ -1034,7 +1040,7 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     wide = wide.drop(columns="_k").reset_index(drop=True)
     has_ci = bool(wide[[c for c in wide.columns if c.endswith("_ci_low")]].notna().any().any())
     # units per class: the metric's (mm for distances), or each clinical index's own (mL, %, g)
-    units = {c: METRIC_UNITS.get(m, "") for c in classes}
+    units = {c: unit_of(m) for c in classes}
     if "unit" in msel.columns and m != "pearson_r":
         for c, u in msel.dropna(subset=["unit"]).drop_duplicates("class").set_index("class")["unit"].items():
             if c in CLINICAL_INDICES:
@@ -1050,7 +1056,7 @@ def metric_direction(metric: str) -> int:
     """+1 higher is better, -1 lower is better, 0 closer to zero is better (a bias)."""
     if metric in CLINICAL_STATS:
         return CLINICAL_STATS[metric]
-    return METRIC_DIRECTION.get(metric, 1)
+    return direction_of(metric, 1)
 
 
 def direction_text(direction: int) -> str:
@@ -1072,7 +1078,7 @@ def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFra
     if "label" in ranked:
         out["label"] = ranked["label"].fillna("")
     for mm in a.get("shown_metrics", []):
-        d = digits if digits is not None else (3 if mm in ("dice", "iou", "pearson_r") else 2)
+        d = digits if digits is not None else digits_of(mm, 3 if mm == "pearson_r" else 2)
         for c in a.get("classes", []):
             key = f"{mm}_{c}"
             if key not in ranked:
@@ -1083,10 +1089,10 @@ def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFra
                 if not (pd.isna(lo) or pd.isna(hi)):
                     s += f" [{lo:.{d}f}, {hi:.{d}f}]"
                 cells.append(s)
-            unit = (a.get("units") or {}).get(c, "") if mm == a.get("metric") else METRIC_UNITS.get(mm, "")
+            unit = (a.get("units") or {}).get(c, "") if mm == a.get("metric") else unit_of(mm)
             out[f"{mm} {c}" + (f" ({unit})" if unit else "")] = cells
     if "paper_" + str(a.get("rank_column")) in ranked:
-        d = 3 if a.get("metric") in ("dice", "iou") else 2
+        d = digits_of(str(a.get("metric")))
         out[f"published {a.get('metric')} {a.get('class')}"] = ranked["paper_" + a["rank_column"]].map(
             lambda v: _fmt_num(v, d))
     if "n_subjects" in ranked:

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from cardbench.benchmark.metric_registry import digits_of
 from cardbench.benchmark.results import ScoreResult
 
 
@@ -26,19 +27,25 @@ def _ci(lo, hi, digits: int = 3) -> str:
     return f" [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def summary_table(result: ScoreResult, groupings: tuple[str, ...] = ("all", "split", "phase")) -> Table:
+def summary_table(result: ScoreResult,
+                  groupings: tuple[str, ...] = ("all", "split", "phase", "position")) -> Table:
     """A rich table: one row per group and class, one column per metric (mean [95 % CI])."""
     s = result.summary
     proto = s["protocol"]
     title = escape(f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}"
                    f"  |  protocol {proto['name']} v{proto['version']}")  # user text: no markup
     agg = result.aggregates
-    metrics = [m for m in proto["metrics"] if m in set(agg["metric"])]
+    reported = list(proto["metrics"]) + list(proto.get("added_metrics") or [])
+    metrics = [m for m in reported if m in set(agg["metric"])]
     t = Table(title=title, title_justify="left")
     t.add_column("group")
     t.add_column("class")
+    tol = proto.get("nsd_tolerance_mm")
     for m in metrics:
-        t.add_column(m + (" [95% CI]" if proto.get("bootstrap") else ""), justify="right")
+        head = m
+        if m == "nsd" and tol is not None:
+            head += f"@{tol:g}mm" if isinstance(tol, (int, float)) else "@per-class"
+        t.add_column(head + (" [95% CI]" if proto.get("bootstrap") else ""), justify="right")
     t.add_column("subjects", justify="right")
     t.add_column("values", justify="right")
     t.add_column("excluded", justify="right")
@@ -53,7 +60,7 @@ def summary_table(result: ScoreResult, groupings: tuple[str, ...] = ("all", "spl
                     cells.append("")
                     continue
                 r = r.iloc[0]
-                digits = 3 if m in ("dice", "iou") else 2
+                digits = digits_of(m)
                 cells.append(_fmt(r["mean"], digits) + _ci(r["ci_low"], r["ci_high"], digits))
             label = group if g == "all" else f"{g}={group}"
             t.add_row(label, cls, *cells, str(first["n_subjects"]), str(first["n_values"]), str(first["n_excluded"]))

@@ -8,6 +8,8 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
+from cardbench.benchmark.metric_registry import digits_of
+
 
 def _f(x, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -100,7 +102,7 @@ def comparison_rich_table(comp, info: dict, max_rows: int = 40) -> Table:
     for c, j in (("subject", "left"), ("A", "right"), ("B", "right"), ("A - B", "right"), ("better", "center")):
         t.add_column(c, justify=j)
     ps = comp.per_subject
-    digits = 3 if info.get("metric") in ("dice", "iou") else 2
+    digits = digits_of(str(info.get("metric")))
     for _, r in ps.head(max_rows).iterrows():
         t.add_row(str(r["subject"]), _f(r["a"], digits), _f(r["b"], digits), _f(r["diff"], digits),
                   {"A": "[green]A[/green]", "B": "[red]B[/red]"}.get(r["winner"], "tie"))

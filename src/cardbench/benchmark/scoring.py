@@ -33,6 +33,7 @@ from cardbench.benchmark.confusion import confusion_per_slice
 from cardbench.benchmark.metrics import FAILED, STATUSES
 from cardbench.benchmark.protocols import Protocol, get_protocol
 from cardbench.benchmark.results import ScoreResult
+from cardbench.benchmark.metric_registry import get_metric
 from cardbench.benchmark.surface import DISTANCE_METRICS, fov_diagonal_mm, label_surface_distances
 from cardbench.benchmark.submission import Submission, load_submission
 from cardbench.benchmark.validation import (
@@ -169,6 +170,11 @@ class VolumeTask:
     @property
     def structure_values(self) -> dict[str, tuple[int, ...]]:
         return self.structures if self.structures is not None else {c: (CLASS_VALUES[c],) for c in CLASSES}
+    #: boundary metrics to compute (registered ``distance``-family metrics), in column order
+    surface_metrics: tuple[str, ...] = DISTANCE_METRICS
+    #: metric -> parameter -> value for the surface engine (NSD: tolerance_mm, a per-class value is one number per structure, in
+    #: the order of :attr:`structure_values`)
+    surface_params: dict | None = None
 
 
 def _read(path: Path, lm: LabelMap, role: str, problems: list[Problem],
@@ -205,7 +211,8 @@ def score_volume(task: VolumeTask) -> dict:
     Returns:
         dict with ``rows`` (counts-table records, one per 2D image), ``problems``, ``hashes``
         (``{"reference": {path: sha256}, "predictions": {...}}``), ``extra`` (distance records:
-        level, subject, frame, slice, class, hd, hd95, assd, masd, distance_status) and ``notes``.
+        level, subject, frame, slice, class, one column per ``task.surface_metrics`` (hd, hd95,
+        assd, masd, nsd), distance_status) and ``notes``.
     """
     problems: list[Problem] = []
     rows: list[dict] = []
@@ -270,7 +277,7 @@ def score_volume(task: VolumeTask) -> dict:
 
 def _failed_records(task: VolumeTask, slices: list, level: str) -> list[dict]:
     return [{"level": level, "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
-             **{m: np.nan for m in DISTANCE_METRICS}, "distance_status": FAILED}
+             **{m: np.nan for m in task.surface_metrics}, "distance_status": FAILED}
             for s in slices for c in task.structure_values]
 
 
@@ -284,7 +291,8 @@ def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spaci
                 + (_failed_records(task, [None], "volume") if volume else []))
     sp = tuple(float(x) for x in spacing)[:ref.ndim]
     try:
-        res = _structure_distances(task.structure_values, ref, pred, sp, volume=volume and ref.ndim == 3)
+        res = _structure_distances(task.structure_values, ref, pred, sp, volume=volume and ref.ndim == 3,
+                                   metrics=task.surface_metrics, params=task.surface_params)
     except ValueError as e:
         notes.append(f"{what}: surface distances not computed (status failed): {e}")
         return (_failed_records(task, slices, "image")
@@ -293,28 +301,42 @@ def _distance_records(task: VolumeTask, ref: np.ndarray, pred: np.ndarray, spaci
     for ci, c in enumerate(task.structure_values):
         for i, s in enumerate(slices):
             out.append({"level": "image", "subject": task.subject, "frame": task.frame, "slice": s, "class": c,
-                        **dict(zip(DISTANCE_METRICS, res["images"][ci, i].tolist())), "distance_status": None})
+                        **dict(zip(task.surface_metrics, res["images"][ci, i].tolist())), "distance_status": None})
         if volume:
             out.append({"level": "volume", "subject": task.subject, "frame": task.frame, "slice": None, "class": c,
-                        **dict(zip(DISTANCE_METRICS, res["volume"][ci].tolist())), "distance_status": None})
+                        **dict(zip(task.surface_metrics, res["volume"][ci].tolist())), "distance_status": None})
     return out
 
 
 def _structure_distances(structures: dict[str, tuple[int, ...]], ref: np.ndarray, pred: np.ndarray, sp,
-                         volume: bool) -> dict:
+                         volume: bool, metrics: Sequence[str] = DISTANCE_METRICS, params: dict | None = None) -> dict:
     """:func:`label_surface_distances` of every structure, in the order of ``structures``: classes
-    (one value each) four at a time, each region (several values) on its binary union mask."""
+    (one value each) four at a time, each region (several values) on its binary union mask.
+
+    ``params`` is metric -> parameter -> value, where a list holds one value per structure (in the
+    order of ``structures``, e.g. NSD's per-class tolerance); each call gets the values of its own
+    structures."""
+    names = list(structures)
+
+    def params_for(idx: list[int]) -> dict | None:
+        if not params:
+            return params
+        return {m: {k: ([v[i] for i in idx] if isinstance(v, (list, tuple)) else v) for k, v in prm.items()}
+                for m, prm in params.items()}
+
     singles = [(n, v[0]) for n, v in structures.items() if len(v) == 1]
     parts: dict[str, tuple[dict, int]] = {}
     for i in range(0, len(singles), 4):
         chunk = singles[i:i + 4]
-        res = label_surface_distances(ref, pred, sp, labels=[v for _, v in chunk], volume=volume, images=True)
+        res = label_surface_distances(ref, pred, sp, labels=[v for _, v in chunk], volume=volume, images=True,
+                                      metrics=metrics, params=params_for([names.index(n) for n, _ in chunk]))
         for j, (n, _) in enumerate(chunk):
             parts[n] = (res, j)
     for n, vals in structures.items():
         if len(vals) > 1:
             res = label_surface_distances(np.isin(ref, vals).astype(np.uint8), np.isin(pred, vals).astype(np.uint8),
-                                          sp, labels=[1], volume=volume, images=True)
+                                          sp, labels=[1], volume=volume, images=True, metrics=metrics,
+                                          params=params_for([names.index(n)]))
             parts[n] = (res, 0)
     out = {"images": np.stack([parts[n][0]["images"][parts[n][1]] for n in structures])}
     if volume:
@@ -352,6 +374,33 @@ def _png_distance_records(task: VolumeTask, items: list, notes: list[str]) -> li
 
 #: seconds of scoring before progress lines are written where stderr is not a terminal
 PROGRESS_QUIET_S = 5.0
+
+
+def surface_plan(protocol: Protocol, structures: "Sequence[str]" = CLASSES) -> tuple[tuple[str, ...], dict]:
+    """The boundary metrics a protocol needs from the surface engine and their parameters.
+
+    Returns:
+        (metric names of the ``distance`` family with a policy in the protocol, in registry order;
+        metric -> parameter -> value, with NSD's ``tolerance_mm`` as one number per structure of
+        ``structures`` (classes and regions, in the order they are scored; default LV, MY, RV)).
+
+    Raises:
+        ProtocolError: a per-class NSD tolerance lacks a class and has no ``default``.
+    """
+    from cardbench.benchmark.metric_registry import METRICS
+
+    names = tuple(m for m, spec in METRICS.items() if spec.family == "distance" and m in protocol.policy)
+    params: dict = {}
+    for m in names:
+        prm = {k: protocol.parameter(m, k) for k in get_metric(m).parameters}
+        if "tolerance_mm" in prm:
+            prm["tolerance_mm"] = [protocol.nsd_tolerance(c) if m == "nsd" else float(prm["tolerance_mm"])
+                                   for c in structures]
+        if prm:
+            params[m] = prm
+    return names, params
+
+
 
 
 def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True) -> list[dict]:
@@ -447,7 +496,8 @@ def score(
     predictions: str | Path,
     reference: str | Path | Reference,
     *,
-    protocol: str | Protocol = "cardbench-v1",
+    protocol: str | Path | Protocol = "cardbench-v1",
+    nsd_tolerance: "float | dict | None" = None,
     labels: str | LabelMap | None = None,
     reference_labels: str | LabelMap | None = None,
     classes: Iterable[str] | None = None,
@@ -462,7 +512,10 @@ def score(
     Args:
         predictions: submission folder or archive (.zip, .tar.gz) of NIfTI volumes or PNG masks.
         reference: reference folder (or a loaded :class:`Reference`).
-        protocol: ``cardbench-v1`` (default) or ``ankenbrand2021``.
+        protocol: ``cardbench-v1`` (default), ``ankenbrand2021``, a protocol file (.yaml) or a
+            :class:`Protocol`.
+        nsd_tolerance: NSD tolerance tau in mm (a number, or class -> mm), replacing the
+            protocol's (recorded in summary.json).
         labels: label map of the predictions (default: submission.yaml's ``label_map``, else
             ``cardbench``).
         reference_labels: label map of the reference (default: its card's, else ``cardbench``).
@@ -479,9 +532,12 @@ def score(
     Raises:
         ValidationError: any validation problem; nothing is scored.
         SubmissionError, ReferenceError: the inputs cannot be opened at all.
-        ValueError: unknown protocol, label map, split or class.
+        ValueError: unknown protocol, label map, split or class (ProtocolError: invalid protocol
+            file or tolerance).
     """
     proto = get_protocol(protocol)
+    if nsd_tolerance is not None:
+        proto = proto.with_nsd_tolerance(nsd_tolerance)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
     with load_submission(predictions) as sub:
         problems = list(sub.problems)
@@ -513,7 +569,6 @@ def score(
         groups: dict[tuple[str, int | None], list[CasePair]] = {}
         for p in pairs:
             groups.setdefault((p.key.subject, p.key.frame), []).append(p)
-        want_distances = any(m in proto.policy for m in DISTANCE_METRICS)
         # the class set comes from the label maps: LV, MY, RV keep 1, 2, 3; further classes (LA) follow
         space = class_space(ref.label_map, pred_map)
         asked = _requested_structures(classes, ref.label_map, space)
@@ -521,8 +576,10 @@ def score(
         for r in list(ref.label_map.regions) + [a for a in (asked or []) if a not in space]:
             structures[r] = ref.label_map.structure_values(r, space)
         default = set(space) == set(CLASSES) and len(structures) == 3
-        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), want_distances,
-                            None if default else space, None if default else structures)
+        surf_metrics, surf_params = surface_plan(proto, list(structures))
+        tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), bool(surf_metrics),
+                            None if default else space, None if default else structures,
+                            surf_metrics or DISTANCE_METRICS, surf_params)
                  for (s, f), ps in groups.items()]
         results = run_tasks(tasks, jobs=jobs, progress=progress)
         hashes = {"reference": {}, "predictions": {}}

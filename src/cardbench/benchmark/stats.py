@@ -316,7 +316,7 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
     from pathlib import Path
 
     from cardbench.benchmark.clinical import INDEX_UNITS
-    from cardbench.benchmark.protocols import METRIC_DIRECTION
+    from cardbench.benchmark.metric_registry import direction_of
     from cardbench.benchmark.results import ScoreResult, read_result
 
     if isinstance(result, ScoreResult):
@@ -358,7 +358,7 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
         rows = rows[rows["split"].fillna("") == split]
     vals = pd.Series(rows["mean"].to_numpy(np.float64), index=rows["subject"].astype(str))
     level = res.summary.get("protocol", {}).get("level", "")
-    return vals, METRIC_DIRECTION.get(metric, 1) > 0, f"{metric} {cls}, per-subject mean ({level} level)"
+    return vals, direction_of(metric) > 0, f"{metric} {cls}, per-subject mean ({level} level)"
 
 
 def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: str | None = None,

@@ -1,4 +1,4 @@
-"""Surface distances between a reference and a predicted mask, in mm: HD, HD95, ASSD and MASD.
+"""Surface distances between a reference and a predicted mask: HD, HD95, ASSD, MASD (mm) and NSD.
 
 Definitions (per class; the same in 2D, per image, and in 3D, per volume):
 
@@ -33,6 +33,18 @@ ASSD (average symmetric surface distance)
 MASD (mean average surface distance)
     The mean of the two directed means: ``(mean d(P->R) + mean d(R->P)) / 2`` (Metrics Reloaded's
     MASD; older MedPy ``assd``). It weighs both surfaces equally however many voxels each has.
+
+NSD (normalized surface Dice) at tolerance tau mm
+    ``(#{d(P->R) <= tau} + #{d(R->P) <= tau}) / (n_P + n_R)``: the fraction of the boundary voxels
+    of both masks that lie within tau of the other mask's boundary (Nikolov et al. 2021,
+    arXiv:1809.04430; Metrics Reloaded). On the boundary defined above, with centre-to-centre
+    distances, this is MONAI ``SurfaceDiceMetric(class_thresholds=[tau], use_subvoxels=False)``.
+    Both empty: NaN; one side empty: 0 (the protocol's worst case for NSD).
+
+Each of these is a *reducer* over the directed distances of one (level, case, class)
+(:class:`DirectedDistances`), which the engine computes once: :func:`reduce_hd`,
+:func:`reduce_hd95`, :func:`reduce_assd`, :func:`reduce_masd`, :func:`reduce_nsd`. The metric
+registry (:mod:`cardbench.benchmark.metric_registry`) names the reducer of each metric.
 
 DeepMind's ``surface-distance`` package measures something close but different: surface elements
 on the voxel-corner grid weighted by their area (Nikolov et al., JMIR 2021;23:e26151); its values
@@ -72,10 +84,15 @@ import numpy as np
 
 from cardbench.benchmark.metrics import BOTH_EMPTY, OK, PRED_EMPTY, REF_EMPTY
 
-#: metrics computed here, in report order.
+#: the four distance metrics in mm computed by default, in report order (NSD is computed when asked for).
 DISTANCE_METRICS: tuple[str, ...] = ("hd", "hd95", "assd", "masd")
 #: the percentile of HD95.
 PERCENTILE = 95.0
+#: default NSD tolerance tau in mm (the reasoning is in docs/protocols.md, "The NSD tolerance").
+DEFAULT_NSD_TOLERANCE_MM = 2.0
+#: distances are compared with tau + this (mm), so that a distance equal to tau in exact arithmetic
+#: counts as within tau whatever the rounding of its square root
+_TOL_SLACK_MM = 1e-9
 
 # search budget: number of neighbour offsets tried before the k-d tree takes over
 _MAX_OFFSETS_3D = 4000
@@ -93,6 +110,9 @@ class SurfaceDistances:
             view diagonal) when one mask is empty, NaN when both are.
         status: ``ok``, ``ref_empty``, ``pred_empty`` or ``both_empty``.
         n_ref, n_pred: number of boundary voxels of the reference and the prediction.
+        nsd: normalized surface Dice at ``nsd_tolerance_mm`` in [0, 1]; 0 when one mask is
+            empty, NaN when both are (NaN when no tolerance was asked for).
+        nsd_tolerance_mm: the tolerance tau of ``nsd`` in mm (None: not computed).
     """
 
     hd: float
@@ -102,11 +122,16 @@ class SurfaceDistances:
     status: str
     n_ref: int
     n_pred: int
+    nsd: float = float("nan")
+    nsd_tolerance_mm: float | None = None
 
     def as_dict(self) -> dict:
-        """``{hd, hd95, assd, masd, status, n_ref, n_pred}``."""
-        return {"hd": self.hd, "hd95": self.hd95, "assd": self.assd, "masd": self.masd,
-                "status": self.status, "n_ref": self.n_ref, "n_pred": self.n_pred}
+        """``{hd, hd95, assd, masd, status, n_ref, n_pred}`` (and ``nsd`` when computed)."""
+        out = {"hd": self.hd, "hd95": self.hd95, "assd": self.assd, "masd": self.masd,
+               "status": self.status, "n_ref": self.n_ref, "n_pred": self.n_pred}
+        if self.nsd_tolerance_mm is not None:
+            out.update(nsd=self.nsd, nsd_tolerance_mm=self.nsd_tolerance_mm)
+        return out
 
 
 def _check_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
@@ -184,14 +209,15 @@ def directed_distances(from_mask: np.ndarray, to_mask: np.ndarray, spacing: Sequ
 
 
 def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
-                      worst: float | None = None) -> SurfaceDistances:
-    """HD, HD95, ASSD and MASD between two binary masks (2D or 3D), in mm.
+                      worst: float | None = None, nsd_tolerance_mm: float | None = None) -> SurfaceDistances:
+    """HD, HD95, ASSD and MASD between two binary masks (2D or 3D), in mm, and NSD when asked.
 
     Args:
         ref: reference mask (non-zero = the class), any shape with 2 or 3 axes.
         pred: predicted mask, same shape.
         spacing: voxel size in mm per array axis, in the array's axis order.
         worst: value for one side empty (default: :func:`fov_diagonal_mm` of the array).
+        nsd_tolerance_mm: compute NSD at this tolerance tau in mm (> 0).
 
     Returns:
         :class:`SurfaceDistances` (definitions in the module docstring).
@@ -208,22 +234,36 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float
     sp = _check_spacing(spacing, r.ndim)
     if worst is None:
         worst = fov_diagonal_mm(r.shape, sp)
+    metrics = DISTANCE_METRICS + (("nsd",) if nsd_tolerance_mm is not None else ())
+    params = {"nsd": {"tolerance_mm": _check_tolerance(nsd_tolerance_mm)}} if nsd_tolerance_mm is not None else {}
     if r.ndim == 2:
         r3, p3, sp3 = r[..., None], p[..., None], np.append(sp, 1.0)
-        res = _Engine(r3.view(np.uint8), p3.view(np.uint8), sp3, 1, volume=False, images=True)
+        res = _Engine(r3.view(np.uint8), p3.view(np.uint8), sp3, 1, volume=False, images=True,
+                      metrics=metrics, params=params)
         vals, st, nr, npd = res.image_values(0)
         vals, st, nr, npd = vals[0], st[0], nr[0], npd[0]
     else:
-        res = _Engine(r.view(np.uint8), p.view(np.uint8), sp, 1, volume=True, images=False)
+        res = _Engine(r.view(np.uint8), p.view(np.uint8), sp, 1, volume=True, images=False,
+                      metrics=metrics, params=params)
         vals, st, nr, npd = res.volume_values(0)
+    vals = [float(v) for v in vals]
     if st in (REF_EMPTY, PRED_EMPTY):
-        vals = np.full(4, float(worst))
-    return SurfaceDistances(*(float(v) for v in vals), status=st, n_ref=int(nr), n_pred=int(npd))
+        vals = [float(worst)] * 4 + ([0.0] if nsd_tolerance_mm is not None else [])
+    nsd = {"nsd": vals[4], "nsd_tolerance_mm": float(nsd_tolerance_mm)} if nsd_tolerance_mm is not None else {}
+    return SurfaceDistances(*vals[:4], status=st, n_ref=int(nr), n_pred=int(npd), **nsd)
+
+
+def _check_tolerance(tau) -> float:
+    t = float(tau)
+    if not np.isfinite(t) or t <= 0:
+        raise ValueError(f"NSD tolerance {tau!r} must be a positive number of mm")
+    return t
 
 
 def label_surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence[float],
                             labels: Sequence[int] = (1, 2, 3), volume: bool = True,
-                            images: bool = True) -> dict:
+                            images: bool = True, metrics: Sequence[str] = DISTANCE_METRICS,
+                            params: dict | None = None) -> dict:
     """Surface distances of several classes of two label maps, per volume and per 2D image.
 
     Args:
@@ -233,15 +273,22 @@ def label_surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence
         labels: the label value of each class (at most 4 classes).
         volume: compute the 3D values of the whole volume.
         images: compute the 2D values of every plane ``[:, :, s]`` with spacing ``spacing[:2]``.
+        metrics: the boundary metrics to compute, in column order (registered metrics of the
+            ``distance`` family, see :mod:`cardbench.benchmark.metric_registry`); default
+            (hd, hd95, assd, masd).
+        params: metric -> parameter -> value, overriding the registry's defaults; a value may be
+            one number or one number per label (e.g. ``{"nsd": {"tolerance_mm": [2.0, 1.5]}}``).
 
     Returns:
-        dict with ``labels``; ``volume``: float array ``(n_labels, 4)`` of (hd, hd95, assd, masd)
-        and ``volume_status`` (n_labels,) when ``volume``; ``images``: ``(n_labels, n_slices, 4)``
-        and ``images_status`` ``(n_labels, n_slices)`` when ``images``. Values are NaN where the
-        status is not ``ok`` (the caller applies its worst-case policy).
+        dict with ``labels`` and ``metrics``; ``volume``: float array ``(n_labels, n_metrics)``
+        (default columns hd, hd95, assd, masd) and ``volume_status`` (n_labels,) when ``volume``;
+        ``images``: ``(n_labels, n_slices, n_metrics)`` and ``images_status`` ``(n_labels, n_slices)``
+        when ``images``. Values are NaN where the status is not ``ok`` (the caller applies its
+        worst-case policy).
 
     Raises:
-        ValueError: shapes differ, wrong number of spacing values, more than 4 labels.
+        ValueError: shapes differ, wrong number of spacing values, more than 4 labels, a metric
+            that is not a registered distance metric, a bad parameter.
     """
     r = np.asarray(ref)
     p = np.asarray(pred)
@@ -261,16 +308,19 @@ def label_surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Sequence
     lut = np.zeros(256, np.uint8)
     for i, v in enumerate(labels):
         lut[v] = i + 1
-    eng = _Engine(r, p, sp, len(labels), volume=volume, images=images, lut=lut)
-    out: dict = {"labels": labels}
+    metrics = tuple(metrics)
+    eng = _Engine(r, p, sp, len(labels), volume=volume, images=images, lut=lut, metrics=metrics,
+                  params=params or {})
+    k = len(metrics)
+    out: dict = {"labels": labels, "metrics": list(metrics)}
     if volume:
-        vals = np.full((len(labels), 4), np.nan)
+        vals = np.full((len(labels), k), np.nan)
         st = np.empty(len(labels), dtype=object)
         for i in range(len(labels)):
             vals[i], st[i], _, _ = eng.volume_values(i)
         out["volume"], out["volume_status"] = vals, st
     if images:
-        vals = np.full((len(labels), r.shape[2], 4), np.nan)
+        vals = np.full((len(labels), r.shape[2], k), np.nan)
         st = np.empty((len(labels), r.shape[2]), dtype=object)
         for i in range(len(labels)):
             vals[i], st[i], _, _ = eng.image_values(i)
@@ -336,23 +386,27 @@ class _Engine:
     """Boundaries and nearest-boundary distances of two label maps holding class indices 1..n.
 
     ``ref`` and ``pred`` are ``(x, y, slice)`` arrays (a 2D image is ``(row, col, 1)``). After
-    construction, ``vol`` ``(n, 4)`` and ``img`` ``(n, n_slices, 4)`` hold (hd, hd95, assd, masd)
-    where both masks hold the class (NaN elsewhere); ``nb3`` ``(2, n)`` and ``nb2``
-    ``(2, n, n_slices)`` count the boundary voxels of reference (0) and prediction (1).
+    construction, ``vol`` ``(n, k)`` and ``img`` ``(n, n_slices, k)`` hold the ``k`` requested
+    metrics (default hd, hd95, assd, masd) where both masks hold the class (NaN elsewhere); ``nb3``
+    ``(2, n)`` and ``nb2`` ``(2, n, n_slices)`` count the boundary voxels of reference (0) and
+    prediction (1).
     """
 
     def __init__(self, ref: np.ndarray, pred: np.ndarray, spacing: np.ndarray, n_classes: int,
-                 volume: bool, images: bool, lut: np.ndarray | None = None):
+                 volume: bool, images: bool, lut: np.ndarray | None = None,
+                 metrics: Sequence[str] = DISTANCE_METRICS, params: dict | None = None):
         self.shape = ref.shape
         self.n = n_classes
         self.sp = np.asarray(spacing, np.float64)
         self.do_volume = volume
         self.do_images = images
+        self.reducers = _reducers(metrics, params or {}, n_classes)
         nz = ref.shape[2]
+        k = len(self.reducers)
         self.nb3 = np.zeros((2, n_classes), np.int64)
         self.nb2 = np.zeros((2, n_classes, nz), np.int64)
-        self.vol = np.full((n_classes, 4), np.nan)
-        self.img = np.full((n_classes, nz, 4), np.nan)
+        self.vol = np.full((n_classes, k), np.nan)
+        self.img = np.full((n_classes, nz, k), np.nan)
         box = foreground_bbox(ref, pred)
         if box is None:
             return
@@ -450,7 +504,8 @@ class _Engine:
                     self._fallback(d, sel, side, pts, planar=False)
                     res3.append((d, j, sel))
                 (d_r, _, s_r), (d_p, _, s_p) = res3
-                self.vol[:] = _grouped_stats(d_p, pts[1][1][s_p], d_r, pts[0][1][s_r], n)
+                dd = DirectedDistances(d_p, pts[1][1][s_p], d_r, pts[0][1][s_r], n, np.arange(n))
+                self.vol[:] = self._reduce(dd)
             if self.do_images:
                 parts = []
                 for side in (0, 1):
@@ -483,7 +538,8 @@ class _Engine:
                     pi, cls, b2, x, y, z = pts[side]
                     res.append((d, cls[sel] * nz + z[sel]))
                 (d_r, g_r), (d_p, g_p) = res
-                self.img[:] = _grouped_stats(d_p, g_p, d_r, g_r, n * nz).reshape(n, nz, 4)
+                dd = DirectedDistances(d_p, g_p, d_r, g_r, n * nz, np.repeat(np.arange(n), nz))
+                self.img[:] = self._reduce(dd).reshape(n, nz, -1)
         finally:
             for p in setpos:
                 T[p] = False
@@ -516,13 +572,20 @@ class _Engine:
             else:
                 d[open_[m]] = cKDTree(tgt).query(q, k=1)[0]
 
+    def _reduce(self, dd: "DirectedDistances") -> np.ndarray:
+        """``(n_groups, k)``: each requested reducer over the directed distances of one level."""
+        out = np.full((dd.n_groups, len(self.reducers)), np.nan)
+        for j, (fn, prm) in enumerate(self.reducers):
+            out[:, j] = fn(dd, prm)
+        return out
+
     def volume_values(self, ci: int):
-        """((hd, hd95, assd, masd), status, n_ref boundary, n_pred boundary) of class ``ci`` in 3D."""
+        """(values of the k metrics, status, n_ref boundary, n_pred boundary) of class ``ci`` in 3D."""
         nb = (int(self.nb3[0, ci]), int(self.nb3[1, ci]))
         return self.vol[ci].copy(), _status(*nb), *nb
 
     def image_values(self, ci: int):
-        """Per-slice values ``(n_slices, 4)``, statuses, boundary counts of class ``ci`` in 2D."""
+        """Per-slice values ``(n_slices, k)``, statuses, boundary counts of class ``ci`` in 2D."""
         st = np.array([_status(a, b) for a, b in zip(self.nb2[0, ci], self.nb2[1, ci])], dtype=object)
         return self.img[ci].copy(), st, self.nb2[0, ci], self.nb2[1, ci]
 
@@ -625,16 +688,116 @@ def _grouped_percentile(d: np.ndarray, g: np.ndarray, n_groups: int, q: float):
     return mx, pc, sums, cnt
 
 
-def _grouped_stats(d_pr: np.ndarray, g_pr: np.ndarray, d_rp: np.ndarray, g_rp: np.ndarray,
-                   n_groups: int) -> np.ndarray:
-    """(hd, hd95, assd, masd) per group from the directed distances and their group ids;
-    NaN for groups where either direction has no distance."""
-    mx1, p1, s1, n1 = _grouped_percentile(d_pr, g_pr, n_groups, PERCENTILE)
-    mx2, p2, s2, n2 = _grouped_percentile(d_rp, g_rp, n_groups, PERCENTILE)
-    out = np.full((n_groups, 4), np.nan)
-    ok = (n1 > 0) & (n2 > 0)
-    out[ok, 0] = np.maximum(mx1[ok], mx2[ok])
-    out[ok, 1] = np.maximum(p1[ok], p2[ok])
-    out[ok, 2] = (s1[ok] + s2[ok]) / (n1[ok] + n2[ok])
-    out[ok, 3] = (s1[ok] / n1[ok] + s2[ok] / n2[ok]) / 2.0
+class DirectedDistances:
+    """The directed boundary distances of one level (volume or image), grouped by case and class.
+
+    The engine computes them once per (level, case, class); every boundary metric is a reducer over
+    them (:func:`reduce_hd` ... :func:`reduce_nsd`).
+
+    Attributes:
+        d_pr, g_pr: distances in mm from each prediction boundary voxel to the reference boundary,
+            and the group id of each (float64 / int64 arrays of one length).
+        d_rp, g_rp: the same from the reference to the prediction.
+        n_groups: number of groups (classes, or classes x slices for the image level).
+        group_class: ``(n_groups,)`` class index (0-based) of each group.
+        n_pr, n_rp: ``(n_groups,)`` number of distances per group and direction.
+        ok: ``(n_groups,)`` both directions have distances (both masks hold the class).
+    """
+
+    def __init__(self, d_pr: np.ndarray, g_pr: np.ndarray, d_rp: np.ndarray, g_rp: np.ndarray,
+                 n_groups: int, group_class: np.ndarray):
+        self.d_pr, self.g_pr, self.d_rp, self.g_rp = d_pr, g_pr, d_rp, g_rp
+        self.n_groups = int(n_groups)
+        self.group_class = np.asarray(group_class, np.int64)
+        self._stats = None
+        self.n_pr = np.bincount(g_pr, minlength=self.n_groups)
+        self.n_rp = np.bincount(g_rp, minlength=self.n_groups)
+        self.ok = (self.n_pr > 0) & (self.n_rp > 0)
+
+    def order_stats(self):
+        """Per group and direction (max, 95th percentile, sum, count); one sort per direction,
+        computed on first use and shared by HD, HD95, ASSD and MASD."""
+        if self._stats is None:
+            self._stats = (_grouped_percentile(self.d_pr, self.g_pr, self.n_groups, PERCENTILE),
+                           _grouped_percentile(self.d_rp, self.g_rp, self.n_groups, PERCENTILE))
+        return self._stats
+
+    def per_group(self, value) -> np.ndarray:
+        """A parameter (one number, or one number per class index) as ``(n_groups,)`` floats."""
+        v = np.asarray(value, np.float64)
+        if v.ndim == 0:
+            return np.full(self.n_groups, float(v))
+        return v[self.group_class]
+
+
+def reduce_hd(dd: DirectedDistances, params: dict) -> np.ndarray:
+    """HD = ``max(max d(P->R), max d(R->P))`` per group (NaN where not ``ok``)."""
+    (mx1, _, _, _), (mx2, _, _, _) = dd.order_stats()
+    out = np.full(dd.n_groups, np.nan)
+    out[dd.ok] = np.maximum(mx1[dd.ok], mx2[dd.ok])
     return out
+
+
+def reduce_hd95(dd: DirectedDistances, params: dict) -> np.ndarray:
+    """HD95 = ``max(p95 d(P->R), p95 d(R->P))`` per group (numpy's linear percentile)."""
+    (_, p1, _, _), (_, p2, _, _) = dd.order_stats()
+    out = np.full(dd.n_groups, np.nan)
+    out[dd.ok] = np.maximum(p1[dd.ok], p2[dd.ok])
+    return out
+
+
+def reduce_assd(dd: DirectedDistances, params: dict) -> np.ndarray:
+    """ASSD = ``(sum d(P->R) + sum d(R->P)) / (n_P + n_R)`` per group."""
+    (_, _, s1, n1), (_, _, s2, n2) = dd.order_stats()
+    ok = dd.ok
+    out = np.full(dd.n_groups, np.nan)
+    out[ok] = (s1[ok] + s2[ok]) / (n1[ok] + n2[ok])
+    return out
+
+
+def reduce_masd(dd: DirectedDistances, params: dict) -> np.ndarray:
+    """MASD = ``(mean d(P->R) + mean d(R->P)) / 2`` per group."""
+    (_, _, s1, n1), (_, _, s2, n2) = dd.order_stats()
+    ok = dd.ok
+    out = np.full(dd.n_groups, np.nan)
+    out[ok] = (s1[ok] / n1[ok] + s2[ok] / n2[ok]) / 2.0
+    return out
+
+
+def reduce_nsd(dd: DirectedDistances, params: dict) -> np.ndarray:
+    """NSD at tolerance tau (``params["tolerance_mm"]``, one number or one per class index):
+    ``(#{d(P->R) <= tau} + #{d(R->P) <= tau}) / (n_P + n_R)`` per group (Nikolov et al. 2021,
+    arXiv:1809.04430; MONAI ``SurfaceDiceMetric(use_subvoxels=False)``). NaN where not ``ok``;
+    the one-side-empty value (0) is the protocol's worst case, applied by the caller."""
+    tau = dd.per_group(params["tolerance_mm"]) + _TOL_SLACK_MM
+    c1 = np.bincount(dd.g_pr, weights=dd.d_pr <= tau[dd.g_pr], minlength=dd.n_groups)
+    c2 = np.bincount(dd.g_rp, weights=dd.d_rp <= tau[dd.g_rp], minlength=dd.n_groups)
+    ok = dd.ok
+    out = np.full(dd.n_groups, np.nan)
+    out[ok] = (c1[ok] + c2[ok]) / (dd.n_pr[ok] + dd.n_rp[ok])
+    return out
+
+
+def _reducers(metrics: Sequence[str], params: dict, n_classes: int) -> list:
+    """(reducer, parameters) of each metric from the registry, parameters checked."""
+    from cardbench.benchmark.metric_registry import get_metric
+
+    out = []
+    for m in metrics:
+        spec = get_metric(m)
+        if spec.family != "distance" or spec.reducer is None:
+            raise ValueError(f"metric {m!r} is not a boundary (distance-family) metric")
+        prm = dict(spec.parameters)
+        for k, v in (params.get(m) or {}).items():
+            if k not in prm:
+                raise ValueError(f"metric {m}: unknown parameter {k!r}; allowed: {', '.join(prm) or 'none'}")
+            prm[k] = v
+        if "tolerance_mm" in prm:
+            t = np.asarray(prm["tolerance_mm"], np.float64)
+            if t.ndim > 1 or (t.ndim == 1 and t.size != n_classes) or not np.all(np.isfinite(t)) or np.any(t <= 0):
+                raise ValueError(f"metric {m}: tolerance_mm {prm['tolerance_mm']!r} must be one positive number "
+                                 f"of mm or one per class ({n_classes})")
+            prm["tolerance_mm"] = t
+        out.append((spec.reducer, prm))
+    return out
+

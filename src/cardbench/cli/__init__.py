@@ -45,6 +45,7 @@ from cardbench.cli import leaderboard as _leaderboard  # noqa: E402,F401  (cardb
 from cardbench.cli import dashboard as _dashboard  # noqa: E402,F401  (cardbench dashboard)
 from cardbench.cli import compare as _compare  # noqa: E402,F401  (cardbench compare, cardbench volumes ...)
 from cardbench.cli import evaluate as _evaluate  # noqa: E402,F401  (cardbench evaluate-model, baseline export-onnx)
+from cardbench.cli import protocol as _protocol  # noqa: E402,F401  (cardbench protocol list/show)
 
 
 def main() -> None:

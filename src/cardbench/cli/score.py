@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +16,49 @@ from cardbench.cli.errors import fail as _fail
 err = Console(stderr=True)
 
 
-class ProtocolName(str, Enum):
-    cardbench_v1 = "cardbench-v1"
-    ankenbrand2021 = "ankenbrand2021"
+def _default_protocol() -> str:
+    from cardbench.benchmark.protocols import DEFAULT_PROTOCOL
+
+    return DEFAULT_PROTOCOL
+
+
+def _protocol_help() -> str:
+    from cardbench.benchmark.protocols import DEFAULT_PROTOCOL, protocol_names
+
+    return (f"Scoring protocol: {', '.join(protocol_names())} (default {DEFAULT_PROTOCOL}), or a protocol file "
+            "(.yaml, see `cardbench protocol show`).")
+
+
+def parse_nsd_tolerance(text: str) -> "float | dict[str, float]":
+    """``--nsd-tol`` value: ``MM`` (every class) or ``CLASS=MM,...`` (``default=MM`` for the rest).
+
+    Raises:
+        ValueError: not a number or a list of ``CLASS=MM``; the message shows both forms.
+    """
+    t = text.strip()
+    try:
+        if "=" not in t:
+            return float(t)
+        out: dict[str, float] = {}
+        for part in t.split(","):
+            k, v = part.split("=")
+            k = k.strip()
+            out[k if k.lower() == "default" else k.upper()] = float(v)
+        return {("default" if k.lower() == "default" else k): v for k, v in out.items()}
+    except ValueError:
+        raise ValueError(f"--nsd-tol {text!r}: give a tolerance in mm (e.g. 2.0) or one per class "
+                         "(e.g. LV=2,MY=1.5,default=2)") from None
+
+
+def _load_protocol(protocol: str, nsd_tol: "str | None"):
+    """The protocol of a CLI call (built-in name or YAML file, with --nsd-tol); exit 2 with one line if invalid."""
+    from cardbench.benchmark.protocols import ProtocolError, get_protocol
+
+    try:
+        proto = get_protocol(protocol)
+        return proto.with_nsd_tolerance(parse_nsd_tolerance(nsd_tol)) if nsd_tol is not None else proto
+    except (ProtocolError, ValueError) as e:
+        fail(str(e))
 
 
 def fail(problems_or_msg, code: int = 2) -> None:
@@ -50,8 +89,11 @@ def score_cmd(
                                          "(default), acdc, mnms or FILE.yaml."),
     reference_labels: Optional[str] = typer.Option(None, "--reference-labels", help="Label map of the "
                                                    "reference (default: its card.yaml, else cardbench)."),
-    protocol: ProtocolName = typer.Option(ProtocolName.cardbench_v1, "--protocol", "-p",
-                                          help="Scoring protocol."),
+    protocol: str = typer.Option(_default_protocol(), "--protocol", "-p", help=_protocol_help()),
+    nsd_tol: Optional[str] = typer.Option(None, "--nsd-tol", metavar="MM", help="NSD tolerance tau in mm, or "
+                                          "one per class (LV=2,MY=1.5,default=2); default: the protocol's "
+                                          "(2.0 for cardbench-v1). Recorded in summary.json and in the "
+                                          "leaderboard benchmark id."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated classes to score, "
                                           "e.g. LV,MY, or regions of classes scored as one structure, e.g. "
                                           "LV,MY,LV+MY (default: those the reference annotates)."),
@@ -86,6 +128,7 @@ def score_cmd(
     from cardbench.datasets.reference import ReferenceError
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    proto = _load_protocol(protocol, nsd_tol)
     if not predictions.exists():
         fail(f"{predictions}: predictions not found; pass a folder, a .zip/.tar.gz of one, or a confusion table")
     if leaderboard is not None and name is not None:  # a bad entry name fails before anything is written
@@ -101,11 +144,11 @@ def score_cmd(
              "submission. Fix: choose a folder outside it")
     try:
         if is_confusion_table(predictions):
-            result = score_confusion_table(predictions, protocol.value, split=split, classes=cls)
+            result = score_confusion_table(predictions, proto, split=split, classes=cls)
         else:
             if reference is None:
                 fail("--reference is required to score mask files (give the reference folder)")
-            result = score(predictions, reference, protocol=protocol.value, labels=labels,
+            result = score(predictions, reference, protocol=proto, labels=labels,
                            reference_labels=reference_labels, classes=cls, split=split,
                            allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
                            progress=True)  # a bar in a terminal, a line per 10 % in a log
@@ -125,7 +168,7 @@ def score_cmd(
         except LeaderboardError as e:
             fail(f"{e}; give a valid one with --name (nothing was written)")
     if not no_save:
-        dest = out or _default_out(result.summary["submission"].get("name", "submission"), protocol.value)
+        dest = out or _default_out(result.summary["submission"].get("name", "submission"), proto.name)
         try:
             result.write(dest)
         except (FileExistsError, ValueError) as e:

@@ -13,15 +13,16 @@ import numpy as np
 import pandas as pd
 
 from cardbench.benchmark.aggregate import bootstrap_ci
-from cardbench.benchmark.protocols import METRIC_DIRECTION
+from cardbench.benchmark.metric_registry import METRICS, direction_of
 from cardbench.labelmaps import CLASSES
 
 CASE_KEYS = ["subject", "frame", "slice"]
 
 
 def metric_columns(per_case: pd.DataFrame) -> list[str]:
-    """Metric columns present in a per-case table (dice, iou, then hd, hd95, assd, masd...)."""
-    known = [m for m in METRIC_DIRECTION if m in per_case.columns]
+    """Metric columns present in a per-case table, in registry order (dice, iou, hd, hd95, assd,
+    masd, nsd...): every registered metric appears, none silently disappears."""
+    known = [m for m in METRICS if m in per_case.columns]
     return known
 
 
@@ -37,7 +38,7 @@ def worst_cases(per_case: pd.DataFrame, metric: str, level: str, n: int | None =
     subject, frame, slice, phase, split, class, status, the metric, ref/pred voxel counts.
     """
     rows = level_rows(per_case, level)
-    direction = METRIC_DIRECTION.get(metric, 1)
+    direction = direction_of(metric)
     key = rows[metric] * direction
     out = rows.assign(_k=key.fillna(np.inf)).sort_values(["_k", "subject", "frame"], kind="stable")
     cols = [c for c in ["subject", "frame", "slice", "phase", "split", "class", "status", metric,
@@ -115,7 +116,7 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str, level: str, tol: float
     nan = int((both["a"].isna() | both["b"].isna()).sum())
     both = both.dropna(subset=["a", "b"]).copy()
     both["diff"] = both["a"] - both["b"]
-    direction = METRIC_DIRECTION.get(metric, 1)
+    direction = direction_of(metric)
     d = both["diff"] * direction
     both["better"] = np.where(d.abs() <= tol, "tie", np.where(d > 0, "A", "B"))
     both = both.reset_index(drop=True)

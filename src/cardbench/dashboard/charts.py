@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from cardbench.benchmark.protocols import METRIC_UNITS
+from cardbench.benchmark.metric_registry import METRICS, unit_of
 from cardbench.labelmaps import CLASSES
 
 CLASS_COLORS = {"LV": "#d62728", "MY": "#2ca02c", "RV": "#1f77b4"}
@@ -14,9 +14,8 @@ _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 
 def _axis_title(metric: str, cls: str | None = None) -> str:
-    unit = METRIC_UNITS.get(metric, "")
-    name = {"dice": "Dice", "iou": "IoU", "hd": "HD", "hd95": "HD95", "assd": "ASSD", "masd": "MASD"}.get(
-        metric, metric)
+    unit = unit_of(metric)
+    name = METRICS[metric].label if metric in METRICS else metric
     return f"{name}{' ' + cls if cls else ''}{f' ({unit})' if unit else ''}"
 
 
@@ -48,7 +47,7 @@ def leaderboard_bar(ranked: pd.DataFrame, top: int = 30, published: dict | None 
     fig.update_layout(title=f"{_axis_title(m, ranked.attrs.get('class'))} ({ranked.attrs.get('group')})"
                       + (", 95 % CI" if has_ci else ""), height=max(220, 26 * len(d) + 110),
                       xaxis_title=_axis_title(m, ranked.attrs.get("class")), showlegend=bool(published), **_LAYOUT)
-    if m in ("dice", "iou"):
+    if m in METRICS and METRICS[m].in_unit_interval:
         xmin = float(np.nanmin(np.r_[lo.dropna().to_numpy(), d[col].to_numpy()])) if len(d) else 0.0
         fig.update_xaxes(range=[max(0.0, xmin - 0.05), 1.0])
     return fig

@@ -4,7 +4,7 @@ win/tie/loss counts, the subject-level paired difference with its 95 % CI, and t
 import pandas as pd
 import streamlit as st
 
-from cardbench.benchmark.protocols import METRIC_DIRECTION
+from cardbench.benchmark.metric_registry import direction_of
 from cardbench.benchmark.stats import paired_wilcoxon
 from cardbench.dashboard import analysis, charts, data
 
@@ -33,7 +33,7 @@ if metric not in pa.columns or metric not in pb.columns:
     st.warning(f"'{metric}' is not in both per-case tables.")
     st.stop()
 pairs = analysis.paired(pa, pb, metric, lvl, tol=tol)
-better = "higher" if METRIC_DIRECTION.get(metric, 1) > 0 else "lower"
+better = "higher" if direction_of(metric) > 0 else "lower"
 st.caption(f"{len(pairs)} paired ({lvl}, class) values; {better} {metric} is better. "
            f"Only in A: {pairs.attrs['only_a']}, only in B: {pairs.attrs['only_b']}, "
            f"excluded (NaN on a side): {pairs.attrs['nan']}.")
@@ -59,7 +59,7 @@ recs = []
 for cls, g in pairs.groupby("class", sort=False):
     sa = g.groupby("subject")["a"].mean()
     sb = g.groupby("subject")["b"].mean()
-    pw = paired_wilcoxon(sa, sb, higher_is_better=METRIC_DIRECTION.get(metric, 1) > 0)
+    pw = paired_wilcoxon(sa, sb, higher_is_better=direction_of(metric) > 0)
     recs.append({"class": cls, "subjects": pw.n_subjects, "A better": pw.wins_a, "tie": pw.ties,
                  "B better": pw.wins_b, "median diff (A - B)": pw.median_diff, "Wilcoxon statistic": pw.statistic,
                  "p-value": pw.pvalue})

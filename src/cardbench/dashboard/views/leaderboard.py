@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cardbench.benchmark.leaderboard import CLINICAL_INDICES, LeaderboardError, direction_text
+from cardbench.benchmark.metric_registry import digits_of
 from cardbench.dashboard import charts, data
 from cardbench.labelmaps import CLASSES
 
@@ -29,7 +30,8 @@ if agg.empty:
 metrics = [m for m in proto.get("metrics", []) if m in set(agg["metric"])] + \
     [m for m in dict.fromkeys(agg["metric"]) if m not in proto.get("metrics", [])]
 groups = ["all"] + sorted(set(agg.loc[agg["grouping"] == "phase", "group"]) - {"-"}) + \
-    sorted(set(agg.loc[agg["grouping"] == "split", "group"]) - {"-", bench["split"]})
+    sorted(set(agg.loc[agg["grouping"] == "split", "group"]) - {"-", bench["split"]}) + \
+    [p for p in ("base", "mid", "apex") if p in set(agg.loc[agg["grouping"] == "position", "group"])]
 
 c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
 metric = c1.selectbox("Metric", metrics, key="lb_metric",
@@ -40,7 +42,8 @@ classes = [c for c in (*CLASSES, *CLINICAL_INDICES) if c in present] + sorted(
     c for c in present if c not in CLASSES and c not in CLINICAL_INDICES)
 cls = c2.selectbox("Rank by class / index", classes, key="lb_class")
 group = c3.selectbox("Phase / group", groups, key="lb_group",
-                     help="all: every case of the split; ED / ES: only end-diastolic / end-systolic frames.")
+                     help="all: every case of the split; ED / ES: only end-diastolic / end-systolic frames; "
+                          "base / mid / apex: the images of that third of the LV slices (per-image values).")
 query = c4.text_input("Filter entries", key="lb_filter", placeholder="name, label or team contains...")
 
 try:
@@ -66,7 +69,7 @@ st.subheader(f"Ranked by {metric} {cls}{unit} ({group}), {direction_text(a['dire
 cols = ["rank", "entry", "label", "team"]
 colcfg = {"rank": st.column_config.NumberColumn("rank", width="small"),
           "entry": st.column_config.TextColumn("entry"), "label": st.column_config.TextColumn("label", width="medium")}
-fmt = "%.4f" if metric in ("dice", "iou", "pearson_r") else "%.2f"
+fmt = "%.4f" if digits_of(metric, 3 if metric == "pearson_r" else 2) >= 3 else "%.2f"
 for c in a["classes"]:
     key = f"{metric}_{c}"
     cols.append(key)

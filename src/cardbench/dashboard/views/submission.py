@@ -4,7 +4,7 @@ per-phase breakdown, clinical indices (Bland-Altman, scatter) when the entry has
 import pandas as pd
 import streamlit as st
 
-from cardbench.benchmark.protocols import METRIC_DIRECTION
+from cardbench.benchmark.metric_registry import digits_of, direction_of
 from cardbench.dashboard import analysis, charts, clinical_view, data
 from cardbench.labelmaps import CLASSES
 
@@ -38,7 +38,7 @@ for col, cls in zip(cols, classes):
     if r.empty:
         continue
     r = r.iloc[0]
-    d = 3 if metric in ("dice", "iou") else 2
+    d = digits_of(metric)
     ci = "" if pd.isna(r["ci_low"]) else f"95 % CI [{r['ci_low']:.{d}f}, {r['ci_high']:.{d}f}]"
     col.metric(f"{metric} {cls}", "-" if pd.isna(r["mean"]) else f"{r['mean']:.{d}f}", help=ci or None)
     col.caption(f"{ci}{'; ' if ci else ''}{int(r['n_subjects'])} subjects, {int(r['n_values'])} values, "
@@ -68,7 +68,7 @@ data.download(stt.reset_index(), f"{entry}__status_{lvl}.csv", key="dl_sub_statu
 # ---- worst cases
 if metric in rows.columns:
     st.subheader("Worst cases first")
-    worse = "lowest" if METRIC_DIRECTION.get(metric, 1) > 0 else "highest"
+    worse = "lowest" if direction_of(metric) > 0 else "highest"
     wc = analysis.worst_cases(pc, metric, lvl, n=None)
     st.caption(f"{worse} {metric} first; values excluded by the policy (NaN) last. Open one in the Case drill-down page.")
     st.dataframe(wc.head(200), hide_index=True, key="sub_worst",
