@@ -329,18 +329,23 @@ def read_per_case(folder: Path) -> pd.DataFrame:
 PER_CASE_REQUIRED = ("level", "subject", "class", "status", "dice")
 _PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file",
                   "pred_file", "reason", "note"}
+#: count columns of a per-case table besides the confusion counts ``c<ref><pred>``.
+_PER_CASE_COUNTS = {"ref_voxels", "pred_voxels", "tp", "fp", "fn"}
 
 
 def _check_per_case(df: pd.DataFrame, path: Path) -> None:
     """Raise LeaderboardError (naming ``path``) unless ``df`` has the required columns, at least one row,
-    and numbers (or blanks) in every metric and count column."""
+    and numbers (or blanks) in every metric column (a metric of the registry) and count column."""
     miss = [c for c in PER_CASE_REQUIRED if c not in df.columns]
     if miss:
         raise LeaderboardError(f"{path}: missing columns {miss}; the entry is corrupt: remove it and add it again")
     if df.empty:
         raise LeaderboardError(f"{path}: no rows; the entry is corrupt: remove it and add it again")
+    from cardbench.benchmark.metric_registry import METRICS
+
     for c in df.columns:
-        if c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
+        numeric = c in METRICS or c in _PER_CASE_COUNTS or re.fullmatch(r"c\d\d", c) is not None
+        if not numeric or c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
             continue
         num = pd.to_numeric(df[c], errors="coerce")
         bad = df.index[num.isna() & df[c].notna()]
