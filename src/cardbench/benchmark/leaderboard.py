@@ -893,11 +893,10 @@ class Leaderboard:
             todo = [k for k in keys if force or k not in marker.get("prefilled", {})]
             if not todo:
                 return added
-            from rich.console import Console
-            from rich.progress import Progress
+            from cardbench._progress import progress as _progress
 
-            with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
-                task = bar.add_task("scoring the published leaderboard entries", total=len(todo))
+            with _progress(len(todo), "scoring the published leaderboard entries", enabled=progress,
+                           quiet_for=5.0) as bar:
                 for key in todo:
                     names = []
                     for result, name, meta in PREFILL_SOURCES[key].build():
@@ -914,7 +913,7 @@ class Leaderboard:
                         "entries": names}
                     marker["format"] = FORMAT_VERSION
                     atomic_write_text(self.root / MARKER, to_json(marker) + "\n")
-                    bar.advance(task)
+                    bar.advance(info=key)
         return added
 
 

@@ -62,7 +62,7 @@ def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
     if folder is not None and not create and not Path(folder).is_dir():
         _fail(f"{folder}: leaderboard folder not found; check the path, or create one with "
               f"`cardbench leaderboard prefill -L {folder}` or `cardbench score ... --leaderboard {folder} --name NAME`")
-    return open_leaderboard(folder, prefill=prefill, progress=err.is_terminal)
+    return open_leaderboard(folder, prefill=prefill, progress=True)  # lines in a log only after 5 s
 
 
 def _print_problems(lb) -> None:
@@ -294,7 +294,7 @@ def prefill_cmd(
     from cardbench.benchmark.leaderboard import PREFILL_SOURCES, Leaderboard
 
     lb = Leaderboard(_folder(folder_pos, folder, "prefill"))
-    added = lb.prefill(force=force, progress=err.is_terminal)
+    added = lb.prefill(force=force, progress=True)
     con = Console()
     for k, s in PREFILL_SOURCES.items():
         con.print(f"[bold]{k}[/bold]: {s.description}")
