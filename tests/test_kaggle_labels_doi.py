@@ -151,6 +151,18 @@ def test_offline_one_line_names_doi_files_and_source(offline, tmp_path):
         assert s in line, s
 
 
+def test_offline_after_a_fetch_verifies_the_cache(zenodo, tmp_path, monkeypatch):
+    doi_mod.fetch_doi_files("kaggle-dsb-ukbb", cache=tmp_path, progress=False, retries=0)
+    monkeypatch.setattr(pdl, "doi_to_url", lambda doi, **kw: (_ for _ in ()).throw(
+        requests.exceptions.ConnectionError("offline")))
+    rep = doi_mod.fetch_doi_files("kaggle-dsb-ukbb", cache=tmp_path, progress=False, retries=0)
+    assert sorted(rep.cached) == sorted(FILES) and rep.downloaded == [] and "offline" in rep.source
+    # a cached file modified since: not accepted offline
+    (tmp_path / "doi" / "zenodo.3876351" / "image_list_tiny.tsv").write_bytes(b"changed\n")
+    with pytest.raises(doi_mod.DoiUnreachable, match="--source DIR"):
+        doi_mod.fetch_doi_files("kaggle-dsb-ukbb", cache=tmp_path, progress=False, retries=0)
+
+
 def test_local_copy_without_network(zenodo, offline, tmp_path, monkeypatch):
     # `offline` was applied after `zenodo`: doi.org is unreachable; the local copy needs no network
     src = tmp_path / "copy"
