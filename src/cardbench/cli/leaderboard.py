@@ -92,7 +92,7 @@ def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
 
 @lb_app.command("show")
 def show_cmd(
-    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="[DIR]"),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
     folder: Optional[Path] = LB_OPT,
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (or a unique prefix), "
                                             "e.g. cmr-7t__test__ankenbrand2021. Default: all."),
@@ -182,7 +182,7 @@ def _print_rich(df, info, disp) -> None:
 @lb_app.command("remove")
 def remove_cmd(
     name: str = typer.Argument(..., help="Entry name."),
-    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="[DIR]"),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
     folder: Optional[Path] = LB_OPT,
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (needed when the name "
                                             "is in several benchmarks); 'all' removes it from every benchmark."),
@@ -243,7 +243,7 @@ def export_cmd(
 
 @lb_app.command("create")
 def create_cmd(
-    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="[DIR]"),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
     folder_opt: Optional[Path] = typer.Option(None, "--leaderboard", "-L", help="Leaderboard folder (created "
                                               "when missing, not pre-filled).", show_default=False),
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference folder (its card.yaml names the "
@@ -270,7 +270,7 @@ def create_cmd(
 
 @lb_app.command("private")
 def private_cmd(
-    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="[DIR]"),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
     folder: Optional[Path] = LB_OPT,
     benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark id (or a unique prefix)."),
     off: bool = typer.Option(False, "--off", help="Make its per-case values publishable again."),
@@ -286,7 +286,7 @@ def private_cmd(
 
 @lb_app.command("prefill")
 def prefill_cmd(
-    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="[DIR]"),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
     folder: Optional[Path] = LB_OPT,
     force: bool = typer.Option(False, "--force", help="Re-add published entries that were removed."),
 ) -> None:
