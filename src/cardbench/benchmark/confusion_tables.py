@@ -32,13 +32,26 @@ from cardbench.datasets.naming import parse_case_name
 from cardbench.labelmaps import CLASSES
 
 _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
-#: reference methods of the seed's published tables -> (dataset name, version, observer), so a user's
-#: table scored with ``cardbench score`` lands in the same benchmark as the paper's entries.
+#: reference methods of the seed's published tables -> (dataset name, card whose version the dataset
+#: carries, observer), so a user's table scored with ``cardbench score`` lands in the same benchmark as
+#: the paper's entries. The version is the card's (``cardbench data list``): :func:`reference_version`.
 KNOWN_REFERENCES: dict[str, tuple[str, str, str]] = {
-    "scaled_masks": ("cmr-7t", "ankenbrand2021", "WS"),
-    "scaled_masks_TR": ("cmr-7t-tr", "ankenbrand2021", "TR"),  # second observer as reference: own benchmark
-    "own_masks": ("kaggle-dsb-manual-masks", "ankenbrand2021", "manual"),
+    "scaled_masks": ("cmr-7t", "cmr-7t", "WS"),
+    "scaled_masks_TR": ("cmr-7t-tr", "cmr-7t", "TR"),  # second observer as reference: own benchmark
+    "own_masks": ("kaggle-dsb-manual-masks", "kaggle-dsb-ukbb", "manual"),  # the 816 masks of that card
 }
+
+
+def reference_version(reference: str) -> str:
+    """Dataset version of a seed reference method (a key of :data:`KNOWN_REFERENCES`): the version of
+    the dataset card it belongs to (``cmr-7t`` 1.0.0), the one ``cardbench data list`` shows; ``""``
+    for a reference cardbench does not know."""
+    known = KNOWN_REFERENCES.get(reference)
+    if not known:
+        return ""
+    from cardbench.datasets.cards import load_card
+
+    return load_card(known[1]).version
 #: largest pixel count accepted in one cell: 2^31 - 1 pixels in one 2D image (46,341 x 46,341) is far
 #: beyond any MR image; larger values are corrupt and would overflow a sum of counts.
 MAX_COUNT = 2**31 - 1
@@ -225,7 +238,7 @@ def score_confusion_table(
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
     known = KNOWN_REFERENCES.get(info["reference"])
     ds = {"name": dataset or (known[0] if known else info["reference"]),
-          "version": known[1] if known and not dataset else "", "path": str(path)}
+          "version": reference_version(info["reference"]) if known and not dataset else "", "path": str(path)}
     if known:
         ds["reference_observer"] = known[2]
         if phases is None and known[0].startswith("cmr-7t"):

@@ -139,6 +139,17 @@ def check_name(name: str, what: str = "entry name") -> str:
     return name
 
 
+def _legacy_version(dataset: str | None, have: str | None, want: str | None) -> bool:
+    """True when a benchmark folder written before cardbench used the card's version for the seed's
+    references (``"ankenbrand2021"`` for cmr-7t, cmr-7t-tr and kaggle-dsb-manual-masks) meets a result
+    with that card's version: the same data, so such a leaderboard keeps taking entries."""
+    if have != "ankenbrand2021" or not dataset:
+        return False
+    from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES, reference_version
+
+    return any(name == dataset and reference_version(ref) == want for ref, (name, _, _) in KNOWN_REFERENCES.items())
+
+
 def benchmark_id(summary: dict) -> str:
     """The benchmark a result belongs to: ``<dataset>__<split>__<protocol>[+nsd<tau>mm]``.
 
@@ -782,7 +793,7 @@ class Leaderboard:
                 f"scored with {proto.get('name')} v{proto.get('version')} (different version or policy); rescore "
                 "with the benchmark's protocol version or use a separate leaderboard folder")
         hv = (have.get("dataset") or {}).get("version")
-        if hv != ds.get("version"):
+        if hv != ds.get("version") and not _legacy_version(ds.get("name"), hv, ds.get("version")):
             raise LeaderboardError(
                 f"{f}: benchmark '{bench}' holds dataset {ds.get('name')} version {hv!r}, but this result was scored "
                 f"against version {ds.get('version')!r}; score against the same dataset version or use a separate "
@@ -887,17 +898,16 @@ class Leaderboard:
             if marker.get("corrupt") and not force:
                 self.skipped[str(self.root / MARKER)] = (
                     f"corrupt ({marker['corrupt']}); published entries were not added again, so none you "
-                    f"removed comes back. Fix: `cardbench leaderboard prefill {self.root} --force` re-adds them all")
+                    f"removed comes back. Fix: `cardbench leaderboard prefill -L {self.root} --force` re-adds them all")
                 return added
             marker.pop("corrupt", None)
             todo = [k for k in keys if force or k not in marker.get("prefilled", {})]
             if not todo:
                 return added
-            from rich.console import Console
-            from rich.progress import Progress
+            from cardbench._progress import progress as _progress
 
-            with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
-                task = bar.add_task("scoring the published leaderboard entries", total=len(todo))
+            with _progress(len(todo), "scoring the published leaderboard entries", enabled=progress,
+                           quiet_for=5.0) as bar:
                 for key in todo:
                     names = []
                     for result, name, meta in PREFILL_SOURCES[key].build():
@@ -914,7 +924,7 @@ class Leaderboard:
                         "entries": names}
                     marker["format"] = FORMAT_VERSION
                     atomic_write_text(self.root / MARKER, to_json(marker) + "\n")
-                    bar.advance(task)
+                    bar.advance(info=key)
         return added
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES, read_confusion_table, score_counts
+from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES, read_confusion_table, reference_version, score_counts
 from cardbench.benchmark.results import ScoreResult
 from cardbench.datasets.embedded import open_published
 
@@ -76,7 +76,7 @@ def score_published(comp: Comparison, protocol: str, split: str | None = "test",
     counts, info = read_confusion_table(data, name=comp.table)
     return score_counts(
         counts, protocol, classes=["LV", "MY"], split=split, phases=esed_phases(data_dir),
-        dataset={"name": "cmr-7t", "version": "ankenbrand2021", "path": where,
+        dataset={"name": "cmr-7t", "version": reference_version("scaled_masks"), "path": where,
                  "reference_observer": KNOWN_REFERENCES.get(info["reference"], ("", "", info["reference"]))[2]},
         submission={"name": comp.key, "label": comp.label, "method": info["prediction"],
                     "url": "https://doi.org/10.1002/mrm.28822"},
@@ -132,7 +132,7 @@ def score_label_quality(protocol: str = "ankenbrand2021", data_dir: str | Path |
     counts, info = read_confusion_table(data, name="ukbb_vs_manual.tsv")
     return score_counts(
         counts, protocol, classes=["LV", "MY"],
-        dataset={"name": "kaggle-dsb-manual-masks", "version": "ankenbrand2021", "path": where},
+        dataset={"name": "kaggle-dsb-manual-masks", "version": reference_version("own_masks"), "path": where},
         submission={"name": "ukbb_cardiac-labels", "method": info["prediction"],
                     "label": "public Kaggle labels (ukbb_cardiac) vs manual masks"},
         inputs={"confusion_table": {entry.url: info["sha256"]}},
