@@ -17,10 +17,10 @@ summary.
 from __future__ import annotations
 
 import datetime as _dt
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -320,25 +320,77 @@ def _progress(total: int, description: str, enabled: bool):
                     disable=not enabled)
 
 
-def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True) -> list[dict]:
-    """Run :func:`score_volume` over ``tasks`` with a progress bar; ``jobs > 1`` uses processes.
+def _failed_task(task: VolumeTask, exc: BaseException) -> dict:
+    """The result of a task whose worker raised or died: one problem naming the case, no rows."""
+    first = task.pairs[0] if task.pairs else None
+    where = str(first.pred_path or first.ref_path) if first is not None else task.subject
+    frame = "" if task.frame is None else f" frame {task.frame}"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return {"rows": [], "hashes": {"reference": {}, "predictions": {}}, "extra": [], "notes": [],
+            "problems": [Problem(where, f"case subject {task.subject}{frame} could not be scored: "
+                                 f"{type(exc).__name__}{': ' + msg if msg else ''}",
+                                 "rerun; if it fails again, check that every worker can read this file "
+                                 "(shared storage) and has enough memory", "worker")]}
 
-    Results are returned in task order, so ``jobs`` never changes the result.
+
+def iter_task_results(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
+                      executor: Executor | None = None, max_in_flight: int | None = None) -> Iterator[dict]:
+    """Run :func:`score_volume` over ``tasks`` and yield the results **in task order**.
+
+    Args:
+        tasks: work units.
+        jobs: worker processes of a local :class:`~concurrent.futures.ProcessPoolExecutor`
+            (ignored when ``executor`` is given).
+        progress: show a progress bar on stderr; it counts completed cases, in any order.
+        executor: any :class:`concurrent.futures.Executor`, e.g. the one of a Dask cluster
+            (``distributed.Client(...).get_executor()``); its workers must be able to import
+            cardbench and read the input files by path.
+        max_in_flight: tasks submitted but not yet yielded (default ``max(4 * jobs, 256)`` for
+            an executor, ``8 * jobs`` for the process pool); bounds memory for any number of tasks.
+
+    A task that raises, or whose worker died more often than the executor retries it (Dask:
+    ``distributed.scheduler.allowed-failures``), yields one problem naming the case and no rows,
+    so no case is ever dropped silently. Results never depend on ``jobs`` or the executor.
     """
-    results: list[dict] = []
-    with _progress(len(tasks), "scoring", progress) as bar:
-        t = bar.add_task("scoring", total=len(tasks))
-        if jobs <= 1 or len(tasks) < 2:
+    n = len(tasks)
+    with _progress(n, "scoring", progress) as bar:
+        t = bar.add_task("scoring", total=n)
+        if executor is None and (jobs <= 1 or n < 2):
             for task in tasks:
-                results.append(score_volume(task))
+                yield score_volume(task)
                 bar.advance(t)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as ex:
-                chunk = max(1, len(tasks) // (jobs * 8))
-                for r in ex.map(score_volume, tasks, chunksize=chunk):
-                    results.append(r)
+            return
+        own = executor is None
+        ex = ProcessPoolExecutor(max_workers=jobs) if own else executor
+        window = max_in_flight or (8 * jobs if own else max(4 * jobs, 256))
+        try:
+            pending: dict = {}
+            done_buf: dict[int, dict] = {}
+            nxt_submit = nxt_yield = 0
+            while nxt_yield < n:
+                while nxt_submit < n and len(pending) + len(done_buf) < window:
+                    pending[ex.submit(score_volume, tasks[nxt_submit])] = nxt_submit
+                    nxt_submit += 1
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = pending.pop(fut)
+                    try:
+                        done_buf[i] = fut.result()
+                    except Exception as e:  # worker raised, or died too often
+                        done_buf[i] = _failed_task(tasks[i], e)
                     bar.advance(t)
-    return results
+                while nxt_yield in done_buf:
+                    yield done_buf.pop(nxt_yield)
+                    nxt_yield += 1
+        finally:
+            if own:
+                ex.shutdown(wait=True, cancel_futures=True)
+
+
+def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
+              executor: Executor | None = None) -> list[dict]:
+    """:func:`iter_task_results` as a list (task order, so ``jobs``/``executor`` never change it)."""
+    return list(iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor))
 
 
 def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str] | None,
@@ -387,6 +439,8 @@ def score(
     affine_tol: float = DEFAULT_AFFINE_TOL,
     jobs: int = 1,
     progress: bool = True,
+    executor: Executor | None = None,
+    workdir: str | Path | None = None,
 ) -> ScoreResult:
     """Validate and score a submission against a reference.
 
@@ -403,6 +457,13 @@ def score(
         affine_tol: tolerance in mm on each affine element.
         jobs: worker processes (results are identical for any value).
         progress: show a progress bar on stderr.
+        executor: a :class:`concurrent.futures.Executor` that runs the per-case work instead of
+            ``jobs`` local processes, e.g. ``distributed.Client(...).get_executor()`` (see
+            :func:`cardbench.benchmark.distributed.dask_executor`). Its workers read the inputs
+            by path: the reference, the predictions and ``workdir`` must be on storage every
+            worker sees. Results are identical to ``jobs=1``.
+        workdir: folder where an archive is extracted (default: a temporary folder); on a
+            cluster it must be shared storage.
 
     Returns:
         :class:`ScoreResult`.
@@ -414,7 +475,7 @@ def score(
     """
     proto = get_protocol(protocol)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
-    with load_submission(predictions) as sub:
+    with load_submission(predictions, workdir=workdir) as sub:
         problems = list(sub.problems)
         declared = sub.meta.get("label_map")
         if labels is None and declared is not None:
@@ -447,7 +508,7 @@ def score(
         want_distances = any(m in proto.policy for m in DISTANCE_METRICS)
         tasks = [VolumeTask(s, f, ps, ref.label_map, pred_map, affine_tol, ref.spacing.get(s), want_distances)
                  for (s, f), ps in groups.items()]
-        results = run_tasks(tasks, jobs=jobs, progress=progress)
+        results = iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor)
         hashes = {"reference": {}, "predictions": {}}
         rows: list[dict] = []
         extra_rows: list[dict] = []
