@@ -393,6 +393,75 @@ def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
     return list(iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor))
 
 
+class RowSpool:
+    """Counts-table records (one dict per 2D image, see :func:`score_volume`) streamed to a Parquet
+    file as they arrive, so the scoring loop holds one batch, not every record, in memory.
+
+    :meth:`to_frame` reads the table back with the dtypes ``pandas.DataFrame.from_records`` gives
+    the same records (int64 columns, float64 where a value is missing, a column that is missing
+    everywhere as ``None`` objects), so results never depend on the spool.
+
+    Args:
+        folder: where the file ``counts.parquet`` is written (removed by :meth:`close`).
+        batch_rows: records held before a row group is written.
+    """
+
+    def __init__(self, folder: str | Path, batch_rows: int = 20_000):
+        self.path = Path(folder) / "counts.parquet"
+        self.batch_rows = batch_rows
+        self._buf: list[dict] = []
+        self._writer = None
+        self._schema = None
+        self.n_rows = 0
+
+    def _schema_for(self, rec: dict):
+        import pyarrow as pa
+
+        types = {"subject": pa.string(), "frame": pa.int64(), "slice": pa.int64(), "missing": pa.bool_(),
+                 "ref_file": pa.string(), "pred_file": pa.string()}
+        return pa.schema([(k, types.get(k, pa.int64() if k in COUNT_COLUMNS else pa.float64())) for k in rec])
+
+    def extend(self, records: list[dict]) -> None:
+        self._buf.extend(records)
+        if len(self._buf) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._schema is None:
+            self._schema = self._schema_for(self._buf[0])
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        cols = {f.name: [r[f.name] for r in self._buf] for f in self._schema}
+        self._writer.write_table(pa.table(cols, schema=self._schema))
+        self.n_rows += len(self._buf)
+        self._buf = []
+
+    def to_frame(self) -> pd.DataFrame:
+        """The whole counts table as a DataFrame (an empty one when no record came)."""
+        self._flush()
+        if self._writer is None:
+            return pd.DataFrame()
+        import pyarrow.parquet as pq
+
+        self._writer.close()
+        self._writer = None
+        df = pq.read_table(self.path).to_pandas()
+        for c in ("frame", "slice"):
+            if c in df.columns and len(df) and df[c].isna().all():  # from_records keeps None objects
+                df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
+        return df
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.path.unlink(missing_ok=True)
+
+
 def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str] | None,
                      pred_map: LabelMap) -> tuple[list[str], list[str], list[str]]:
     """Decide which classes are reported and which are not annotated by the reference.
@@ -510,18 +579,25 @@ def score(
                  for (s, f), ps in groups.items()]
         results = iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor)
         hashes = {"reference": {}, "predictions": {}}
-        rows: list[dict] = []
         extra_rows: list[dict] = []
-        for r in results:
-            problems.extend(r["problems"])
-            rows.extend(r["rows"])
-            extra_rows.extend(r.get("extra", []))
-            notes.extend(r.get("notes", []))
-            for k in hashes:
-                hashes[k].update(r["hashes"][k])
-        if problems:
-            raise ValidationError(problems)
-        counts = pd.DataFrame.from_records(rows)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="cardbench-rows-", dir=workdir) as spool_dir:
+            spool = RowSpool(spool_dir)
+            try:
+                for r in results:  # in task order, as they arrive
+                    problems.extend(r["problems"])
+                    if not problems:
+                        spool.extend(r["rows"])
+                        extra_rows.extend(r.get("extra", []))
+                    notes.extend(r.get("notes", []))
+                    for k in hashes:
+                        hashes[k].update(r["hashes"][k])
+                if problems:
+                    raise ValidationError(problems)
+                counts = spool.to_frame()
+            finally:
+                spool.close()
         for c in ("ref_file", "pred_file"):
             counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
                                       _rel(s, root))
