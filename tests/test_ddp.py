@@ -107,3 +107,30 @@ def test_shard_covers_the_global_batch_once():
     assert parts == [[0, 1, 2, 3], [4, 5, 6, 7]]
     parts = [x[:5][shard(x[:5], DistInfo(r, 2, r, "gloo"))].tolist() for r in range(2)]
     assert sum(parts, []) == [0, 1, 2, 3, 4]
+
+
+def test_cli_nproc_launches_torchrun_with_the_same_config(sunnybrook, tmp_path, monkeypatch):
+    import subprocess as sp
+
+    from typer.testing import CliRunner
+
+    from cardbench.baselines.config import parse_override
+    from cardbench.cli import app
+
+    calls = []
+    monkeypatch.setattr(sp, "run", lambda cmd, **k: calls.append(cmd) or sp.CompletedProcess(cmd, 0))
+    args = ["baseline", "train", "--config", "cpu-smoke", "--dataset", str(sunnybrook), "--batch-size", "4",
+            "--set", "augment.max_rotate=12", "--out", str(tmp_path / "run"), "--nproc", "2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (cmd,) = calls
+    i = cmd.index("torch.distributed.run")
+    assert cmd[i + 1:i + 4] == ["--standalone", "--nproc-per-node", "2"]
+    assert cmd[cmd.index("-m", i) + 1] == "cardbench.baselines.train"
+    sets = [cmd[j + 1] for j, c in enumerate(cmd) if c == "--set"]
+    got = load_config("cpu-smoke", dict(parse_override(t) for t in sets))
+    want = load_config("cpu-smoke", {"dataset": str(sunnybrook), "batch_size": 4, "augment.max_rotate": 12,
+                                     "out": str(tmp_path / "run")})
+    assert got.to_dict() == want.to_dict()
+    r = CliRunner().invoke(app, [*args[:-1], "3"])  # 4 images per step cannot be split over 3 processes
+    assert r.exit_code == 2 and "not divisible by --nproc 3" in r.output

@@ -21,6 +21,7 @@ floating-point rounding); ``dice`` is computed per process shard and differs.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -127,7 +128,9 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         xd = x.double()
         local = torch.cat([xd.sum(dim=(0, 2, 3)), (xd * xd).sum(dim=(0, 2, 3)),
                            torch.full((1,), float(x.numel() // c), dtype=torch.float64)])
-        tot = all_reduce(local)
+        with warnings.catch_warnings():  # deprecated in favour of a private API; still the autograd one
+            warnings.simplefilter("ignore", FutureWarning)
+            tot = all_reduce(local)
         count = tot[-1]
         mean = tot[:c] / count
         var = (tot[c:2 * c] / count - mean * mean).clamp_min(0)
