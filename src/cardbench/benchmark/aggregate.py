@@ -31,9 +31,10 @@ AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_hig
                "n_subjects", "n_values", "n_excluded"]
 
 
-#: a block of resamples holds at most this many values (8 bytes each as float64: 16 MB), so no
-#: dense ``n_boot x subjects`` float matrix is built for large cohorts.
-BLOCK_VALUES = 1 << 21
+#: a block of resamples holds at most this many values (8 bytes each as float64: 4 MB; the
+#: agreement statistics hold about six such arrays at once), so no dense ``n_boot x subjects``
+#: float matrix is built for large cohorts. The block size never changes a result.
+BLOCK_VALUES = 1 << 19
 #: index matrices of at most this many bytes (in the smallest integer type that holds the
 #: subject index) are drawn once and cached; larger ones are drawn block by block on every call.
 CACHE_BYTES = 64 << 20

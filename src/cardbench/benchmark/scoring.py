@@ -449,7 +449,10 @@ class RowSpool:
 
         self._writer.close()
         self._writer = None
+        import pyarrow as pa
+
         df = pq.read_table(self.path).to_pandas()
+        pa.default_memory_pool().release_unused()  # hand the table's buffers back to the system
         for c in ("frame", "slice"):
             if c in df.columns and len(df) and df[c].isna().all():  # from_records keeps None objects
                 df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
