@@ -546,6 +546,8 @@ def score(
         ValueError: unknown protocol, label map, split or class.
     """
     proto = get_protocol(protocol)
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
     with load_submission(predictions, workdir=workdir) as sub:
         problems = list(sub.problems)
