@@ -34,3 +34,22 @@ def test_empty_spool(tmp_path):
     spool = RowSpool(tmp_path)
     assert spool.to_frame().empty
     spool.close()
+
+
+def _dist(i, failed):
+    vol = i % 4 == 3
+    return {"level": "volume" if vol else "image", "subject": f"s{i // 4}", "frame": 1, "slice": None if vol else i % 4,
+            "class": "LV", "hd": float("nan") if failed else 1.5 * i, "hd95": 1.0, "assd": 0.5, "masd": 0.4,
+            "distance_status": "failed" if failed else None}
+
+
+@pytest.mark.parametrize("failed", [set(), {2, 7}, set(range(9))])
+def test_distance_spool_equals_from_records(tmp_path, failed):
+    recs = [_dist(i, i in failed) for i in range(9)]
+    spool = RowSpool(tmp_path, "distances", RowSpool.DISTANCE_TYPES, batch_rows=2)
+    for r in recs:
+        spool.extend([r])
+    assert len(spool) == 9
+    got = spool.to_frame()
+    spool.close()
+    pd.testing.assert_frame_equal(got, pd.DataFrame.from_records(recs))

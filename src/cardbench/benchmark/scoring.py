@@ -402,12 +402,22 @@ class RowSpool:
     everywhere as ``None`` objects), so results never depend on the spool.
 
     Args:
-        folder: where the file ``counts.parquet`` is written (removed by :meth:`close`).
+        folder: where the file ``<name>.parquet`` is written (removed by :meth:`close`).
+        name: file name stem.
+        types: arrow type name per column (``string``, ``int64``, ``bool``); other columns are
+            float64, the columns of :data:`COUNT_COLUMNS` int64. Default: the counts records'.
         batch_rows: records held before a row group is written.
     """
 
-    def __init__(self, folder: str | Path, batch_rows: int = 20_000):
-        self.path = Path(folder) / "counts.parquet"
+    COUNTS_TYPES = {"subject": "string", "frame": "int64", "slice": "int64", "missing": "bool",
+                    "ref_file": "string", "pred_file": "string", **{c: "int64" for c in COUNT_COLUMNS}}
+    DISTANCE_TYPES = {"level": "string", "subject": "string", "frame": "int64", "slice": "int64",
+                      "class": "string", "distance_status": "string"}
+
+    def __init__(self, folder: str | Path, name: str = "counts", types: dict[str, str] | None = None,
+                 batch_rows: int = 20_000):
+        self.path = Path(folder) / f"{name}.parquet"
+        self.types = dict(self.COUNTS_TYPES if types is None else types)
         self.batch_rows = batch_rows
         self._buf: list[dict] = []
         self._writer = None
@@ -417,9 +427,11 @@ class RowSpool:
     def _schema_for(self, rec: dict):
         import pyarrow as pa
 
-        types = {"subject": pa.string(), "frame": pa.int64(), "slice": pa.int64(), "missing": pa.bool_(),
-                 "ref_file": pa.string(), "pred_file": pa.string()}
-        return pa.schema([(k, types.get(k, pa.int64() if k in COUNT_COLUMNS else pa.float64())) for k in rec])
+        arrow = {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "float64": pa.float64()}
+        return pa.schema([(k, arrow[self.types.get(k, "float64")]) for k in rec])
+
+    def __len__(self) -> int:
+        return self.n_rows + len(self._buf)
 
     def extend(self, records: list[dict]) -> None:
         self._buf.extend(records)
@@ -451,11 +463,13 @@ class RowSpool:
         self._writer = None
         import pyarrow as pa
 
-        df = pq.read_table(self.path).to_pandas()
+        table = pq.read_table(self.path)
+        all_null = [c for c in table.column_names if len(table) and table.column(c).null_count == len(table)]
+        df = table.to_pandas()
+        del table
         pa.default_memory_pool().release_unused()  # hand the table's buffers back to the system
-        for c in ("frame", "slice"):
-            if c in df.columns and len(df) and df[c].isna().all():  # from_records keeps None objects
-                df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
+        for c in all_null:  # a column that is None in every record: from_records keeps None objects
+            df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
         return df
 
     def close(self) -> None:
@@ -584,33 +598,37 @@ def score(
                  for (s, f), ps in groups.items()]
         results = iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor)
         hashes = {"reference": {}, "predictions": {}}
-        extra_rows: list[dict] = []
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="cardbench-rows-", dir=workdir) as spool_dir:
             spool = RowSpool(spool_dir)
+            dist_spool = RowSpool(spool_dir, "distances", RowSpool.DISTANCE_TYPES)
             try:
                 for r in results:  # in task order, as they arrive
                     problems.extend(r["problems"])
                     if not problems:
                         spool.extend(r["rows"])
-                        extra_rows.extend(r.get("extra", []))
+                        dist_spool.extend(r.get("extra", []))
                     notes.extend(r.get("notes", []))
                     for k in hashes:
                         hashes[k].update(r["hashes"][k])
                 if problems:
                     raise ValidationError(problems)
                 counts = spool.to_frame()
+                extra_df = dist_spool.to_frame() if len(dist_spool) else None
             finally:
                 spool.close()
+                dist_spool.close()
         for c in ("ref_file", "pred_file"):
             counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
                                       _rel(s, root))
         classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map)
         notes.extend(cnotes)
-        extra_df = pd.DataFrame.from_records(extra_rows) if extra_rows else None
         per_case = per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
                                   ref.annotated_classes, not_ann, extra=extra_df)
+        del extra_df
+        warnings = label_map_warnings(counts, classes_scored, not_ann, pred_map, ref.label_map)
+        del counts  # the per-case table holds what is needed from here on
         meta_hashes = {}
         from cardbench._util import sha256_file
         for m in ref.metadata_files:
@@ -628,7 +646,6 @@ def score(
             notes.append(f"{len(sub.ignored)} file(s) in the submission are not masks and were ignored: "
                          + ", ".join(_rel(str(p), sub.root) for p in sub.ignored[:5]))
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
-        warnings = label_map_warnings(counts, classes_scored, not_ann, pred_map, ref.label_map)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},
