@@ -28,7 +28,7 @@ import pandas as pd
 
 from cardbench._version import __version__
 from cardbench.benchmark.aggregate import aggregate, per_subject_table
-from cardbench.benchmark.casetable import count_columns, per_case_table
+from cardbench.benchmark.casetable import COUNT_COLUMNS, count_columns, per_case_table
 from cardbench.benchmark.clinical import clinical_summary
 from cardbench.benchmark.confusion import confusion_per_slice
 from cardbench.benchmark.metrics import FAILED, STATUSES
@@ -764,7 +764,6 @@ def score(
                                       _rel(s, root))
         classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map, space)
         notes.extend(cnotes)
-        extra_df = pd.DataFrame.from_records(extra_rows) if extra_rows else None
         annotated = ref.annotated_classes
         region_members = {r: tuple(r.split("+")) for r in classes_scored if r not in space}
         region_members.update(ref.label_map.regions)
