@@ -99,12 +99,42 @@ class ScoreResult:
                                      "outside it")
         with atomic_dir(out, overwrite=overwrite) as tmp:
             (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
-            self.per_case.to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")
+            per_case_export(self.per_case).to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")
             self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.10g")
             self.aggregates.to_csv(tmp / "aggregates.csv", index=False, float_format="%.10g")
             for name, df in self.extra_tables.items():
                 df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.10g")
         return out
+
+
+def case_id(subject, frame=None, slice_=None) -> str:
+    """The case id of a per-case row, in the reference's file naming: ``<subject>_frame<FF>`` for a
+    volume, ``<subject>_frame<FF>_slice<SSS>`` for one 2D image (``<subject>`` alone when the reference
+    has no frame numbers)."""
+    out = str(subject)
+    if frame is not None and not pd.isna(frame):
+        out += f"_frame{int(frame):02d}"
+    if slice_ is not None and not pd.isna(slice_):
+        out += f"_slice{int(slice_):03d}"
+    return out
+
+
+def per_case_export(per_case: pd.DataFrame) -> pd.DataFrame:
+    """The per-case table as written to ``per_case.csv``: a ``case`` id column after ``subject``
+    (:func:`case_id`) and ``frame`` / ``slice`` as whole numbers (blank where a volume has no slice),
+    never ``3.0``. The values are those of ``per_case``; only their spelling changes."""
+    df = per_case.copy()
+    for c in ("frame", "slice"):
+        if c in df.columns and df[c].dtype.kind == "f":
+            v = df[c]
+            if bool(((v.dropna() % 1) == 0).all()):
+                df[c] = v.astype("Int64")
+    if "subject" in df.columns and "case" not in df.columns:
+        fr = df["frame"] if "frame" in df.columns else pd.Series([None] * len(df), index=df.index)
+        sl = df["slice"] if "slice" in df.columns else pd.Series([None] * len(df), index=df.index)
+        ids = [case_id(s, f, x) for s, f, x in zip(df["subject"], fr, sl)]
+        df.insert(df.columns.get_loc("subject") + 1, "case", ids)
+    return df
 
 
 def read_result(folder: str | Path) -> ScoreResult:
