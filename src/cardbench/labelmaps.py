@@ -17,7 +17,7 @@ mnms          0 bg, 1 LV, 2 MY, 3 RV                       M&Ms challenge (Campe
 A custom map is a YAML file ``{name: NAME, labels: {background: 0, LV: 1, MY: 2, RV: 3}}``; any
 subset of LV/MY/RV may be given, further classes (``LA: 4``, declared with their long name under
 ``classes: {LA: left atrium}``) are scored like them, and
-``regions: {LV+MY: [LV, MY]}`` adds unions of classes scored as one structure (docs/extending-formats.md). Values outside the declared map are an error
+``regions: {LV+MY: [LV, MY]}`` adds unions of classes scored as one structure (docs/extending.md). Values outside the declared map are an error
 (:class:`LabelValueError`), never a silent zero.
 """
 

@@ -14,7 +14,7 @@ Everything that lists, names or reads mask files goes through this registry: ref
 submission listing (:func:`format_for`), case keys (:func:`parse_case_name`), reading
 (:func:`read_mask`) and the messages that list the accepted suffixes (:func:`suffix_list`). A new
 format is one module with a :class:`~cardbench.datasets.formats.base.MaskFormat` subclass and one
-:func:`register` call here (docs/extending-formats.md).
+:func:`register` call here (docs/extending.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """NRRD label volumes (``.nrrd``, attached header), read with pynrrd (the ``[nrrd]`` extra).
 
-The worked example of a new format (docs/extending-formats.md): one module and its tests.
+The worked example of a new format (docs/extending.md): one module and its tests.
 
 - Magic: the file starts with ``NRRD000`` (``NRRD0001`` .. ``NRRD0005``).
 - Geometry: ``space directions`` (one vector per axis, in the ``space`` of the header) and
