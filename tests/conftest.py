@@ -1,8 +1,7 @@
 """Shared test fixtures.
 
 Real data: a folder holding copies of the registry's public files in the registry layout
-(``REGISTRY.tsv`` at its top) is found through ``$CARDBENCH_SHARED_DATA``, then a ``shared/data`` folder next to the repository, then
-``/work/shared/data``. Tests that need it skip with a clear reason when it is absent.
+(``REGISTRY.tsv`` at its top) is found through ``$CARDBENCH_SHARED_DATA``, then a ``shared/data`` folder next to the repository. Tests that need it skip with a clear reason when it is absent.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def find_shared_data() -> Path | None:
     """The shared real-data folder, or None."""
-    cands = [os.environ.get("CARDBENCH_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
+    cands = [os.environ.get("CARDBENCH_SHARED_DATA"), REPO.parent / "shared" / "data"]
     for c in cands:
         if c and (Path(c) / "REGISTRY.tsv").exists():
             return Path(c)
