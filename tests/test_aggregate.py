@@ -37,13 +37,13 @@ def test_bootstrap_two_subjects_spans_both_values():
 def test_bootstrap_identical_values_has_zero_width_and_is_reproducible():
     assert bootstrap_ci(np.full(5, 0.8), 500, 3) == pytest.approx((0.8, 0.8))
     x = np.random.default_rng(0).random(12)
-    from cardbench.benchmark.aggregate import bootstrap_indices
+    from cardbench.benchmark.aggregate import clear_bootstrap_cache
 
     # reproducible across draws: the resample matrix is cached (lru_cache), so clear it between the two
     # calls; otherwise the second call would only read back the first call's matrix
-    bootstrap_indices.cache_clear()
+    clear_bootstrap_cache()
     first = bootstrap_ci(x, 1000, 7)
-    bootstrap_indices.cache_clear()
+    clear_bootstrap_cache()
     assert bootstrap_ci(x, 1000, 7) == first
     # and it is the percentile bootstrap as numpy computes it from the same seeded generator
     idx = np.random.default_rng(7).integers(0, x.size, size=(1000, x.size))

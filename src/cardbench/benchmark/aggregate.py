@@ -64,6 +64,11 @@ def _cached_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     return out
 
 
+def clear_bootstrap_cache() -> None:
+    """Forget the cached resample matrices (the next draw is made again from the seed)."""
+    _cached_indices.cache_clear()
+
+
 def bootstrap_blocks(n: int, n_boot: int, seed: int, block_values: int | None = None) -> Iterator[np.ndarray]:
     """The rows of the bootstrap resample matrix ``(n_boot, n)`` of subject indices, in blocks
     of consecutive rows ``(b, n)`` with ``b * n <= block_values`` (default :data:`BLOCK_VALUES`).
