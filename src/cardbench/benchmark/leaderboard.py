@@ -327,7 +327,7 @@ def read_per_case(folder: Path) -> pd.DataFrame:
 
 #: columns every per-case table has; metric columns (dice, iou, hd95, ...) must be numbers.
 PER_CASE_REQUIRED = ("level", "subject", "class", "status", "dice")
-_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file",
+_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file", "position",
                   "pred_file", "reason", "note"}
 
 
