@@ -229,7 +229,7 @@ def score_confusion_table(
     if known:
         ds["reference_observer"] = known[2]
         if phases is None and known[0].startswith("cmr-7t"):
-            from cardbench.benchmark.reproduce import esed_phases
+            from cardbench.reproductions.ankenbrand2021.seven_tesla import esed_phases
 
             phases = esed_phases()
     return score_counts(

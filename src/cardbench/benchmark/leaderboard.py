@@ -1148,7 +1148,7 @@ class PrefillSource:
 
 
 def _ankenbrand2021_entries() -> Iterator[tuple[ScoreResult, str, dict]]:
-    from cardbench.benchmark.reproduce import PUBLISHED, reproduce_ankenbrand2021
+    from cardbench.reproductions.ankenbrand2021.seven_tesla import PUBLISHED, reproduce_ankenbrand2021
 
     _, results = reproduce_ankenbrand2021()
     comps = {c.key: c for c in PUBLISHED}
@@ -1163,7 +1163,7 @@ def _ankenbrand2021_entries() -> Iterator[tuple[ScoreResult, str, dict]]:
 
 
 def _label_quality_entries() -> Iterator[tuple[ScoreResult, str, dict]]:
-    from cardbench.benchmark.reproduce import score_label_quality
+    from cardbench.reproductions.ankenbrand2021.seven_tesla import score_label_quality
 
     for proto in ("ankenbrand2021", "cardbench-v1"):
         res = score_label_quality(proto)
