@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import pandas as pd
 
@@ -32,13 +33,33 @@ from cardbench.datasets.naming import parse_case_name
 from cardbench.labelmaps import CLASSES
 
 _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
-#: reference methods of the seed's published tables -> (dataset name, version, observer), so a user's
-#: table scored with ``cardbench score`` lands in the same benchmark as the paper's entries.
-KNOWN_REFERENCES: dict[str, tuple[str, str, str]] = {
-    "scaled_masks": ("cmr-7t", "ankenbrand2021", "WS"),
-    "scaled_masks_TR": ("cmr-7t-tr", "ankenbrand2021", "TR"),  # second observer as reference: own benchmark
-    "own_masks": ("kaggle-dsb-manual-masks", "ankenbrand2021", "manual"),
-}
+
+
+class KnownReference(NamedTuple):
+    """What a table's reference method (method A) stands for: the dataset it belongs to, that
+    dataset's version, the observer, and (optionally) a lookup of each subject's ED/ES frames."""
+
+    dataset: str
+    version: str
+    observer: str
+    phases: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None
+
+
+#: reference methods of published tables -> :class:`KnownReference`, so a user's table scored with
+#: ``cardbench score`` lands in the same benchmark as the published entries. Empty here: a study's
+#: reproduction registers its references (:func:`register_reference`), e.g.
+#: :mod:`cardbench.reproductions.ankenbrand2021` the seed's observers.
+KNOWN_REFERENCES: dict[str, KnownReference] = {}
+
+
+def register_reference(method: str, dataset: str, version: str, observer: str,
+                       phases: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None) -> None:
+    """Declare that confusion tables whose method A is ``method`` are scored against ``dataset``
+    (version ``version``, reference observer ``observer``); ``phases()`` returns subject ->
+    (ED frame, ES frame) and is called only when such a table is scored without ``phases``."""
+    KNOWN_REFERENCES[method] = KnownReference(dataset, version, observer, phases)
+
+
 #: largest pixel count accepted in one cell: 2^31 - 1 pixels in one 2D image (46,341 x 46,341) is far
 #: beyond any MR image; larger values are corrupt and would overflow a sum of counts.
 MAX_COUNT = 2**31 - 1
@@ -224,14 +245,12 @@ def score_confusion_table(
     path = Path(path)
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
     known = KNOWN_REFERENCES.get(info["reference"])
-    ds = {"name": dataset or (known[0] if known else info["reference"]),
-          "version": known[1] if known and not dataset else "", "path": str(path)}
+    ds = {"name": dataset or (known.dataset if known else info["reference"]),
+          "version": known.version if known and not dataset else "", "path": str(path)}
     if known:
-        ds["reference_observer"] = known[2]
-        if phases is None and known[0].startswith("cmr-7t"):
-            from cardbench.reproductions.ankenbrand2021.seven_tesla import esed_phases
-
-            phases = esed_phases()
+        ds["reference_observer"] = known.observer
+        if phases is None and known.phases is not None:
+            phases = known.phases()
     return score_counts(
         counts, protocol, classes=classes or info["classes"], split=split, phases=phases,
         dataset=ds,

@@ -37,8 +37,10 @@ under ``ankenbrand2021``).
 
 Default location: ``$CARDBENCH_LEADERBOARD``, else ``platformdirs.user_data_dir("cardbench") /
 "leaderboard"``. :func:`open_leaderboard` pre-fills a leaderboard on first use with real published
-entries scored by cardbench itself (:data:`PREFILL_SOURCES`): the seven 7T comparisons of
-Ankenbrand et al. 2021 and the Kaggle label-quality check, under both protocols.
+entries scored by cardbench itself (:data:`PREFILL_SOURCES`), from the sources that the published
+studies register (:mod:`cardbench.reproductions`, imported by the ``cardbench`` command and the
+dashboard: the seven 7T comparisons of Ankenbrand et al. 2021 and the Kaggle label-quality check,
+under both protocols). This module knows no study.
 
 Adding an entry from Python (what ``cardbench score --leaderboard DIR --name NAME`` does)::
 
@@ -1147,41 +1149,11 @@ class PrefillSource:
     build: Callable[[], Iterable[tuple[ScoreResult, str, dict]]]
 
 
-def _ankenbrand2021_entries() -> Iterator[tuple[ScoreResult, str, dict]]:
-    from cardbench.reproductions.ankenbrand2021.seven_tesla import PUBLISHED, reproduce_ankenbrand2021
-
-    _, results = reproduce_ankenbrand2021()
-    comps = {c.key: c for c in PUBLISHED}
-    for (key, _proto), res in results.items():
-        c = comps[key]
-        yield res, key, {
-            "label": c.label, "team": "Ankenbrand et al. 2021", "method": res.summary["submission"].get("method"),
-            "url": "https://doi.org/10.1002/mrm.28822",
-            "published_values": {"dice_LV": c.published_lv, "dice_MY": c.published_my,
-                                  "protocol": "ankenbrand2021", "split": "test"},
-        }
-
-
-def _label_quality_entries() -> Iterator[tuple[ScoreResult, str, dict]]:
-    from cardbench.reproductions.ankenbrand2021.seven_tesla import score_label_quality
-
-    for proto in ("ankenbrand2021", "cardbench-v1"):
-        res = score_label_quality(proto)
-        yield res, "ukbb_cardiac-labels", {
-            "label": "public Kaggle labels (ukbb_cardiac) vs 816 manual masks", "team": "Ankenbrand et al. 2021",
-            "method": "ukbb_cardiac", "url": "https://doi.org/10.1002/mrm.28822"}
-
-
-#: Published entries pre-filled on first use (key -> source). Other parts may register more with
-#: :func:`register_prefill_source`.
-PREFILL_SOURCES: dict[str, PrefillSource] = {
-    "ankenbrand2021-7t": PrefillSource(
-        "ankenbrand2021-7t", "Ankenbrand et al. 2021: the seven 7T test-set comparisons, scored from the published "
-        "per-image confusion tables under both protocols", _ankenbrand2021_entries),
-    "ankenbrand2021-kaggle-labels": PrefillSource(
-        "ankenbrand2021-kaggle-labels", "public Kaggle labels (ukbb_cardiac) against the seed's 816 manual masks, "
-        "both protocols", _label_quality_entries),
-}
+#: Published entries pre-filled on first use (key -> source), in registration order. Empty here:
+#: a study's reproduction registers its sources with :func:`register_prefill_source` (importing
+#: :mod:`cardbench.reproductions` registers the seed paper's; the ``cardbench`` command and the
+#: dashboard do so).
+PREFILL_SOURCES: dict[str, PrefillSource] = {}
 
 
 def register_prefill_source(key: str, description: str,
