@@ -18,7 +18,10 @@ import pandas as pd
 import yaml
 
 from cardbench.benchmark.protocols import benchmark_suffix
-from cardbench.benchmark.results import ScoreResult, to_json
+from cardbench.benchmark import results as _results
+from cardbench.benchmark.results import (  # noqa: F401  (PER_CASE_REQUIRED re-exported)
+    PER_CASE_REQUIRED, ResultFolderError, ScoreResult, to_json,
+)
 
 ENV_VAR = "CARDBENCH_LEADERBOARD"
 MARKER = ".cardbench-leaderboard.json"
@@ -215,80 +218,30 @@ class Entry:
 
 
 def read_per_case(folder: Path) -> pd.DataFrame:
-    """Read ``per_case.parquet`` or ``per_case.csv`` from an entry folder.
+    """Read an entry's per-case table (:func:`cardbench.benchmark.results.read_per_case`).
 
     Raises:
-        FileNotFoundError: neither file exists (names the folder).
-        LeaderboardError: the table is Parquet and pyarrow is not installed.
+        FileNotFoundError: neither per_case.parquet nor per_case.csv exists (names the folder).
+        LeaderboardError: the table is corrupt, or Parquet without pyarrow (names the file and the fix).
     """
-    folder = Path(folder)
-    pq = folder / "per_case.parquet"
-    csv = folder / "per_case.csv"
-    if pq.exists():
-        try:
-            df = pd.read_parquet(pq)
-        except ImportError as e:
-            raise LeaderboardError(f"{pq}: reading Parquet needs pyarrow ({e}); pip install pyarrow "
-                                   "(it comes with cardbench[dashboard])") from None
-    elif csv.exists():
-        try:
-            df = pd.read_csv(csv, dtype={"subject": str, "phase": str, "split": str, "status": str, "class": str})
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
-            raise LeaderboardError(f"{csv}: not a readable table ({str(e).splitlines()[0]}); the entry is "
-                                   "corrupt: remove it and add it again") from None
-    else:
-        df = None
-    if df is not None:
-        _check_per_case(df, pq if pq.exists() else csv)
-        for c in ("phase", "split"):  # empty = unknown; never NaN, so tables and group-bys show it
-            if c in df.columns:
-                df[c] = df[c].fillna("").astype(str)
-        return df
-    raise FileNotFoundError(f"{folder}: no per_case.csv or per_case.parquet; the entry is incomplete, "
-                            "remove it and add it again")
-
-
-#: columns every per-case table has; metric columns (dice, iou, hd95, ...) must be numbers.
-PER_CASE_REQUIRED = ("level", "subject", "class", "status", "dice")
-_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file", "position",
-                  "pred_file", "reason", "note"}
-
-
-def _check_per_case(df: pd.DataFrame, path: Path) -> None:
-    """Raise LeaderboardError (naming ``path``) unless ``df`` has the required columns, at least one row,
-    and numbers (or blanks) in every metric and count column."""
-    miss = [c for c in PER_CASE_REQUIRED if c not in df.columns]
-    if miss:
-        raise LeaderboardError(f"{path}: missing columns {miss}; the entry is corrupt: remove it and add it again")
-    if df.empty:
-        raise LeaderboardError(f"{path}: no rows; the entry is corrupt: remove it and add it again")
-    for c in df.columns:
-        if c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
-            continue
-        num = pd.to_numeric(df[c], errors="coerce")
-        bad = df.index[num.isna() & df[c].notna()]
-        if len(bad):
-            i = bad[0]
-            raise LeaderboardError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
-                                   "numbers belong; the entry is corrupt: remove it and add it again")
-
-
-_STANDARD_FILES = {"summary.json", "per_case.csv", "per_case.parquet", "per_subject.csv", "aggregates.csv",
-                   "submission.yaml"}
+    try:
+        return _results.read_per_case(folder)
+    except ResultFolderError as e:
+        raise LeaderboardError(str(e)) from None
 
 
 def read_entry(folder: Path) -> ScoreResult:
-    """Read an entry folder into a :class:`ScoreResult` (extra ``*.csv`` tables included)."""
-    folder = Path(folder)
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    per_case = read_per_case(folder)
-    ps = folder / "per_subject.csv"
-    per_subject = pd.read_csv(ps, dtype={"subject": str}) if ps.exists() else pd.DataFrame()
-    ag = folder / "aggregates.csv"
-    aggregates = pd.read_csv(ag) if ag.exists() else pd.DataFrame(summary.get("results", []))
-    extra = {p.stem: pd.read_csv(p, dtype={"subject": str}) for p in sorted(folder.glob("*.csv"))
-             if p.name not in _STANDARD_FILES}
-    return ScoreResult(summary, per_case, per_subject, aggregates, extra_tables=extra)
+    """Read an entry folder into a :class:`ScoreResult` (:func:`cardbench.benchmark.results.read_result`:
+    extra ``*.csv`` tables included).
+
+    Raises:
+        FileNotFoundError: summary.json or the per-case table is missing.
+        LeaderboardError: the per-case table is corrupt.
+    """
+    try:
+        return _results.read_result(folder)
+    except ResultFolderError as e:
+        raise LeaderboardError(str(e)) from None
 
 
 def _submission_meta(result: ScoreResult, name: str, meta: dict | None, source: str) -> dict:
@@ -370,23 +323,12 @@ def _read_yaml(path: Path) -> dict:
 
 def _write_entry(folder: Path, result: ScoreResult, meta: dict, per_case_format: str) -> None:
     """Fill a (temporary) entry folder. Called inside :func:`atomic_dir`; any exception discards it."""
-    (folder / "summary.json").write_text(to_json(result.summary) + "\n", encoding="utf-8")
-    if per_case_format == "parquet":
-        try:
-            result.per_case.to_parquet(folder / "per_case.parquet", index=False)
-        except ImportError as e:
-            raise LeaderboardError(f"writing Parquet needs pyarrow ({e}); pip install pyarrow or use "
-                                   "per_case_format='csv'") from None
-    else:
-        # 10 significant digits: per-case values read back agree with the aggregates to ~1e-10
-        result.per_case.to_csv(folder / "per_case.csv", index=False, float_format="%.10g")
-    if result.per_subject is not None and len(result.per_subject.columns):
-        result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.10g")
-    _aggregates_of(result).to_csv(folder / "aggregates.csv", index=False, float_format="%.10g")
-    for tname, df in (result.extra_tables or {}).items():
-        if f"{tname}.csv" in _STANDARD_FILES:
-            continue
-        df.to_csv(folder / f"{safe_name(tname)}.csv", index=False, float_format="%.10g")
+    try:
+        _results.write_tables(folder, result, per_case_format=per_case_format, aggregates=_aggregates_of(result),
+                              skip_empty_per_subject=True, extra_name=safe_name)
+    except ImportError as e:
+        raise LeaderboardError(f"writing Parquet needs pyarrow ({e}); pip install pyarrow or use "
+                               "per_case_format='csv'") from None
     (folder / "submission.yaml").write_text(yaml.safe_dump(_plain(meta), sort_keys=False, allow_unicode=True),
                                             encoding="utf-8")
 
