@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -315,7 +316,7 @@ def test_sunnybrook_case_overlays(sunnybrook, monkeypatch):
 
     ref, pred, root, bench = sunnybrook
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
-    monkeypatch.setenv(ALLOW_ENV, str(ref.parent))  # `cardbench dashboard --allow-root` the scoring folder
+    monkeypatch.setenv(ALLOW_ENV, os.pathsep.join([str(ref), str(pred)]))  # `cardbench dashboard --allow-root` both
     at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
     assert not [i.value for i in at.info if "not" in str(i.value)]
     frames = at.select_slider(key="case_frame").options
@@ -356,7 +357,7 @@ def test_case_images_found_when_the_reference_moved(sunnybrook, tmp_path, monkey
                                    if not line.startswith("reference_path")) + "\n")
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(copy))
     monkeypatch.setenv("CARDBENCH_DATA", str(tmp_path / "data-cache"))
-    monkeypatch.setenv(ALLOW_ENV, str(pred.parent))  # the predictions: `cardbench dashboard --allow-root`
+    monkeypatch.setenv(ALLOW_ENV, os.pathsep.join([str(ref), str(pred)]))  # `cardbench dashboard --allow-root`
     at = run_page("case", benchmark=bench, entry="lv-eroded", subject="SCD0000101")
     assert [s["layout"]["title"]["text"] for s in plotly_specs(at)] == ["reference", "prediction (dashed)"]
     s["dataset"]["name"] = "not-a-dataset"

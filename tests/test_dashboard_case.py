@@ -5,6 +5,7 @@ ED, Bland-Altman labels inside the plot, the root URL opening the Leaderboard pa
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -60,6 +61,7 @@ def specs(at):
 def test_case_page_honours_frame_and_slice_in_the_url_and_marks_errors(board, monkeypatch):
     ref, pred, root, bench = board
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(root))
+    monkeypatch.setenv("CARDBENCH_DASHBOARD_ALLOW", os.pathsep.join([str(ref), str(pred)]))  # --allow-root
     subj = pd.read_csv(ref / "subjects.csv", dtype={"subject": str}).set_index("subject")
     ed = int(subj.loc["SCD0000101", "ed_frame"])
     es = int(subj.loc["SCD0000101", "es_frame"])

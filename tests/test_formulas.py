@@ -32,7 +32,11 @@ def test_every_part_uses_the_same_definitions():
     # benchmark and datasets re-export, never redefine
     assert clinical.ejection_fraction is formulas.ejection_fraction
     assert clinical.voxel_volume_ml is formulas.voxel_volume_ml
-    assert clinical.MYOCARDIAL_DENSITY_G_PER_ML == phases.MYOCARDIUM_DENSITY == 1.05
+    # the density is one object re-exported (a redefinition with the same value would be another
+    # object and fail here), and its value is the literature's 1.05 g/mL
+    assert clinical.MYOCARDIAL_DENSITY_G_PER_ML is formulas.MYOCARDIAL_DENSITY_G_PER_ML
+    assert phases.MYOCARDIUM_DENSITY is formulas.MYOCARDIAL_DENSITY_G_PER_ML
+    assert formulas.MYOCARDIAL_DENSITY_G_PER_ML == 1.05
     # the converters' strict EF agrees with the formula where both are defined: (120 - 48) / 120 = 60 %
     assert phases.ejection_fraction(120.0, 48.0) == pytest.approx(60.0)
     assert float(formulas.ejection_fraction(120.0, 48.0)) == pytest.approx(60.0)

@@ -192,8 +192,8 @@ def _unreadable_folder_build(tmp):
 def _unreadable_folder(tmp, monkeypatch):
     real = os.scandir
 
-    def fake(p="."):
-        if Path(os.fsdecode(p)).name == "sub":
+    def fake(p="."):  # os.scandir also takes a file descriptor (tempfile's cleanup passes one)
+        if isinstance(p, (str, bytes, os.PathLike)) and Path(os.fsdecode(p)).name == "sub":
             raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(p))
         return real(p)
     monkeypatch.setattr(os, "scandir", fake)

@@ -45,3 +45,27 @@ def test_ambiguous_benchmark_prefix_is_named(prefilled_dir, tmp_path):
     assert "ambiguous" in msg and "cmr-7t__test__ankenbrand2021" in msg and "cmr-7t__test__cardbench-v1" in msg
     res = runner.invoke(app, ["leaderboard", "show", str(lb), "-b", "nothing-like-it"])
     assert res.exit_code == 2 and "no benchmark 'nothing-like-it'" in res.stderr
+
+
+def test_per_case_csv_has_a_case_id_and_whole_slice_numbers(tmp_path, sunnybrook_prepared):
+    """per_case.csv names each row's case as the reference's files do and writes slice numbers as
+    integers (``3``, not ``3.0``); the ids are built here from the subject, frame and slice columns."""
+    import csv
+
+    from cardbench.benchmark import score
+
+    res = score(sunnybrook_prepared / "labels", sunnybrook_prepared, progress=False)
+    res.write(tmp_path / "out")
+    with open(tmp_path / "out" / "per_case.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0])[:3] == ["level", "subject", "case"]
+    for r in rows:
+        assert "." not in r["slice"] and "." not in r["frame"]
+        want = f"{r['subject']}_frame{int(r['frame']):02d}"
+        if r["level"] == "image":
+            want += f"_slice{int(r['slice']):03d}"
+        else:
+            assert r["slice"] == ""
+        assert r["case"] == want
+    # the in-memory table is unchanged: same rows, no case column
+    assert len(rows) == len(res.per_case) and "case" not in res.per_case.columns

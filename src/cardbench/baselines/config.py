@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -238,15 +239,25 @@ def shipped_configs() -> dict[str, str]:
 def read_config_text(name_or_path: str | Path) -> tuple[str, str]:
     """YAML text of a shipped config (by name) or a file; returns (text, where).
 
+    A shipped config name (``demo``, ``finetune``, ...) wins over a file of that name in the current
+    folder: the argument is read as a file first only when it looks like a path, i.e. it contains a
+    path separator (``./demo``, ``configs/demo``) or ends in ``.yaml``, ``.yml`` or ``.json``. Any
+    other existing file is read when no shipped config has that name.
+
     Raises:
         ConfigError: neither a shipped name nor an existing file.
     """
+    s = str(name_or_path)
     p = Path(name_or_path)
+    looks_like_path = ("/" in s or os.sep in s or (os.altsep is not None and os.altsep in s)
+                       or p.suffix.lower() in (".yaml", ".yml", ".json"))
+    if looks_like_path and p.is_file():
+        return p.read_text(encoding="utf-8"), str(p)
+    res = resources.files("cardbench.baselines") / "configs" / f"{s}.yaml"
+    if not looks_like_path and res.is_file():
+        return res.read_text(encoding="utf-8"), f"shipped:{s}"
     if p.is_file():
         return p.read_text(encoding="utf-8"), str(p)
-    res = resources.files("cardbench.baselines") / "configs" / f"{name_or_path}.yaml"
-    if res.is_file():
-        return res.read_text(encoding="utf-8"), f"shipped:{name_or_path}"
     raise ConfigError(f"{name_or_path}: no such config file and not a shipped config "
                       f"(shipped: {', '.join(shipped_configs())})")
 

@@ -184,5 +184,5 @@ def print_leaderboard(lb_dir: Path, new: tuple[str, str] | None, con: Console) -
     con.print(t)
     con.print("[dim]The published entries are 7T volunteers (Ankenbrand et al. 2021, test set); the demo entry is "
               "2 Sunnybrook patients at 1.5T scored with the same protocol: same metric, different data.[/dim]")
-    con.print(f"[dim]Full leaderboard: cardbench leaderboard show {lb_dir}   |   dashboard: cardbench dashboard "
+    con.print(f"[dim]Full leaderboard: cardbench leaderboard show -L {lb_dir}   |   dashboard: cardbench dashboard "
               f"--leaderboard {lb_dir}[/dim]", highlight=False)

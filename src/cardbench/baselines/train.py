@@ -57,6 +57,8 @@ class TrainResult:
         schedule: the stages run.
         n_train, n_valid: number of 2D training / validation images.
         seconds: wall time of this call.
+        step_losses: training loss of every optimizer step of this call (the global batch's, the
+            mean over processes under DDP).
     """
 
     out: Path
@@ -66,6 +68,7 @@ class TrainResult:
     n_train: int
     n_valid: int
     seconds: float
+    step_losses: list = None
 
 
 def resolve_device(spec: str):
@@ -291,7 +294,8 @@ def _make_optimizer(model, cfg: TrainConfig, stage: Stage, steps_total: int):
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console=None,
-          data: dict | None = None, overwrite: bool = False, stop_after: int | None = None) -> TrainResult:
+          data: dict | None = None, overwrite: bool = False, stop_after: int | None = None,
+          channels_last: bool = False) -> TrainResult:
     """Train (or resume) a run described by ``cfg``.
 
     Args:
@@ -303,6 +307,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
         overwrite: start afresh in an output folder that holds a finished run.
         stop_after: stop once this many epochs (in total) are done, leaving a resumable run (as an
             interruption would).
+        channels_last: keep the network and its input in ``torch.channels_last`` memory format
+            (faster convolutions on recent GPUs; same values).
+
+    Under torchrun (``WORLD_SIZE`` > 1) this is one process of a DDP run, see
+    :mod:`cardbench.baselines.distributed`: ``cfg.batch_size`` is the global batch (each process
+    trains on ``batch_size / N`` of it), only rank 0 writes the output folder and shows progress.
 
     Returns:
         :class:`TrainResult`.
@@ -310,14 +320,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
     Raises:
         TrainError, ConfigError, DatasetError, SubsetError, WeightsUnavailable, WeightsError.
     """
-    import torch
-
-    from cardbench.baselines._progress import progress_bar
-    from cardbench.baselines.augment import augment_batch
-    from cardbench.baselines.data import batches_for_epoch, n_steps, network_input
-    from cardbench.baselines.losses import compute_loss
-    from cardbench.baselines.model import build_model, save_checkpoint, set_encoder_frozen
-
     t0 = time.time()
     out = Path(cfg.out or Path("runs") / cfg.name)
     cfg.out = str(out)
@@ -326,7 +328,33 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
 
         console = Console(stderr=True)
     _set_threads(cfg)
+    from cardbench.baselines import distributed as ddp
+
+    dist_info = ddp.setup(cfg.device)
+    try:
+        return _train(cfg, resume, progress and dist_info.main, console, data, overwrite, stop_after,
+                      channels_last, dist_info, out, t0)
+    finally:
+        ddp.teardown(dist_info)
+
+
+def _train(cfg, resume, progress, console, data, overwrite, stop_after, channels_last, dist_info, out, t0):
+    import torch
+
+    from cardbench.baselines import distributed as ddp
+    from cardbench.baselines._progress import progress_bar
+    from cardbench.baselines.augment import augment_batch
+    from cardbench.baselines.data import batches_for_epoch, n_steps, network_input
+    from cardbench.baselines.losses import compute_loss
+    from cardbench.baselines.model import build_model, save_checkpoint, set_encoder_frozen
+
+    main = dist_info.main
+    if dist_info.active and cfg.batch_size % dist_info.world_size:
+        raise TrainError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by {dist_info.world_size} "
+                         "processes; choose a batch size that is a multiple of --nproc")
     device = resolve_device(cfg.device)
+    if dist_info.active and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     amp = _amp_settings(cfg, device)
@@ -345,7 +373,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
         data = prepare_data(cfg, progress)
     from rich.markup import escape
 
-    for note in data["notes"]:
+    for note in data["notes"] if main else []:
         console.print(f"note: {escape(note)}", highlight=False)
     schedule = compute_schedule(cfg, data["n_train"], data["n_all"])
     try:
@@ -356,11 +384,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     model.to(device)
-    if not resume and overwrite:
-        for f in ("train_state.json", "train_state.safetensors", "train_log.csv", "model.safetensors"):
-            (out / f).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", cfg.to_json() + "\n")
+    model = ddp.convert_batchnorm(model, dist_info, device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ddp.barrier(dist_info)  # every process has checked the folder before rank 0 changes it
+    if main:
+        if not resume and overwrite:
+            for f in ("train_state.json", "train_state.safetensors", "train_log.csv", "model.safetensors"):
+                (out / f).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", cfg.to_json() + "\n")
+    ddp.barrier(dist_info)
     log_rows: list[dict] = []
     done_epochs = 0
     if state is not None:
@@ -378,6 +412,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
     total_epochs = sum(s.epochs for s in schedule)
     scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
     global_epoch = 0
+    step_losses: list[float] = []
     with progress_bar(progress, console) as bar:
         # log_every=0: one line per epoch where stderr is not a terminal (loss, validation Dice, times)
         ep_task = bar.add_task(f"training {cfg.name}: epoch", total=total_epochs, completed=done_epochs,
@@ -387,6 +422,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
                 global_epoch += stage.epochs
                 continue
             set_encoder_frozen(model, stage.frozen, cfg.train_bn)
+            net = model
+            if dist_info.active:  # re-wrapped per stage: the trainable parameters change
+                from torch.nn.parallel import DistributedDataParallel
+
+                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             opt, sched = _make_optimizer(model, cfg, stage, stage.epochs * steps)
             start_in_stage = max(0, done_epochs - global_epoch)
             if start_in_stage:
@@ -408,9 +448,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
                                          log_every=None)
                 for x, y, a in loader.batches(batches):
                     x, y = augment_batch(x.float(), y, cfg.augment, gen)
+                    if dist_info.active:  # this process's slice of the global batch (same draws everywhere)
+                        sl = ddp.shard(x, dist_info)
+                        x, y, a = x[sl], y[sl], a[sl]
                     x, y, a = x.to(device, non_blocking=True), y.to(device, non_blocking=True), a.to(device)
+                    xin = network_input(x)
+                    if channels_last:
+                        xin = xin.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device_type=device.type, dtype=amp[1], enabled=amp[0]):
-                        logits = model(network_input(x))
+                        logits = net(xin)
                     loss = compute_loss(cfg.loss, logits.float(), y, a, cfg.focal_gamma)
                     opt.zero_grad(set_to_none=True)
                     if scaler is not None:
@@ -421,27 +467,33 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
                         loss.backward()
                         opt.step()
                     sched.step()
-                    lv = float(loss.detach())
+                    lv = float(ddp.mean_over_processes(loss.detach(), dist_info))
                     if not math.isfinite(lv):
                         raise TrainError(f"epoch {ge + 1}: the training loss became {lv}; lower the learning rate "
                                          f"(stage {stage.name}, lr {stage.lr:g}) or check the images")
                     losses.append(lv)
+                    step_losses.append(lv)
                     bar.advance(step_task)
                     bar.update(step_task, info=f"loss {lv:.4f}")
                 bar.remove_task(step_task)
-                metrics = evaluate(model, valid_data, cfg, device, amp)
+                if main:
+                    metrics = evaluate(model, valid_data, cfg, device, amp)
+                else:
+                    metrics = {k: float("nan") for k in ("valid_loss", "acc_seg", "diceComb", "diceLV", "diceMY")}
                 sec = time.time() - te
                 row = {"epoch": ge, "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
                        "time": _fmt_time(sec), "model": cfg.name, "stage": stage.name, "lr": stage.lr,
                        "seconds": round(sec, 3)}
                 log_rows.append(row)
-                _write_log(out, log_rows)
-                save_checkpoint(out / "model.safetensors", model, cfg, {"epochs_done": ge + 1})
                 complete = ge + 1 == total_epochs
-                _save_train_state(out, cfg, opt, {"epochs_done": ge + 1, "total_epochs": total_epochs,
-                                                  "schedule": [s.__dict__ for s in schedule],
-                                                  "n_train": n_train, "n_all": data["n_all"],
-                                                  "complete": complete})
+                if main:  # rank 0 writes; the others wait, so a resume sees a consistent folder
+                    _write_log(out, log_rows)
+                    save_checkpoint(out / "model.safetensors", model, cfg, {"epochs_done": ge + 1})
+                    _save_train_state(out, cfg, opt, {"epochs_done": ge + 1, "total_epochs": total_epochs,
+                                                      "schedule": [s.__dict__ for s in schedule],
+                                                      "n_train": n_train, "n_all": data["n_all"],
+                                                      "complete": complete})
+                ddp.barrier(dist_info)
                 info = f"loss {row['train_loss']:.4f}"
                 if not math.isnan(row["valid_loss"]):
                     info += (f" | valid loss {row['valid_loss']:.4f}, Dice LV {row['diceLV']:.3f} "
@@ -451,7 +503,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, console
             if stop_after is not None and global_epoch >= stop_after:
                 break
     return TrainResult(out, out / "model.safetensors", pd.DataFrame(log_rows, columns=LOG_COLUMNS), schedule,
-                       n_train, data["n_valid"], time.time() - t0)
+                       n_train, data["n_valid"], time.time() - t0, step_losses)
 
 
 def _write_log(out: Path, rows: list[dict]) -> None:
@@ -460,3 +512,42 @@ def _write_log(out: Path, rows: list[dict]) -> None:
 
 
 __all__ = ["ConfigError", "LOG_COLUMNS", "TrainError", "TrainResult", "evaluate", "prepare_data", "train"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cardbench.baselines.train`` / ``torchrun --nproc-per-node N -m cardbench.baselines.train``.
+
+    Options: ``--config NAME|FILE`` (default finetune), ``--set KEY=VALUE`` (repeatable, as
+    ``cardbench baseline train --set``), ``--resume``, ``--overwrite``, ``--channels-last``,
+    ``--stop-after EPOCHS``, ``--step-losses FILE`` (rank 0 writes the loss of every step as JSON).
+    Exit code 2 on a bad configuration or input, with one line naming the problem.
+    """
+    import argparse
+    import sys
+
+    from cardbench.baselines.config import load_config, parse_override
+
+    ap = argparse.ArgumentParser(prog="cardbench.baselines.train", description="Train a cardbench baseline "
+                                 "(one process, or one of N under torchrun: DDP).")
+    ap.add_argument("--config", default="finetune")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--stop-after", type=int, default=None)
+    ap.add_argument("--step-losses", type=Path, default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, dict(parse_override(t) for t in args.sets))
+        res = train(cfg, resume=args.resume, progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                    stop_after=args.stop_after, channels_last=args.channels_last)
+    except (TrainError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.step_losses is not None and int(os.environ.get("RANK", "0") or 0) == 0:
+        atomic_write_text(args.step_losses, json.dumps(res.step_losses) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,7 @@ reductions (``monai.metrics.utils.do_metric_reduction``) which also return the c
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,17 +35,72 @@ AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_hig
                "n_subjects", "n_values", "n_excluded"]
 
 
-@lru_cache(maxsize=64)
+#: a block of resamples holds at most this many values (8 bytes each as float64: 4 MB; the
+#: agreement statistics hold about six such arrays at once), so no dense ``n_boot x subjects``
+#: float matrix is built for large cohorts. The block size never changes a result.
+BLOCK_VALUES = 1 << 19
+#: index matrices of at most this many bytes (in the smallest integer type that holds the
+#: subject index) are drawn once and cached; larger ones are drawn block by block on every call.
+CACHE_BYTES = 64 << 20
+
+
+def _index_dtype(n: int):
+    return np.uint16 if n <= 1 << 16 else (np.uint32 if n <= 1 << 32 else np.int64)
+
+
+def _rows_per_block(n: int, block_values: int | None = None) -> int:
+    return max(1, int(block_values or BLOCK_VALUES) // max(n, 1))
+
+
+@lru_cache(maxsize=16)
+def _cached_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, n), dtype=_index_dtype(n))
+    step = _rows_per_block(n)
+    for a in range(0, n_boot, step):
+        b = min(n_boot, a + step)
+        out[a:b] = rng.integers(0, n, size=(b - a, n))
+    out.setflags(write=False)
+    return out
+
+
+def bootstrap_blocks(n: int, n_boot: int, seed: int, block_values: int | None = None) -> Iterator[np.ndarray]:
+    """The rows of the bootstrap resample matrix ``(n_boot, n)`` of subject indices, in blocks
+    of consecutive rows ``(b, n)`` with ``b * n <= block_values`` (default :data:`BLOCK_VALUES`).
+
+    The rows are exactly those of ``numpy.random.default_rng(seed).integers(0, n, size=(n_boot, n))``
+    (numpy's generator gives the same stream whether the matrix is drawn at once or row block by
+    row block), so any statistic computed row by row is identical to the dense computation, for
+    every ``n`` and block size. Matrices up to :data:`CACHE_BYTES` are drawn once and cached, so
+    every metric and class of one run is resampled identically (paired) at no extra cost; larger
+    ones are drawn again on every call (same rows, bounded memory).
+    """
+    step = _rows_per_block(n, block_values)
+    if n_boot * n * np.dtype(_index_dtype(n)).itemsize <= CACHE_BYTES:
+        full = _cached_indices(n, n_boot, seed)
+        for a in range(0, n_boot, step):
+            yield full[a:a + step]
+        return
+    rng = np.random.default_rng(seed)
+    for a in range(0, n_boot, step):
+        yield rng.integers(0, n, size=(min(n_boot, a + step) - a, n))
+
+
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap resample matrix ``(n_boot, n)`` of subject indices; cached, so every metric and
-    class of one run is resampled identically (paired) and the matrix is drawn once."""
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    """Bootstrap resample matrix ``(n_boot, n)`` of subject indices (int64, read-only): the rows
+    of :func:`bootstrap_blocks` as one dense matrix. Prefer :func:`bootstrap_blocks` for large
+    ``n``; cardbench itself only uses the blocks."""
+    idx = np.concatenate([b.astype(np.int64) for b in bootstrap_blocks(n, n_boot, seed)]) if n_boot > 0 \
+        else np.empty((0, n), dtype=np.int64)
     idx.setflags(write=False)
     return idx
 
 
 def bootstrap_ci(subject_means: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``subject_means`` (one value per subject).
+
+    The resamples are the rows of :func:`bootstrap_blocks`, averaged block by block (memory
+    bounded by :data:`BLOCK_VALUES`, not by ``n_boot x subjects``).
 
     Args:
         subject_means: 1D array of per-subject values, no NaN.
@@ -58,7 +114,7 @@ def bootstrap_ci(subject_means: np.ndarray, n_boot: int, seed: int, alpha: float
     x = np.asarray(subject_means, dtype=np.float64)
     if n_boot <= 0 or x.size < 2:
         return (np.nan, np.nan)
-    means = x[bootstrap_indices(x.size, n_boot, seed)].mean(axis=1)
+    means = np.concatenate([x[blk].mean(axis=1) for blk in bootstrap_blocks(x.size, n_boot, seed)])
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
 

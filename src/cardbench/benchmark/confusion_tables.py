@@ -36,11 +36,12 @@ _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
 
 
 class KnownReference(NamedTuple):
-    """What a table's reference method (method A) stands for: the dataset it belongs to, that
-    dataset's version, the observer, and (optionally) a lookup of each subject's ED/ES frames."""
+    """What a table's reference method (method A) stands for: the dataset it belongs to, the dataset
+    card whose version that dataset carries (:func:`reference_version`), the observer, and (optionally)
+    a lookup of each subject's ED/ES frames."""
 
     dataset: str
-    version: str
+    card: str
     observer: str
     phases: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None
 
@@ -52,12 +53,24 @@ class KnownReference(NamedTuple):
 KNOWN_REFERENCES: dict[str, KnownReference] = {}
 
 
-def register_reference(method: str, dataset: str, version: str, observer: str,
+def register_reference(method: str, dataset: str, card: str, observer: str,
                        phases: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None) -> None:
-    """Declare that confusion tables whose method A is ``method`` are scored against ``dataset``
-    (version ``version``, reference observer ``observer``); ``phases()`` returns subject ->
+    """Declare that confusion tables whose method A is ``method`` are scored against ``dataset`` (the
+    version of dataset card ``card``, reference observer ``observer``); ``phases()`` returns subject ->
     (ED frame, ES frame) and is called only when such a table is scored without ``phases``."""
-    KNOWN_REFERENCES[method] = KnownReference(dataset, version, observer, phases)
+    KNOWN_REFERENCES[method] = KnownReference(dataset, card, observer, phases)
+
+
+def reference_version(reference: str) -> str:
+    """Dataset version of a known reference method (a key of :data:`KNOWN_REFERENCES`): the version of
+    the dataset card it belongs to (``cmr-7t`` 1.0.0), the one ``cardbench data list`` shows; ``""``
+    for a reference cardbench does not know."""
+    known = KNOWN_REFERENCES.get(reference)
+    if not known:
+        return ""
+    from cardbench.datasets.cards import load_card
+
+    return load_card(known.card).version
 
 
 #: largest pixel count accepted in one cell: 2^31 - 1 pixels in one 2D image (46,341 x 46,341) is far
@@ -246,7 +259,7 @@ def score_confusion_table(
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
     known = KNOWN_REFERENCES.get(info["reference"])
     ds = {"name": dataset or (known.dataset if known else info["reference"]),
-          "version": known.version if known and not dataset else "", "path": str(path)}
+          "version": reference_version(info["reference"]) if known and not dataset else "", "path": str(path)}
     if known:
         ds["reference_observer"] = known.observer
         if phases is None and known.phases is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -112,7 +113,7 @@ class ScoreResult:
 
 def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: str = "csv",
                  aggregates: pd.DataFrame | None = None, skip_empty_per_subject: bool = False,
-                 extra_name: Callable[[str], str] = str) -> None:
+                 extra_name: Callable[[str], str] = str, case_ids: bool = True) -> None:
     """Write the files of a result folder into ``folder`` (an existing, normally temporary folder: the
     callers make the write atomic): the one writer of result folders and leaderboard entries.
 
@@ -125,6 +126,8 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
         skip_empty_per_subject: write no per_subject.csv when the table has no columns.
         extra_name: file stem of each extra table (e.g. a sanitiser); a table named like a standard file
             is not written.
+        case_ids: write the CSV per-case table as :func:`per_case_export` spells it (a ``case`` id
+            column, whole-number frame/slice); leaderboard entries store the table as scored.
 
     Raises:
         ImportError: ``parquet`` without pyarrow.
@@ -134,7 +137,8 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
     if per_case_format == "parquet":
         result.per_case.to_parquet(folder / "per_case.parquet", index=False)
     else:
-        result.per_case.to_csv(folder / "per_case.csv", index=False, float_format="%.10g")
+        (per_case_export(result.per_case) if case_ids else result.per_case).to_csv(
+            folder / "per_case.csv", index=False, float_format="%.10g")
     if not skip_empty_per_subject or (result.per_subject is not None and len(result.per_subject.columns)):
         result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.10g")
     (result.aggregates if aggregates is None else aggregates).to_csv(folder / "aggregates.csv", index=False,
@@ -144,6 +148,35 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
             continue
         df.to_csv(folder / f"{extra_name(name)}.csv", index=False, float_format="%.10g")
 
+
+def case_id(subject, frame=None, slice_=None) -> str:
+    """The case id of a per-case row, in the reference's file naming: ``<subject>_frame<FF>`` for a
+    volume, ``<subject>_frame<FF>_slice<SSS>`` for one 2D image (``<subject>`` alone when the reference
+    has no frame numbers)."""
+    out = str(subject)
+    if frame is not None and not pd.isna(frame):
+        out += f"_frame{int(frame):02d}"
+    if slice_ is not None and not pd.isna(slice_):
+        out += f"_slice{int(slice_):03d}"
+    return out
+
+
+def per_case_export(per_case: pd.DataFrame) -> pd.DataFrame:
+    """The per-case table as written to ``per_case.csv``: a ``case`` id column after ``subject``
+    (:func:`case_id`) and ``frame`` / ``slice`` as whole numbers (blank where a volume has no slice),
+    never ``3.0``. The values are those of ``per_case``; only their spelling changes."""
+    df = per_case.copy()
+    for c in ("frame", "slice"):
+        if c in df.columns and df[c].dtype.kind == "f":
+            v = df[c]
+            if bool(((v.dropna() % 1) == 0).all()):
+                df[c] = v.astype("Int64")
+    if "subject" in df.columns and "case" not in df.columns:
+        fr = df["frame"] if "frame" in df.columns else pd.Series([None] * len(df), index=df.index)
+        sl = df["slice"] if "slice" in df.columns else pd.Series([None] * len(df), index=df.index)
+        ids = [case_id(s, f, x) for s, f, x in zip(df["subject"], fr, sl)]
+        df.insert(df.columns.get_loc("subject") + 1, "case", ids)
+    return df
 
 
 def read_per_case(folder: str | Path) -> pd.DataFrame:
@@ -184,20 +217,25 @@ def read_per_case(folder: str | Path) -> pd.DataFrame:
 
 #: columns every per-case table has; metric columns (dice, iou, hd95, ...) must be numbers.
 PER_CASE_REQUIRED = ("level", "subject", "class", "status", "dice")
-_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file", "position",
+_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file",
                   "pred_file", "reason", "note"}
+#: count columns of a per-case table besides the confusion counts ``c<ref><pred>``.
+_PER_CASE_COUNTS = {"ref_voxels", "pred_voxels", "tp", "fp", "fn"}
 
 
 def _check_per_case(df: pd.DataFrame, path: Path) -> None:
     """Raise ResultFolderError (naming ``path``) unless ``df`` has the required columns, at least one row,
-    and numbers (or blanks) in every metric and count column."""
+    and numbers (or blanks) in every metric column (a metric of the registry) and count column."""
     miss = [c for c in PER_CASE_REQUIRED if c not in df.columns]
     if miss:
         raise ResultFolderError(f"{path}: missing columns {miss}; the entry is corrupt: remove it and add it again")
     if df.empty:
         raise ResultFolderError(f"{path}: no rows; the entry is corrupt: remove it and add it again")
+    from cardbench.benchmark.metric_registry import METRICS
+
     for c in df.columns:
-        if c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
+        numeric = c in METRICS or c in _PER_CASE_COUNTS or re.fullmatch(r"c\d\d", c) is not None
+        if not numeric or c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
             continue
         num = pd.to_numeric(df[c], errors="coerce")
         bad = df.index[num.isna() & df[c].notna()]

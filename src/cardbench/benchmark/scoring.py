@@ -17,17 +17,18 @@ summary.
 from __future__ import annotations
 
 import datetime as _dt
-from concurrent.futures import ProcessPoolExecutor
+import re
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from cardbench._version import __version__
 from cardbench.benchmark.aggregate import aggregate, per_subject_table
-from cardbench.benchmark.casetable import count_columns, per_case_table
+from cardbench.benchmark.casetable import COUNT_COLUMNS, count_columns, per_case_table
 from cardbench.benchmark.clinical import clinical_summary
 from cardbench.benchmark.confusion import confusion_per_slice
 from cardbench.benchmark.metrics import FAILED, STATUSES
@@ -403,27 +404,168 @@ def surface_plan(protocol: Protocol, structures: "Sequence[str]" = CLASSES) -> t
 
 
 
-def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True) -> list[dict]:
-    """Run :func:`score_volume` over ``tasks`` with a progress bar; ``jobs > 1`` uses processes.
+def _failed_task(task: VolumeTask, exc: BaseException) -> dict:
+    """The result of a task whose worker raised or died: one problem naming the case, no rows."""
+    first = task.pairs[0] if task.pairs else None
+    where = str(first.pred_path or first.ref_path) if first is not None else task.subject
+    frame = "" if task.frame is None else f" frame {task.frame}"
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return {"rows": [], "hashes": {"reference": {}, "predictions": {}}, "extra": [], "notes": [],
+            "problems": [Problem(where, f"case subject {task.subject}{frame} could not be scored: "
+                                 f"{type(exc).__name__}{': ' + msg if msg else ''}",
+                                 "rerun; if it fails again, check that every worker can read this file "
+                                 "(shared storage) and has enough memory", "worker")]}
 
-    Results are returned in task order, so ``jobs`` never changes the result.
+
+def iter_task_results(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
+                      executor: Executor | None = None, max_in_flight: int | None = None) -> Iterator[dict]:
+    """Run :func:`score_volume` over ``tasks`` and yield the results **in task order**.
+
+    Args:
+        tasks: work units.
+        jobs: worker processes of a local :class:`~concurrent.futures.ProcessPoolExecutor`
+            (ignored when ``executor`` is given).
+        progress: show a progress bar on stderr; it counts completed cases, in any order.
+        executor: any :class:`concurrent.futures.Executor`, e.g. the one of a Dask cluster
+            (``distributed.Client(...).get_executor()``); its workers must be able to import
+            cardbench and read the input files by path.
+        max_in_flight: tasks submitted but not yet yielded (default ``max(4 * jobs, 256)`` for
+            an executor, ``8 * jobs`` for the process pool); bounds memory for any number of tasks.
+
+    A task that raises, or whose worker died more often than the executor retries it (Dask:
+    ``distributed.scheduler.allowed-failures``), yields one problem naming the case and no rows,
+    so no case is ever dropped silently. Results never depend on ``jobs`` or the executor.
     """
-    results: list[dict] = []
+    n = len(tasks)
     from cardbench._progress import progress as _progress  # a bar in a terminal, a line per 10 % in a log
 
     # in a log, no lines for scoring that ends within PROGRESS_QUIET_S (a quick validation error stays one line)
-    with _progress(len(tasks), "scoring", enabled=progress, quiet_for=PROGRESS_QUIET_S) as bar:
-        if jobs <= 1 or len(tasks) < 2:
+    with _progress(n, "scoring", enabled=progress, quiet_for=PROGRESS_QUIET_S) as bar:
+        if executor is None and (jobs <= 1 or n < 2):
             for task in tasks:
-                results.append(score_volume(task))
+                yield score_volume(task)
                 bar.advance()
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as ex:
-                chunk = max(1, len(tasks) // (jobs * 8))
-                for r in ex.map(score_volume, tasks, chunksize=chunk):
-                    results.append(r)
+            return
+        own = executor is None
+        ex = ProcessPoolExecutor(max_workers=jobs) if own else executor
+        window = max_in_flight or (8 * jobs if own else max(4 * jobs, 256))
+        try:
+            pending: dict = {}
+            done_buf: dict[int, dict] = {}
+            nxt_submit = nxt_yield = 0
+            while nxt_yield < n:
+                while nxt_submit < n and len(pending) + len(done_buf) < window:
+                    pending[ex.submit(score_volume, tasks[nxt_submit])] = nxt_submit
+                    nxt_submit += 1
+                finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    i = pending.pop(fut)
+                    try:
+                        done_buf[i] = fut.result()
+                    except Exception as e:  # worker raised, or died too often
+                        done_buf[i] = _failed_task(tasks[i], e)
                     bar.advance()
-    return results
+                while nxt_yield in done_buf:
+                    yield done_buf.pop(nxt_yield)
+                    nxt_yield += 1
+        finally:
+            if own:
+                ex.shutdown(wait=True, cancel_futures=True)
+
+
+def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
+              executor: Executor | None = None) -> list[dict]:
+    """:func:`iter_task_results` as a list (task order, so ``jobs``/``executor`` never change it)."""
+    return list(iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor))
+
+
+class RowSpool:
+    """Counts-table records (one dict per 2D image, see :func:`score_volume`) streamed to a Parquet
+    file as they arrive, so the scoring loop holds one batch, not every record, in memory.
+
+    :meth:`to_frame` reads the table back with the dtypes ``pandas.DataFrame.from_records`` gives
+    the same records (int64 columns, float64 where a value is missing, a column that is missing
+    everywhere as ``None`` objects), so results never depend on the spool.
+
+    Args:
+        folder: where the file ``<name>.parquet`` is written (removed by :meth:`close`).
+        name: file name stem.
+        types: arrow type name per column (``string``, ``int64``, ``bool``); other columns are
+            float64, the columns of :data:`COUNT_COLUMNS` int64. Default: the counts records'.
+        batch_rows: records held before a row group is written.
+    """
+
+    COUNTS_TYPES = {"subject": "string", "frame": "int64", "slice": "int64", "missing": "bool",
+                    "ref_file": "string", "pred_file": "string", **{c: "int64" for c in COUNT_COLUMNS}}
+    DISTANCE_TYPES = {"level": "string", "subject": "string", "frame": "int64", "slice": "int64",
+                      "class": "string", "distance_status": "string"}
+
+    def __init__(self, folder: str | Path, name: str = "counts", types: dict[str, str] | None = None,
+                 batch_rows: int = 20_000):
+        self.path = Path(folder) / f"{name}.parquet"
+        self.types = dict(self.COUNTS_TYPES if types is None else types)
+        self.batch_rows = batch_rows
+        self._buf: list[dict] = []
+        self._writer = None
+        self._schema = None
+        self.n_rows = 0
+
+    def _schema_for(self, rec: dict):
+        import pyarrow as pa
+
+        arrow = {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "float64": pa.float64()}
+        def kind(k: str) -> str:  # confusion counts of further classes (c44, c40, ... for LA = 4) are counts too
+            return self.types.get(k) or ("int64" if re.fullmatch(r"c\d\d", k) else "float64")
+
+        return pa.schema([(k, arrow[kind(k)]) for k in rec])
+
+    def __len__(self) -> int:
+        return self.n_rows + len(self._buf)
+
+    def extend(self, records: list[dict]) -> None:
+        self._buf.extend(records)
+        if len(self._buf) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._schema is None:
+            self._schema = self._schema_for(self._buf[0])
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+        cols = {f.name: [r[f.name] for r in self._buf] for f in self._schema}
+        self._writer.write_table(pa.table(cols, schema=self._schema))
+        self.n_rows += len(self._buf)
+        self._buf = []
+
+    def to_frame(self) -> pd.DataFrame:
+        """The whole counts table as a DataFrame (an empty one when no record came)."""
+        self._flush()
+        if self._writer is None:
+            return pd.DataFrame()
+        import pyarrow.parquet as pq
+
+        self._writer.close()
+        self._writer = None
+        import pyarrow as pa
+
+        table = pq.read_table(self.path)
+        all_null = [c for c in table.column_names if len(table) and table.column(c).null_count == len(table)]
+        df = table.to_pandas()
+        del table
+        pa.default_memory_pool().release_unused()  # hand the table's buffers back to the system
+        for c in all_null:  # a column that is None in every record: from_records keeps None objects
+            df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
+        return df
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.path.unlink(missing_ok=True)
 
 
 def _requested_structures(classes: Iterable[str] | None, ref_map: LabelMap,
@@ -506,6 +648,8 @@ def score(
     affine_tol: float = DEFAULT_AFFINE_TOL,
     jobs: int = 1,
     progress: bool = True,
+    executor: Executor | None = None,
+    workdir: str | Path | None = None,
 ) -> ScoreResult:
     """Validate and score a submission against a reference.
 
@@ -525,6 +669,13 @@ def score(
         affine_tol: tolerance in mm on each affine element.
         jobs: worker processes (results are identical for any value).
         progress: show a progress bar on stderr.
+        executor: a :class:`concurrent.futures.Executor` that runs the per-case work instead of
+            ``jobs`` local processes, e.g. ``distributed.Client(...).get_executor()`` (see
+            :func:`cardbench.benchmark.distributed.dask_executor`). Its workers read the inputs
+            by path: the reference, the predictions and ``workdir`` must be on storage every
+            worker sees. Results are identical to ``jobs=1``.
+        workdir: folder where an archive is extracted (default: a temporary folder); on a
+            cluster it must be shared storage.
 
     Returns:
         :class:`ScoreResult`.
@@ -538,8 +689,10 @@ def score(
     proto = get_protocol(protocol)
     if nsd_tolerance is not None:
         proto = proto.with_nsd_tolerance(nsd_tolerance)
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)
-    with load_submission(predictions) as sub:
+    with load_submission(predictions, workdir=workdir) as sub:
         problems = list(sub.problems)
         declared = sub.meta.get("label_map")
         if labels is None and declared is not None:
@@ -581,28 +734,36 @@ def score(
                             None if default else space, None if default else structures,
                             surf_metrics or DISTANCE_METRICS, surf_params)
                  for (s, f), ps in groups.items()]
-        results = run_tasks(tasks, jobs=jobs, progress=progress)
+        results = iter_task_results(tasks, jobs=jobs, progress=progress, executor=executor)
         hashes = {"reference": {}, "predictions": {}}
-        rows: list[dict] = []
-        extra_rows: list[dict] = []
-        for r in results:
-            problems.extend(r["problems"])
-            rows.extend(r["rows"])
-            extra_rows.extend(r.get("extra", []))
-            notes.extend(r.get("notes", []))
-            for k in hashes:
-                hashes[k].update(r["hashes"][k])
-        if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
-            problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
-        if problems:  # paths inside an extracted archive are named archive.zip:inner/path
-            raise ValidationError([sub.display_problem(p) for p in problems])
-        counts = pd.DataFrame.from_records(rows)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="cardbench-rows-", dir=workdir) as spool_dir:
+            spool = RowSpool(spool_dir)
+            dist_spool = RowSpool(spool_dir, "distances", RowSpool.DISTANCE_TYPES)
+            try:
+                for r in results:  # in task order, as they arrive
+                    problems.extend(r["problems"])
+                    if not problems:
+                        spool.extend(r["rows"])
+                        dist_spool.extend(r.get("extra", []))
+                    notes.extend(r.get("notes", []))
+                    for k in hashes:
+                        hashes[k].update(r["hashes"][k])
+                if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
+                    problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
+                if problems:  # paths inside an extracted archive are named archive.zip:inner/path
+                    raise ValidationError([sub.display_problem(p) for p in problems])
+                counts = spool.to_frame()
+                extra_df = dist_spool.to_frame() if len(dist_spool) else None
+            finally:
+                spool.close()
+                dist_spool.close()
         for c in ("ref_file", "pred_file"):
             counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
                                       _rel(s, root))
         classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map, space)
         notes.extend(cnotes)
-        extra_df = pd.DataFrame.from_records(extra_rows) if extra_rows else None
         annotated = ref.annotated_classes
         region_members = {r: tuple(r.split("+")) for r in classes_scored if r not in space}
         region_members.update(ref.label_map.regions)
@@ -614,6 +775,11 @@ def score(
         per_case = per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
                                   annotated, not_ann, extra=extra_df,
                                   class_values=None if default else structures)
+        del extra_df
+        warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
+                                      ref.label_map, space)
+        warnings += _partial_annotation(counts, ref, [c for c in classes_scored if c in space], space)
+        del counts  # the per-case table holds what is needed from here on
         meta_hashes = {}
         from cardbench._util import sha256_file
         for m in ref.metadata_files:
@@ -631,9 +797,6 @@ def score(
             notes.append(f"{len(sub.ignored)} file(s) in the submission are not masks and were ignored: "
                          + ", ".join(_rel(str(p), sub.root) for p in sub.ignored[:5]))
         submission = {"name": sub.name, "path": str(sub.source), **{k: v for k, v in sub.meta.items() if k != "name"}}
-        warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
-                                      ref.label_map, space)
-        warnings += _partial_annotation(counts, ref, [c for c in classes_scored if c in space], space)
         return build_result(
             per_case, proto, dataset={"name": ref.name, "version": ref.version, "path": str(ref.root),
                                       "label_map": ref.label_map.to_dict()},

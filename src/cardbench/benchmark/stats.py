@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from cardbench.benchmark.aggregate import bootstrap_ci, bootstrap_indices
+from cardbench.benchmark.aggregate import bootstrap_blocks, bootstrap_ci
 
 LOA_Z = 1.96
 AGREEMENT_STATS = ("bias", "sd_diff", "loa_low", "loa_high", "mae", "pearson_r")
@@ -97,7 +97,7 @@ def bootstrap_stat_ci(statistic: Callable[..., np.ndarray], arrays: Sequence[np.
             value per resample (shape (n_boot,)); NaN for an undefined resample.
         arrays: per-subject arrays of equal length n (resampled together, by subject).
         n_boot: number of resamples (0 gives NaN bounds).
-        seed: seed (see :func:`bootstrap_indices`).
+        seed: seed (see :func:`~cardbench.benchmark.aggregate.bootstrap_blocks`).
         alpha: 1 - coverage.
 
     Returns:
@@ -107,8 +107,9 @@ def bootstrap_stat_ci(statistic: Callable[..., np.ndarray], arrays: Sequence[np.
     n = arrays[0].size
     if n_boot <= 0 or n < 2:
         return (np.nan, np.nan)
-    idx = bootstrap_indices(n, n_boot, seed)
-    vals = np.asarray(statistic(*[a[idx] for a in arrays]), dtype=np.float64)
+    # block by block: the statistic works row by row, so the values equal the dense computation
+    vals = np.concatenate([np.asarray(statistic(*[a[idx] for a in arrays]), dtype=np.float64)
+                           for idx in bootstrap_blocks(n, n_boot, seed)])
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
         return (np.nan, np.nan)
@@ -157,12 +158,17 @@ def agreement(ref, pred, n_boot: int = 2000, seed: int = 20210421) -> dict[str, 
         cis["mae"] = bootstrap_ci(np.abs(d), n_boot, seed)
     if n_boot > 0 and d.size >= 2:
         # one draw of resamples for SD, LoA and r (the same draw bootstrap_ci makes for the means)
-        idx = bootstrap_indices(d.size, n_boot, seed)
-        dd = d[idx]
-        m, sdv = dd.mean(axis=1), _sd_rows(dd)
-        rows = {"sd_diff": sdv, "loa_low": m - LOA_Z * sdv, "loa_high": m + LOA_Z * sdv}
-        if r.size >= 3:
-            rows["pearson_r"] = _pearson_rows(r[idx], p[idx])
+        # block by block (bounded memory); every statistic is computed row by row
+        parts: dict[str, list[np.ndarray]] = {}
+        for idx in bootstrap_blocks(d.size, n_boot, seed):
+            dd = d[idx]
+            m, sdv = dd.mean(axis=1), _sd_rows(dd)
+            parts.setdefault("sd_diff", []).append(sdv)
+            parts.setdefault("loa_low", []).append(m - LOA_Z * sdv)
+            parts.setdefault("loa_high", []).append(m + LOA_Z * sdv)
+            if r.size >= 3:
+                parts.setdefault("pearson_r", []).append(_pearson_rows(r[idx], p[idx]))
+        rows = {k: np.concatenate(v) for k, v in parts.items()}
         for s, v in rows.items():
             v = v[np.isfinite(v)]
             if v.size:

@@ -323,8 +323,11 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
     return meta
 
 
-def load_submission(path: str | Path) -> Submission:
+def load_submission(path: str | Path, workdir: str | Path | None = None) -> Submission:
     """List a submission folder or archive.
+
+    ``workdir``: an archive is extracted into a new folder inside it (default: the system's
+    temporary folder); distributed scoring needs it on storage every worker sees.
 
     Raises:
         SubmissionError: the path does not exist, is an unsupported file, or the archive is
@@ -339,7 +342,9 @@ def load_submission(path: str | Path) -> Submission:
         low = source.name.lower()
         if not low.endswith((".zip", ".tar.gz", ".tgz", ".tar")):
             raise SubmissionError(f"{source}: not a folder or a .zip/.tar.gz/.tgz/.tar archive")
-        tmp = tempfile.mkdtemp(prefix="cardbench-sub-")
+        if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="cardbench-sub-", dir=None if workdir is None else str(workdir))
         try:
             _extract(source, Path(tmp))
         except BaseException:

@@ -106,6 +106,9 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --out."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and schedule; do not train."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train with N data-parallel processes (DDP, launched with "
+                              "torchrun; gloo on CPU, nccl on GPU); --batch-size is the global batch, split over them."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (GPU speed)."),
 ) -> None:
     """Train a U-Net: the seed's staged one-cycle schedule, a CSV log per epoch, safetensors checkpoints.
 
@@ -114,8 +117,9 @@ def train_cmd(
     from cardbench.baselines.config import ConfigError, load_config
 
     try:
-        cfg = load_config(config, _overrides(dataset, init, subset, subset_file, encoder, encoder_weights,
-                                             image_size, batch_size, epochs, loss, seed, device, out, name, sets))
+        ov = _overrides(dataset, init, subset, subset_file, encoder, encoder_weights,
+                        image_size, batch_size, epochs, loss, seed, device, out, name, sets)
+        cfg = load_config(config, ov)
     except ConfigError as e:
         _fail(str(e), 2)
     if dry_run:  # a plan only: no weights are needed to print it
@@ -131,13 +135,20 @@ def train_cmd(
     if cfg.init_kind == "checkpoint" and not Path(cfg.init_checkpoint).is_file():
         _fail(f"{cfg.init_checkpoint}: checkpoint not found (--init checkpoint:PATH takes a model.safetensors)", 2)
     _require_torch()
+    if nproc > 1:
+        if cfg.batch_size % nproc:
+            _fail(f"--batch-size {cfg.batch_size} (the global batch) is not divisible by --nproc {nproc}; "
+                  "choose a multiple of --nproc", 2)
+        raise typer.Exit(_launch_torchrun(config, {**ov, "out": cfg.out or str(Path("runs") / cfg.name)}, nproc,
+                                          resume, overwrite, channels_last))
     from cardbench.baselines.data import DatasetError
     from cardbench.baselines.subsets import SubsetError
     from cardbench.baselines.train import TrainError, train
     from cardbench.baselines.weights import WeightsError, WeightsUnavailable
 
     try:
-        res = train(cfg, resume=resume, overwrite=overwrite, progress=True)  # log lines when not a terminal
+        res = train(cfg, resume=resume, overwrite=overwrite, progress=True,  # log lines when not a terminal
+                    channels_last=channels_last)
     except (DatasetError, SubsetError, ConfigError) as e:
         _fail(str(e), 2)
     except (TrainError, WeightsError, WeightsUnavailable) as e:
@@ -148,6 +159,27 @@ def train_cmd(
               + ", ".join(f"{s.name} {s.epochs} ep @ {s.lr:g}{' (frozen)' if s.frozen else ''}" for s in res.schedule))
     con.print(f"written to [bold]{escape(str(res.out))}[/bold]: model.safetensors, config.json, train_log.csv "
               f"({res.seconds:.0f} s)")
+
+
+def _launch_torchrun(config: str, overrides: dict, nproc: int, resume: bool, overwrite: bool,
+                     channels_last: bool) -> int:
+    """Run ``torchrun --standalone --nproc-per-node N -m cardbench.baselines.train`` with the same
+    configuration (overrides passed as ``--set KEY=JSON``); returns its exit code."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "cardbench.baselines.train", "--config", config]
+    for k, v in overrides.items():
+        if v is not None:
+            cmd += ["--set", f"{k}={json.dumps(v)}"]
+    cmd += ["--resume"] * resume + ["--overwrite"] * overwrite + ["--channels-last"] * channels_last
+    Console(stderr=True).print(f"launching {nproc} processes: torchrun --nproc-per-node {nproc} -m "
+                               "cardbench.baselines.train ...", highlight=False)
+    rc = subprocess.run(cmd).returncode
+    if rc == 0:
+        Console().print(f"written to [bold]{overrides['out']}[/bold]: model.safetensors, config.json, train_log.csv")
+    return rc
 
 
 def _log_table(df, title):

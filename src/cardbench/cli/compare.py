@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -99,7 +98,7 @@ def volumes_reproduce_cmd(
     from cardbench.datasets.embedded import IntegrityError
 
     try:
-        table, results = reproduce_kaggle_volumes(data, progress=sys.stderr.isatty())
+        table, results = reproduce_kaggle_volumes(data, progress=True)  # a bar in a terminal, lines in a log
     except (FileNotFoundError, IntegrityError, VolumeTrackError) as e:
         _fail(str(e), code=1)
     if out is not None:

@@ -162,7 +162,8 @@ def fetch_cmd(
     backend: Backend = typer.Option(Backend.pooch, "--backend", help="pooch: download each registry file "
                                     "(sha256-checked). datalad: clone a released DataLad dataset and get its files."),
     source: Optional[str] = typer.Option(None, "--source", help="datalad backend: URL or path of the released "
-                                         "DataLad dataset (see `cardbench data release`)."),
+                                         "DataLad dataset (see `cardbench data release`). With --labels: a local "
+                                         "folder holding the DOI files and record.json (no network)."),
     mirror: Optional[str] = typer.Option(None, "--mirror", help="pooch backend: download from this base URL or "
                                          "local folder holding the registry layout instead of the pinned URLs "
                                          "(default: $CARDBENCH_MIRROR)."),
@@ -171,14 +172,35 @@ def fetch_cmd(
                                         "<cache>/datalad/<name>)."),
     retries: int = typer.Option(3, "--retries", min=0, help="Extra attempts per file after a failed download."),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, help="Parallel downloads."),
+    labels: bool = typer.Option(False, "--labels", help="Fetch the files the card names under a DOI instead "
+                                "(kaggle-dsb-ukbb: the ukbb_cardiac labels on Zenodo, doi:10.5281/zenodo.3876351), "
+                                "each checked against the record's checksum. Offline: --source DIR holding the "
+                                "files and the record's JSON as record.json."),
 ) -> None:
     """Download a dataset into the cache and verify every file's sha256 (or clone it with DataLad).
 
     A file that arrives truncated or with another sha256 is not kept; the error names the file, the
     expected and received sha256 and what to do. Datasets whose access is not open print the exact
-    steps for the part that cannot be downloaded automatically.
+    steps for the part that cannot be downloaded automatically. `--labels` fetches the files the
+    card names under a DOI (pooch's DOI support; checksums from the record) into <cache>/doi/RECORD.
     """
     c = _card(name)
+    if labels and backend == Backend.pooch:
+        from cardbench.datasets.doi import DoiIntegrityError, DoiSpecError, DoiUnreachable, fetch_doi_files
+
+        try:
+            drep = fetch_doi_files(c, cache=cache, source=source, retries=retries)
+        except DoiIntegrityError as e:
+            _fail(str(e), 1)
+        except DoiSpecError as e:
+            _fail(str(e), 2)
+        except DoiUnreachable as e:
+            _fail(str(e), 1)
+        err.print(f"{c.name}: {len(drep.files)} files of doi:{drep.doi} verified (record checksums) in {drep.path}: "
+                  f"{len(drep.downloaded)} downloaded ({_human(drep.bytes_downloaded)}) from {drep.source}, "
+                  f"{len(drep.cached)} already cached", highlight=False, soft_wrap=True, markup=False)
+        typer.echo(str(drep.path))
+        return
     if backend == Backend.datalad:
         from cardbench.datasets.release import DataladMissing, ReleaseError, fetch_datalad
 
@@ -334,24 +356,32 @@ def release_cmd(
                                          "(default: $CARDBENCH_MIRROR, else the pinned URLs)."),
     cache: Optional[Path] = CACHE_OPT,
     no_sourcedata: bool = typer.Option(False, "--no-sourcedata", help="Leave the registry source files out."),
+    labels: bool = typer.Option(False, "--labels", help="Also release the files the card names under a DOI "
+                                "(kaggle-dsb-ukbb: the ukbb_cardiac labels, doi:10.5281/zenodo.3876351) under "
+                                "sourcedata/doi/, verified against the record, with their web URLs in git-annex."),
+    labels_source: Optional[Path] = typer.Option(None, "--labels-source", help="With --labels: local folder with "
+                                                 "the DOI files and record.json (no network)."),
 ) -> None:
     """Release a dataset as a DataLad dataset (binaries annexed, text in git, conversion via `datalad run`).
 
     Then `datalad clone OUT other && datalad get -d other other` gives the same files, and
     `cardbench data fetch NAME --backend datalad --source OUT` does it for a user.
     """
+    from cardbench.datasets.doi import DoiUnreachable
     from cardbench.datasets.fetch import DownloadError
     from cardbench.datasets.release import DataladMissing, ReleaseError, release
 
     c = _card(name)
     try:
-        rep = release(c.name, dest, prepared=prepared, mirror=mirror, cache=cache, sourcedata=not no_sourcedata)
-    except (DataladMissing, ReleaseError, DownloadError) as e:
+        rep = release(c.name, dest, prepared=prepared, mirror=mirror, cache=cache, sourcedata=not no_sourcedata,
+                      labels=labels, labels_source=labels_source)
+    except (DataladMissing, ReleaseError, DownloadError, DoiUnreachable) as e:
         _fail(str(e))
     except ValueError as e:
         _fail(str(e))
     err.print(f"{c.name}: released at {rep.path}: {rep.annexed} annexed files ({rep.urls_registered} with a web "
-              f"URL), {rep.in_git} files in git, {rep.source_files} source files; conversion: {rep.conversion}"
+              f"URL), {rep.in_git} files in git, {rep.source_files} source files"
+              + (f", {rep.doi_files} DOI files" if rep.doi_files else "") + f"; conversion: {rep.conversion}"
               + (f" (datalad run commit {rep.run_commit[:10]})" if rep.run_commit else ""), highlight=False, soft_wrap=True)
     for n in rep.notes:
         err.print(f"note: {n}", highlight=False, soft_wrap=True, markup=False)

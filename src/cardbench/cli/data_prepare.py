@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -120,7 +119,7 @@ def prepare_cmd(
     from cardbench.datasets.prepare import prepare_dataset, prepare_dicom, prepared_path
     from cardbench.datasets.sunnybrook import SunnybrookError
 
-    progress = sys.stderr.isatty()
+    progress = True  # a bar in a terminal, a line per 10 % in a log (cardbench._progress)
     try:
         if name == "kaggle":
             if source is None or out_dir is None:

@@ -24,6 +24,25 @@ _DIR_HELP = ("Leaderboard folder (default: $CARDBENCH_LEADERBOARD, else the user
              "published entries on first use).")
 
 
+#: The leaderboard folder option, one style for every ``cardbench leaderboard`` subcommand (and
+#: ``cardbench dashboard``): ``--leaderboard/-L DIR``.
+LB_OPT = typer.Option(None, "--leaderboard", "-L", help=_DIR_HELP, show_default=False)
+#: The old positional form (``show DIR``, ``remove NAME DIR``, ``prefill DIR``, ``private DIR``): still accepted.
+_POS_HELP = "Deprecated: the folder as a positional argument; use --leaderboard/-L DIR."
+
+
+def _folder(positional: Optional[Path], option: Optional[Path], cmd: str) -> Optional[Path]:
+    """The leaderboard folder from ``--leaderboard/-L`` or the deprecated positional form (a note in a
+    terminal); both given and different: exit 2."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        _fail(f"two leaderboard folders given ({positional} and --leaderboard {option}); give it once: "
+              f"cardbench leaderboard {cmd} --leaderboard DIR")
+    if positional is not None and option is None and err.is_terminal:
+        err.print(f"note: `cardbench leaderboard {cmd} ... DIR` is deprecated; use `--leaderboard/-L DIR`",
+                  highlight=False, soft_wrap=True, markup=False)
+    return option if option is not None else positional
+
+
 class Format(str, Enum):
     table = "table"
     csv = "csv"
@@ -42,8 +61,8 @@ def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
 
     if folder is not None and not create and not Path(folder).is_dir():
         _fail(f"{folder}: leaderboard folder not found; check the path, or create one with "
-              f"`cardbench leaderboard prefill {folder}` or `cardbench score ... --leaderboard {folder} --name NAME`")
-    return open_leaderboard(folder, prefill=prefill, progress=err.is_terminal)
+              f"`cardbench leaderboard prefill -L {folder}` or `cardbench score ... --leaderboard {folder} --name NAME`")
+    return open_leaderboard(folder, prefill=prefill, progress=True)  # lines in a log only after 5 s
 
 
 def _print_problems(lb) -> None:
@@ -73,7 +92,8 @@ def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
 
 @lb_app.command("show")
 def show_cmd(
-    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
+    folder: Optional[Path] = LB_OPT,
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (or a unique prefix), "
                                             "e.g. cmr-7t__test__ankenbrand2021. Default: all."),
     metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric <metric>_<class>[_<phase>], "
@@ -94,7 +114,7 @@ def show_cmd(
     """Print the leaderboard ranked by a metric, with 95 % confidence intervals where the protocol has them."""
     from cardbench.benchmark.leaderboard import LeaderboardError, display_table, render
 
-    lb = _open(folder)
+    lb = _open(_folder(folder_pos, folder, "show"))
     if ranks:
         from cardbench.cli.ranks import show_ranks
 
@@ -162,14 +182,15 @@ def _print_rich(df, info, disp) -> None:
 @lb_app.command("remove")
 def remove_cmd(
     name: str = typer.Argument(..., help="Entry name."),
-    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
+    folder: Optional[Path] = LB_OPT,
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (needed when the name "
                                             "is in several benchmarks); 'all' removes it from every benchmark."),
 ) -> None:
     """Remove an entry (atomically). Pre-filled published entries stay removed."""
     from cardbench.benchmark.leaderboard import LeaderboardError
 
-    lb = _open(folder)
+    lb = _open(_folder(folder_pos, folder, "remove"))
     if benchmark == "all":
         benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
     elif benchmark is not None:
@@ -192,7 +213,7 @@ def remove_cmd(
 @lb_app.command("export")
 def export_cmd(
     out: Path = typer.Argument(..., help="Output folder."),
-    folder: Optional[Path] = typer.Option(None, "--leaderboard", "-L", help=_DIR_HELP, show_default=False),
+    folder: Optional[Path] = LB_OPT,
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Only this benchmark."),
     metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric."),
     with_entries: bool = typer.Option(False, "--with-entries", help="Also copy the full entries (summary, "
@@ -222,7 +243,9 @@ def export_cmd(
 
 @lb_app.command("create")
 def create_cmd(
-    folder: Path = typer.Argument(..., help="Leaderboard folder (created when missing, not pre-filled)."),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
+    folder_opt: Optional[Path] = typer.Option(None, "--leaderboard", "-L", help="Leaderboard folder (created "
+                                              "when missing, not pre-filled).", show_default=False),
     reference: Path = typer.Option(..., "--reference", "-r", help="Reference folder (its card.yaml names the "
                                    "dataset and version)."),
     split: str = typer.Option("test", "--split", help="Split ('all': the whole reference)."),
@@ -235,6 +258,9 @@ def create_cmd(
     from cardbench.benchmark.private import create_benchmark
     from cardbench.datasets.reference import ReferenceError
 
+    folder = _folder(folder_pos, folder_opt, "create")
+    if folder is None:
+        _fail("give the leaderboard folder: cardbench leaderboard create --leaderboard DIR --reference REF")
     try:
         b = create_benchmark(folder, reference, None if split == "all" else split, protocol, private)
     except (ReferenceError, LeaderboardError, ValueError, KeyError) as e:
@@ -244,14 +270,15 @@ def create_cmd(
 
 @lb_app.command("private")
 def private_cmd(
-    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
+    folder: Optional[Path] = LB_OPT,
     benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark id (or a unique prefix)."),
     off: bool = typer.Option(False, "--off", help="Make its per-case values publishable again."),
 ) -> None:
     """Mark a benchmark private: its per-case and per-subject values are never exported or shown publicly."""
     from cardbench.benchmark.private import set_private
 
-    lb = _open(folder)
+    lb = _open(_folder(folder_pos, folder, "private"))
     for b in _resolve_benchmark(lb, benchmark):
         set_private(lb.root, b, not off)
         Console().print(f"{b}: per-case values {'publishable' if off else 'private'}", highlight=False)
@@ -259,14 +286,15 @@ def private_cmd(
 
 @lb_app.command("prefill")
 def prefill_cmd(
-    folder: Optional[Path] = typer.Argument(None, help=_DIR_HELP, show_default=False),
+    folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
+    folder: Optional[Path] = LB_OPT,
     force: bool = typer.Option(False, "--force", help="Re-add published entries that were removed."),
 ) -> None:
     """Add the published entries (computed now by cardbench from the embedded published tables)."""
     from cardbench.benchmark.leaderboard import PREFILL_SOURCES, Leaderboard
 
-    lb = Leaderboard(folder)
-    added = lb.prefill(force=force, progress=err.is_terminal)
+    lb = Leaderboard(_folder(folder_pos, folder, "prefill"))
+    added = lb.prefill(force=force, progress=True)
     con = Console()
     for k, s in PREFILL_SOURCES.items():
         con.print(f"[bold]{k}[/bold]: {s.description}")

@@ -102,6 +102,12 @@ def score_cmd(
                                        "(status missing, worst value) instead of failing."),
     affine_tol: float = typer.Option(1e-2, "--affine-tol", help="Tolerance (mm) on each affine element."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes (results do not depend on it)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Score on Dask distributed instead of "
+                                            "--jobs: local:N (N worker processes, started for the run) or "
+                                            "tcp://HOST:PORT of a running scheduler; inputs must be on storage "
+                                            "every worker sees (needs the [distributed] extra)."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder where an archive is extracted "
+                                           "(default: a temporary folder; shared storage with --scheduler)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Result folder (default: "
                                        "cardbench-results/<submission>__<protocol>)."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write a result folder."),
@@ -148,10 +154,15 @@ def score_cmd(
         else:
             if reference is None:
                 fail("--reference is required to score mask files (give the reference folder)")
-            result = score(predictions, reference, protocol=proto, labels=labels,
-                           reference_labels=reference_labels, classes=cls, split=split,
-                           allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
-                           progress=True)  # a bar in a terminal, a line per 10 % in a log
+            import contextlib
+
+            from cardbench.benchmark.distributed import dask_executor
+
+            with (dask_executor(scheduler) if scheduler else contextlib.nullcontext()) as executor:
+                result = score(predictions, reference, protocol=proto, labels=labels,
+                               reference_labels=reference_labels, classes=cls, split=split,
+                               allow_missing=allow_missing, affine_tol=affine_tol, jobs=jobs,
+                               progress=True, executor=executor, workdir=workdir)
     except ValidationError as e:
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:

@@ -244,7 +244,7 @@ def require_board(min_entries: int = 1) -> tuple[dict, pd.DataFrame, pd.DataFram
 def no_benchmark_message() -> None:
     st.warning(f"The leaderboard folder {root()} holds no benchmark yet. Add an entry with "
                f"`cardbench score PREDICTIONS --reference REF --leaderboard {root()} --name NAME`, or fill it with "
-               f"the published entries: `cardbench leaderboard prefill {root()}`.")
+               f"the published entries: `cardbench leaderboard prefill -L {root()}`.")
 
 
 def protocol_caption(protocol: dict) -> str:

@@ -52,7 +52,7 @@ REQUIRED = ("name", "version", "title", "description", "license", "citation", "m
 KNOWN_FIELDS = set(REQUIRED) | {
     "references", "source", "annotators_note", "access_steps", "registry_prefix", "subjects", "splits",
     "splits_version", "subsets", "known_issues", "homepage", "doi", "n_subjects", "n_images", "notes",
-    "prepare", "layout", "cardbench_layout",
+    "prepare", "layout", "cardbench_layout", "doi_files",
 }
 
 

@@ -540,23 +540,20 @@ def curate_kaggle(raw_root: str | os.PathLike, out: str | os.PathLike, *, target
     ``<out>/patient_dimensions.tsv``. A study that cannot be converted is logged
     (``failed`` / ``not converted``) and the others go on.
     """
-    from rich.console import Console
-    from rich.progress import Progress
-
+    from cardbench._progress import progress as _progress
     from cardbench._util import atomic_write_text
 
     studies = sorted(Path(raw_root).glob("**/study"), key=lambda p: _natural(str(p)))
     log = CurationLog()
     dims: list[dict] = []
-    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
-        t = bar.add_task("curating Kaggle studies", total=len(studies))
+    with _progress(len(studies), "curating Kaggle studies", enabled=progress, quiet_for=5.0) as bar:
         for st in studies:
             pid = st.parent.name
             try:
                 dims.extend(curate_study(st, out, pid, log, target_size=target_size))
             except (DicomError, ValueError, FileNotFoundError) as e:
                 log.add(pid, "failed", "not converted", str(st), str(e))
-            bar.advance(t)
+            bar.advance(info=pid)
     log.write(Path(out) / "conversion.log")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["pid", "X", "Y", "pixelSpacingX", "pixelSpacingY", "sliceSpacing",

@@ -139,15 +139,13 @@ def prepare_dicom(dicom_dir: str | os.PathLike, out: str | os.PathLike, *, subje
     if not files:
         raise FileNotFoundError(f"{dicom_dir}: no DICOM files found (looked for *.dcm and files with a DICM "
                                 "preamble)")
-    from rich.console import Console
-    from rich.progress import Progress
+    from cardbench._progress import progress as _progress
 
     dsets = []
-    with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
-        t = bar.add_task("reading DICOM", total=len(files))
+    with _progress(len(files), "reading DICOM", enabled=progress, quiet_for=5.0) as bar:
         for f in files:
             dsets.append(read_dicom(f))
-            bar.advance(t)
+            bar.advance()
     infos = [slice_info(d, str(f)) for d, f in zip(dsets, files)]
     if subject is None:
         subject = str(dsets[0].get("PatientID", "") or Path(dicom_dir).name)

@@ -323,6 +323,7 @@ class ReleaseReport:
     annexed: int = 0
     in_git: int = 0
     notes: list[str] = field(default_factory=list)
+    doi_files: int = 0
 
 
 def _annexed(repo: Path) -> dict[str, str]:
@@ -363,9 +364,31 @@ def register_urls(repo: str | Path) -> int:
     return len(lines)
 
 
+def _add_doi_files(ds, repo: Path, card: DatasetCard, cache, source, progress: bool) -> tuple[int, int]:
+    """Fetch the card's DOI files, save them under ``sourcedata/doi/<record>/`` and register the web
+    URL of each annexed one (``git annex registerurl``). Returns (files, URLs registered)."""
+    from cardbench.datasets.doi import doi_spec, fetch_doi_files
+
+    drep = fetch_doi_files(card, cache=cache, source=source, progress=progress)
+    sub = Path("sourcedata") / "doi" / doi_spec(card).slug
+    for n in [*drep.files, "record.json", "SHA256SUMS"]:
+        if (drep.path / n).is_file():
+            (repo / sub / n).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(drep.path / n, repo / sub / n)
+    ds.save(path=[str(sub)], message=f"Add the {len(drep.files)} files of doi:{drep.doi} ({card.name}; checksums "
+            "verified against the record)", result_renderer="disabled")
+    keys = _annexed(repo)
+    lines = [f"{keys[(sub / n).as_posix()]} {drep.urls[n]}" for n in drep.files
+             if (sub / n).as_posix() in keys and drep.urls.get(n, "").startswith(("http://", "https://"))]
+    if lines:
+        _git(repo, "annex", "registerurl", "--batch", input="\n".join(lines) + "\n")
+    return len(drep.files), len(lines)
+
+
 def release(name: str, out: str | Path, *, prepared: str | Path | None = None,
             mirror: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-            sourcedata: bool = True, progress: bool = True) -> ReleaseReport:
+            sourcedata: bool = True, progress: bool = True, labels: bool = False,
+            labels_source: str | os.PathLike | None = None) -> ReleaseReport:
     """Release dataset ``name`` as a DataLad dataset at ``out`` (see the module docstring).
 
     Args:
@@ -376,6 +399,11 @@ def release(name: str, out: str | Path, *, prepared: str | Path | None = None,
         mirror, cache: passed to :func:`cardbench.datasets.fetch.fetch` for the source files.
         sourcedata: include the registry source files under ``sourcedata/``.
         progress: progress bars.
+        labels: also include the files the card names under a DOI (``doi_files``; kaggle-dsb-ukbb: the
+            ukbb_cardiac labels on Zenodo) under ``sourcedata/doi/<record>/``, fetched and verified by
+            :func:`cardbench.datasets.doi.fetch_doi_files`, each annexed file with its web URL from the
+            record registered in git-annex.
+        labels_source: local copy of those files (folder with the files and ``record.json``).
 
     Returns:
         :class:`ReleaseReport`.
@@ -423,6 +451,9 @@ def release(name: str, out: str | Path, *, prepared: str | Path | None = None,
             ds.save(path=["sourcedata"], message=f"Add source data of {card.name}: {len(files)} files from "
                     f"{', '.join(card.registry_prefix)} (sha256-verified against cardbench's REGISTRY.tsv)",
                     result_renderer="disabled")
+        if labels:
+            rep.doi_files, n_urls = _add_doi_files(ds, tmp, card, cache, labels_source, progress)
+            rep.urls_registered += n_urls
         # the card of the registry, for releases without a standard layout
         conv_cmd = None
         if has_converter(card.name) and files and prepared is None:
@@ -449,7 +480,7 @@ def release(name: str, out: str | Path, *, prepared: str | Path | None = None,
                     result_renderer="disabled")
             rep.notes.append("no converter and no prepared folder: the release holds the source files, the card and "
                              "the datasheet")
-        rep.urls_registered = register_urls(tmp)
+        rep.urls_registered += register_urls(tmp)
         rep.annexed = len(_annexed(tmp))
         rep.in_git = len([p for p in _git(tmp, "ls-files").splitlines() if p]) - rep.annexed
         status = _git(tmp, "status", "--porcelain").strip()

@@ -328,19 +328,17 @@ def prepare_sunnybrook(out: str | Path, source: str | Path | None = None, *, pro
     """
     from cardbench._util import atomic_dir, atomic_write_text
     from cardbench._version import __version__
-    from rich.console import Console
-    from rich.progress import Progress
+    from cardbench._progress import progress as _progress
 
     src = resolve_source(source)
     link = read_link(src)
     results: list[PreparedSubject] = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
-            task = bar.add_task(f"preparing {NAME}", total=len(link))
+        with _progress(len(link), f"preparing {NAME}", enabled=progress, quiet_for=5.0) as bar:
             for subject in sorted(link):
                 pdata = read_patient(src, subject, link[subject])
                 results.append(prepare_patient(pdata, tmp, split_of(subject)))
-                bar.advance(task)
+                bar.advance(info=subject)
         subj_rows = [{"subject": r.subject, "split": split_of(r.subject), "ed_frame": r.ed_frame,
                       "es_frame": r.es_frame, "group": GROUP, "original_id": r.original_id,
                       "n_slices": r.n_slices, "slice_spacing_mm": round(r.slice_spacing, 4),

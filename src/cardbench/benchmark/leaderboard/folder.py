@@ -89,6 +89,17 @@ def check_name(name: str, what: str = "entry name") -> str:
     return name
 
 
+def _legacy_version(dataset: str | None, have: str | None, want: str | None) -> bool:
+    """True when a benchmark folder written before cardbench used the card's version for the seed's
+    references (``"ankenbrand2021"`` for cmr-7t, cmr-7t-tr and kaggle-dsb-manual-masks) meets a result
+    with that card's version: the same data, so such a leaderboard keeps taking entries."""
+    if have != "ankenbrand2021" or not dataset:
+        return False
+    from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES, reference_version
+
+    return any(known.dataset == dataset and reference_version(ref) == want for ref, known in KNOWN_REFERENCES.items())
+
+
 def benchmark_id(summary: dict) -> str:
     """The benchmark a result belongs to: ``<dataset>__<split>__<protocol>[+nsd<tau>mm]``.
 
@@ -325,7 +336,7 @@ def _write_entry(folder: Path, result: ScoreResult, meta: dict, per_case_format:
     """Fill a (temporary) entry folder. Called inside :func:`atomic_dir`; any exception discards it."""
     try:
         _results.write_tables(folder, result, per_case_format=per_case_format, aggregates=_aggregates_of(result),
-                              skip_empty_per_subject=True, extra_name=safe_name)
+                              skip_empty_per_subject=True, extra_name=safe_name, case_ids=False)
     except ImportError as e:
         raise LeaderboardError(f"writing Parquet needs pyarrow ({e}); pip install pyarrow or use "
                                "per_case_format='csv'") from None

@@ -96,17 +96,16 @@ class PrefillMixin:
             if marker.get("corrupt") and not force:
                 self.skipped[str(self.root / MARKER)] = (
                     f"corrupt ({marker['corrupt']}); published entries were not added again, so none you "
-                    f"removed comes back. Fix: `cardbench leaderboard prefill {self.root} --force` re-adds them all")
+                    f"removed comes back. Fix: `cardbench leaderboard prefill -L {self.root} --force` re-adds them all")
                 return added
             marker.pop("corrupt", None)
             todo = [k for k in keys if force or k not in marker.get("prefilled", {})]
             if not todo:
                 return added
-            from rich.console import Console
-            from rich.progress import Progress
+            from cardbench._progress import progress as _progress
 
-            with Progress(console=Console(stderr=True), transient=True, disable=not progress) as bar:
-                task = bar.add_task("scoring the published leaderboard entries", total=len(todo))
+            with _progress(len(todo), "scoring the published leaderboard entries", enabled=progress,
+                           quiet_for=5.0) as bar:
                 for key in todo:
                     names = []
                     for result, name, meta in PREFILL_SOURCES[key].build():
@@ -123,5 +122,5 @@ class PrefillMixin:
                         "entries": names}
                     marker["format"] = FORMAT_VERSION
                     atomic_write_text(self.root / MARKER, to_json(marker) + "\n")
-                    bar.advance(task)
+                    bar.advance(info=key)
         return added

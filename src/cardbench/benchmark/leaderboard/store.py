@@ -13,8 +13,9 @@ from pathlib import Path
 
 from cardbench._util import atomic_dir, atomic_write_text
 from cardbench.benchmark.leaderboard.folder import (  # noqa: F401  (MARKER, FORMAT_VERSION: re-exported)
-    BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, MARKER, BenchmarkInfo, Entry, LeaderboardError, _locked,
-    _read_yaml, _recover, _submission_meta, _write_entry, benchmark_id, check_name, default_root, safe_name,
+    BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, MARKER, BenchmarkInfo, Entry, LeaderboardError, _legacy_version,
+    _locked, _read_yaml, _recover, _submission_meta, _write_entry, benchmark_id, check_name, default_root,
+    safe_name,
 )
 from cardbench.benchmark.leaderboard.index import IndexMixin
 from cardbench.benchmark.leaderboard.prefill import PREFILL_SOURCES, PrefillMixin  # noqa: F401
@@ -178,7 +179,7 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
                 f"scored with {proto.get('name')} v{proto.get('version')} (different version or policy); rescore "
                 "with the benchmark's protocol version or use a separate leaderboard folder")
         hv = (have.get("dataset") or {}).get("version")
-        if hv != ds.get("version"):
+        if hv != ds.get("version") and not _legacy_version(ds.get("name"), hv, ds.get("version")):
             raise LeaderboardError(
                 f"{f}: benchmark '{bench}' holds dataset {ds.get('name')} version {hv!r}, but this result was scored "
                 f"against version {ds.get('version')!r}; score against the same dataset version or use a separate "

@@ -774,15 +774,13 @@ def reproduce_kaggle_volumes(data_dir: str | Path | None = None, n_boot: int = 2
         difference over patients), bias/LoA of EF, and the EF error on patients the model was not
         trained on (``heldout_n``, ``heldout_mean``). results: (label, rule) -> VolumeTrackResult.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from cardbench._progress import progress as _progress
 
     kaggle = load_kaggle_data(data_dir)
     results: dict[tuple[str, str], VolumeTrackResult] = {}
     recs = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=Console(stderr=True), transient=True, disable=not progress) as bar:
-        task = bar.add_task("kaggle volume track", total=len(PUBLISHED_MODELS))
+    # a bar in a terminal, a line per 10 % of the models in a log (after 5 s: a quick run prints none)
+    with _progress(len(PUBLISHED_MODELS), "kaggle volume track", enabled=progress, quiet_for=5.0) as bar:
         for model in PUBLISHED_MODELS:
             rec = {"model": model.key, "label": model.label}
             pub = model.published or (np.nan,) * 4
@@ -808,7 +806,7 @@ def reproduce_kaggle_volumes(data_dir: str | Path | None = None, n_boot: int = 2
             held = cb.summary["ef_abs_diff"].get("not_in_training", cb.summary["ef_abs_diff"]["all"])
             rec["heldout_n"], rec["heldout_mean"] = held["n"], held["mean"]
             recs.append(rec)
-            bar.advance(task)
+            bar.advance()
     return pd.DataFrame.from_records(recs), results
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from cardbench.benchmark.confusion_tables import (
-    KNOWN_REFERENCES, read_confusion_table, register_reference, score_counts,
+    KNOWN_REFERENCES, read_confusion_table, reference_version, register_reference, score_counts,
 )
 from cardbench.benchmark.results import ScoreResult
 from cardbench.datasets.embedded import open_published
@@ -69,10 +69,11 @@ def esed_phases(data_dir: str | Path | None = None) -> dict[str, tuple[int | Non
 
 # The seed's reference observers: a user's table against them (``cardbench score confusion.tsv``)
 # lands in the same benchmark as the paper's entries, with the 7T ED/ES frames as phases.
-register_reference("scaled_masks", "cmr-7t", "ankenbrand2021", "WS", phases=esed_phases)
-register_reference("scaled_masks_TR", "cmr-7t-tr", "ankenbrand2021", "TR",  # second observer as reference: own benchmark
+# The dataset's version is that of the card named second (``cardbench data list``).
+register_reference("scaled_masks", "cmr-7t", "cmr-7t", "WS", phases=esed_phases)
+register_reference("scaled_masks_TR", "cmr-7t-tr", "cmr-7t", "TR",  # second observer as reference: own benchmark
                    phases=esed_phases)
-register_reference("own_masks", "kaggle-dsb-manual-masks", "ankenbrand2021", "manual")
+register_reference("own_masks", "kaggle-dsb-manual-masks", "kaggle-dsb-ukbb", "manual")  # the 816 masks of that card
 
 
 def score_published(comp: Comparison, protocol: str, split: str | None = "test",
@@ -86,7 +87,7 @@ def score_published(comp: Comparison, protocol: str, split: str | None = "test",
     counts, info = read_confusion_table(data, name=comp.table)
     return score_counts(
         counts, protocol, classes=["LV", "MY"], split=split, phases=esed_phases(data_dir),
-        dataset={"name": "cmr-7t", "version": "ankenbrand2021", "path": where,
+        dataset={"name": "cmr-7t", "version": reference_version("scaled_masks"), "path": where,
                  "reference_observer": KNOWN_REFERENCES.get(info["reference"], ("", "", info["reference"]))[2]},
         submission={"name": comp.key, "label": comp.label, "method": info["prediction"],
                     "url": "https://doi.org/10.1002/mrm.28822"},
@@ -142,7 +143,7 @@ def score_label_quality(protocol: str = "ankenbrand2021", data_dir: str | Path |
     counts, info = read_confusion_table(data, name="ukbb_vs_manual.tsv")
     return score_counts(
         counts, protocol, classes=["LV", "MY"],
-        dataset={"name": "kaggle-dsb-manual-masks", "version": "ankenbrand2021", "path": where},
+        dataset={"name": "kaggle-dsb-manual-masks", "version": reference_version("own_masks"), "path": where},
         submission={"name": "ukbb_cardiac-labels", "method": info["prediction"],
                     "label": "public Kaggle labels (ukbb_cardiac) vs manual masks"},
         inputs={"confusion_table": {entry.url: info["sha256"]}},

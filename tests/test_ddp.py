@@ -1,0 +1,136 @@
+"""DDP training on CPU: 2 gloo processes under torchrun take the same steps as 1 process with the
+same global batch (losses within 1e-5), only rank 0 writes, and a DDP run resumes.
+
+Real data: 12 images of the Sunnybrook sample (2 subjects), 64 px, the ``cpu-smoke`` config
+(resnet18 U-Net, random init, cross-entropy, augmentation on, global batch 4 = 2 processes x 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+
+from cardbench.baselines.config import load_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sunnybrook(tmp_path_factory):
+    from cardbench.datasets.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("sbddp") / "sunnybrook-sample"
+    prepare_dataset("sunnybrook-sample", out)
+    return out
+
+
+def _subset(sb: Path, path: Path) -> Path:
+    rows = ["subject,frame,slice"]
+    for s in ("SCD0000101", "SCD0000201"):
+        for f in sorted((sb / "labels" / s).glob("*.nii.gz")):
+            frame = int(f.name.split("_frame")[1][:2])
+            rows += [f"{s},{frame},{k}" for k in range(2, 5)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "cardbench.baselines.train", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_gloo_processes_equal_one_process(sunnybrook, tmp_path):
+    from cardbench.baselines.model import read_checkpoint
+    from cardbench.baselines.train import train
+
+    sub = _subset(sunnybrook, tmp_path / "subset.csv")
+    sets = {"dataset": str(sunnybrook), "subset_file": str(sub), "image_size": 64, "batch_size": 4,
+            "threads": 1, "valid_split": "test"}
+    one = train(load_config("cpu-smoke", {**sets, "out": str(tmp_path / "one")}), progress=False)
+    assert len(one.step_losses) == 6  # 12 images / global batch 4 = 3 steps, 2 epochs
+
+    ddp_out = tmp_path / "ddp"
+    argv = ["--config", "cpu-smoke", *sum((["--set", f"{k}={v}"] for k, v in {**sets, "out": ddp_out}.items()), [])]
+    r = _torchrun([*argv, "--stop-after", "1", "--step-losses", str(tmp_path / "steps1.json")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads((tmp_path / "steps1.json").read_text())
+    assert len(first) == 3
+    assert first == pytest.approx(one.step_losses[:3], abs=1e-5, rel=0)
+    log = pd.read_csv(ddp_out / "train_log.csv")
+    assert len(log) == 1  # one writer: one row per epoch
+    # resume the DDP run in its second epoch (second stage): the same steps as the 1-process run
+    r = _torchrun([*argv, "--resume", "--step-losses", str(tmp_path / "steps2.json")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    second = json.loads((tmp_path / "steps2.json").read_text())
+    assert second == pytest.approx(one.step_losses[3:], abs=1e-5, rel=0)
+    log = pd.read_csv(ddp_out / "train_log.csv")
+    assert log["epoch"].tolist() == [0, 1]
+    assert log["train_loss"].tolist() == pytest.approx(one.log["train_loss"].tolist(), abs=1e-5, rel=0)
+    wa, _ = read_checkpoint(one.checkpoint)
+    wb, _ = read_checkpoint(ddp_out / "model.safetensors")
+    assert set(wa) == set(wb)  # same state-dict keys (BatchNorm synchronised, saved as plain BatchNorm)
+    # weights: Adam turns rounding-level gradient differences of near-zero gradients into small
+    # steps, so compare the whole weight vector (relative L2), not the largest element
+    fl = [k for k in wa if wa[k].is_floating_point()]
+    diff = sum(float(((wa[k].double() - wb[k].double()) ** 2).sum()) for k in fl) ** 0.5
+    norm = sum(float((wa[k].double() ** 2).sum()) for k in fl) ** 0.5
+    assert diff / norm < 1e-3
+
+
+def test_batch_not_divisible_is_refused(sunnybrook, tmp_path, monkeypatch):
+    from cardbench.baselines import distributed as ddp
+    from cardbench.baselines.train import TrainError, train
+
+    monkeypatch.setattr(ddp, "setup", lambda spec: ddp.DistInfo(rank=0, world_size=2, local_rank=0, backend="gloo"))
+    monkeypatch.setattr(ddp, "teardown", lambda info: None)
+    cfg = load_config("cpu-smoke", {"dataset": str(sunnybrook), "batch_size": 3, "out": str(tmp_path / "x")})
+    with pytest.raises(TrainError, match="not divisible by 2 processes"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_shard_covers_the_global_batch_once():
+    from cardbench.baselines.distributed import DistInfo, shard
+
+    x = torch.arange(8)
+    parts = [x[shard(x, DistInfo(r, 2, r, "gloo"))].tolist() for r in range(2)]
+    assert parts == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    parts = [x[:5][shard(x[:5], DistInfo(r, 2, r, "gloo"))].tolist() for r in range(2)]
+    assert sum(parts, []) == [0, 1, 2, 3, 4]
+
+
+def test_cli_nproc_launches_torchrun_with_the_same_config(sunnybrook, tmp_path, monkeypatch):
+    import subprocess as sp
+
+    from typer.testing import CliRunner
+
+    from cardbench.baselines.config import parse_override
+    from cardbench.cli import app
+
+    calls = []
+    monkeypatch.setattr(sp, "run", lambda cmd, **k: calls.append(cmd) or sp.CompletedProcess(cmd, 0))
+    args = ["baseline", "train", "--config", "cpu-smoke", "--dataset", str(sunnybrook), "--batch-size", "4",
+            "--set", "augment.max_rotate=12", "--out", str(tmp_path / "run"), "--nproc", "2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (cmd,) = calls
+    i = cmd.index("torch.distributed.run")
+    assert cmd[i + 1:i + 4] == ["--standalone", "--nproc-per-node", "2"]
+    assert cmd[cmd.index("-m", i) + 1] == "cardbench.baselines.train"
+    sets = [cmd[j + 1] for j, c in enumerate(cmd) if c == "--set"]
+    got = load_config("cpu-smoke", dict(parse_override(t) for t in sets))
+    want = load_config("cpu-smoke", {"dataset": str(sunnybrook), "batch_size": 4, "augment.max_rotate": 12,
+                                     "out": str(tmp_path / "run")})
+    assert got.to_dict() == want.to_dict()
+    r = CliRunner().invoke(app, [*args[:-1], "3"])  # 4 images per step cannot be split over 3 processes
+    assert r.exit_code == 2 and "not divisible by --nproc 3" in r.output

@@ -1,0 +1,173 @@
+"""Scoring on Dask distributed: a real LocalCluster of 2 worker processes gives exactly the result
+of ``jobs=1``, survives a worker killed mid-run, and a failing case is one problem line.
+
+Data: the real Sunnybrook sample shipped with cardbench, with predictions whose LV boundary is
+eroded by one pixel (tests/helpers.py). The expected result is cardbench's own ``jobs=1`` run,
+which the other scoring tests check against hand-computed and MONAI/MedPy values; what is tested
+here is that distribution changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from cardbench.benchmark import ValidationError, score
+from helpers import erode_lv_boundary
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def sunnybrook(tmp_path_factory) -> tuple[Path, Path]:
+    from cardbench.datasets.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("sbdask")
+    ref, pred = root / "sb", root / "pred"
+    prepare_dataset("sunnybrook-sample", ref)
+    pred.mkdir()
+    for p in sorted((ref / "labels").rglob("*.nii.gz")):
+        img = nib.load(p)
+        lab = np.asarray(img.dataobj).astype(np.uint8)
+        nib.save(nib.Nifti1Image(erode_lv_boundary(lab, to=0), img.affine, img.header), pred / p.name)
+    return ref, pred
+
+
+@pytest.fixture(scope="module")
+def serial(sunnybrook):
+    ref, pred = sunnybrook
+    return score(pred, ref, jobs=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _same(a, b) -> None:
+    pd.testing.assert_frame_equal(a.per_case, b.per_case)
+    pd.testing.assert_frame_equal(a.aggregates, b.aggregates)
+    pd.testing.assert_frame_equal(a.per_subject, b.per_subject)
+    sa, sb = dict(a.summary), dict(b.summary)
+    sa.pop("created"), sb.pop("created")
+    assert json.dumps(sa, sort_keys=True, default=str) == json.dumps(sb, sort_keys=True, default=str)
+
+
+def test_local_cluster_gives_identical_results(sunnybrook, serial, client):
+    ref, pred = sunnybrook
+    assert len(client.scheduler_info()["workers"]) == 2
+    res = score(pred, ref, executor=client.get_executor(pure=False), progress=False)
+    _same(serial, res)
+    assert res.summary["counts"]["volumes"] == len(list(pred.iterdir())) == 10
+
+
+class _KillOneWorker:
+    """Executor wrapper that SIGKILLs one worker process once every task is queued."""
+
+    def __init__(self, client, n_tasks: int):
+        self.ex = client.get_executor(pure=False)
+        self.client, self.n, self.count = client, n_tasks, 0
+        self.killed_pid = None
+
+    def submit(self, fn, *args, **kwargs):
+        fut = self.ex.submit(fn, *args, **kwargs)
+        self.count += 1
+        if self.count == self.n:
+            pids = self.client.run(os.getpid)
+            addr = sorted(pids)[0]
+            self.killed_pid = pids[addr]
+            os.kill(self.killed_pid, signal.SIGKILL)
+        return fut
+
+
+def test_killed_worker_cases_are_retried(sunnybrook, serial, client):
+    ref, pred = sunnybrook
+    killer = _KillOneWorker(client, n_tasks=10)
+    res = score(pred, ref, executor=killer, progress=False)
+    assert killer.killed_pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(killer.killed_pid, 0)  # that worker process is gone
+    _same(serial, res)  # every case scored, none dropped, same values
+
+
+class _FailOne(ThreadPoolExecutor):
+    """A real executor whose future for one case raises, as a worker that died too often does."""
+
+    def submit(self, fn, task, *a, **k):
+        if task.subject == self.bad:
+            f = Future()
+            f.set_exception(MemoryError("worker ran out of memory"))
+            return f
+        return super().submit(fn, task, *a, **k)
+
+
+def test_failed_case_is_one_problem_naming_it(sunnybrook):
+    ref, pred = sunnybrook
+    bad = sorted(p.name for p in pred.iterdir())[0].split("_frame")[0]
+    with _FailOne(max_workers=2) as ex:
+        ex.bad = bad
+        with pytest.raises(ValidationError) as ei:
+            score(pred, ref, executor=ex, progress=False)
+    probs = ei.value.problems
+    n_bad = len([p for p in pred.iterdir() if p.name.startswith(bad + "_")])
+    assert len(probs) == n_bad >= 1
+    for p in probs:
+        assert f"case subject {bad} frame" in str(p) and "MemoryError" in str(p)
+
+
+def test_scheduler_spec_is_checked():
+    from cardbench.benchmark.distributed import parse_scheduler
+
+    assert parse_scheduler("local:3") == ("local", 3)
+    assert parse_scheduler("tcp://127.0.0.1:8786") == ("address", "tcp://127.0.0.1:8786")
+    for bad in ("local:0", "local:x", "127.0.0.1:8786", ""):
+        with pytest.raises(ValueError, match="local:N"):
+            parse_scheduler(bad)
+
+
+def _cli(args, cwd):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
+    exe = Path(sys.executable).parent / "cardbench"  # the console script, as a user runs it
+    if not exe.exists():
+        pytest.skip("the cardbench console script is not installed next to this Python")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_cli_scheduler_local_and_archive_workdir(sunnybrook, serial, tmp_path):
+    import tarfile
+
+    ref, pred = sunnybrook
+    arch = tmp_path / "pred.tar.gz"
+    with tarfile.open(arch, "w:gz") as tf:
+        for p in sorted(pred.iterdir()):
+            tf.add(p, arcname=f"pred/{p.name}")
+    work = tmp_path / "shared-work"
+    r = _cli(["score", str(arch), "-r", str(ref), "--scheduler", "local:2", "--workdir", str(work),
+              "--no-save", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    from cardbench.benchmark.results import to_json
+
+    want = json.loads(to_json(serial.summary))
+    assert got["results"] == want["results"]
+    assert got["counts"] == want["counts"]
+    assert sorted(got["inputs"]["predictions"].values()) == sorted(want["inputs"]["predictions"].values())
+    assert work.is_dir() and not list(work.iterdir())  # extracted there, removed afterwards
+    bad = _cli(["score", str(pred), "-r", str(ref), "--scheduler", "localhost", "--no-save"], tmp_path)
+    assert bad.returncode == 2
+    assert len([ln for ln in bad.stderr.splitlines() if ln.strip()]) == 1 and "local:N" in bad.stderr
