@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from cardbench.benchmark.casetable import COUNT_COLUMNS, per_case_table
+import cardbench.reproductions  # noqa: F401  (registers the published pre-fill sources)
 from cardbench.benchmark.leaderboard import Leaderboard, open_leaderboard
 from cardbench.benchmark.protocols import CARDBENCH_V1
 from cardbench.benchmark.scoring import build_result

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import cardbench.reproductions  # noqa: F401  (registers the published leaderboard pre-fill sources)
+
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -185,7 +185,7 @@ def test_predicted_empty_ventricle_gives_undefined_ef(tmp_path):
 
 def test_confusion_tables_have_no_volumes():
     """The seed's 7T confusion tables carry no voxel size: the clinical block says so."""
-    from cardbench.benchmark.reproduce import PUBLISHED, score_published
+    from cardbench.reproductions.ankenbrand2021.seven_tesla import PUBLISHED, score_published
 
     res = score_published(PUBLISHED[0], "cardbench-v1")
     assert res.summary["clinical"]["available"] is False

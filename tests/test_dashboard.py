@@ -25,7 +25,7 @@ from conftest import find_shared_data  # noqa: E402
 from helpers import erode_lv_boundary  # noqa: E402
 
 SHARED = find_shared_data()
-APP = str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+APP = str(Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
 B_PAPER = "cmr-7t__test__ankenbrand2021"
 B_V1 = "cmr-7t__test__cardbench-v1"
 

@@ -21,7 +21,7 @@ from helpers import erode_lv_boundary  # noqa: E402
 
 from pathlib import Path  # noqa: E402
 
-APP = str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+APP = str(Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
 
 
 @pytest.fixture(scope="module")

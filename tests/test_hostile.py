@@ -571,7 +571,7 @@ def _app():
 
     from cardbench.benchmark import leaderboard as L
 
-    return AppTest, str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+    return AppTest, str(Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
 
 
 def _page(page: str | None = None, **query):

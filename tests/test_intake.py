@@ -160,7 +160,7 @@ def test_submit_page_in_apptest(board, archives, monkeypatch):
 
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(board))
     monkeypatch.setenv("CARDBENCH_ALLOW_SUBMISSIONS", "1")
-    app_py = str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+    app_py = str(Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
     at = AppTest.from_file(app_py, default_timeout=180)
     at.query_params["benchmark"] = BENCH
     at.run()

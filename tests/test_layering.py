@@ -1,5 +1,6 @@
 """Architecture rules: benchmark and datasets import without torch, streamlit, plotly or datalad,
-and dependencies flow one way (dashboard -> benchmark -> datasets; baselines -> datasets, benchmark)."""
+and dependencies flow one way (dashboard -> benchmark -> datasets; baselines -> datasets, benchmark;
+reproductions -> benchmark -> datasets: nothing in benchmark or datasets knows a published study)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _modules(sub: str) -> list[str]:
 
 
 def test_benchmark_datasets_and_cli_import_with_heavy_packages_blocked():
-    mods = ["cardbench.cli"] + _modules("benchmark") + _modules("datasets")
+    mods = ["cardbench.cli"] + _modules("benchmark") + _modules("datasets") + _modules("reproductions") \
+        + _modules("reproductions.ankenbrand2021")
     code = f"""
 import sys, importlib.abc
 class Block(importlib.abc.MetaPathFinder):
@@ -51,8 +53,10 @@ def _imports(path: Path) -> set[str]:
 
 def test_dependencies_flow_one_way():
     forbidden = {
-        "datasets": ("cardbench.benchmark", "cardbench.baselines", "cardbench.dashboard", "cardbench.cli"),
-        "benchmark": ("cardbench.baselines", "cardbench.dashboard", "cardbench.cli"),
+        "datasets": ("cardbench.benchmark", "cardbench.baselines", "cardbench.dashboard", "cardbench.cli",
+                     "cardbench.reproductions"),
+        "benchmark": ("cardbench.baselines", "cardbench.dashboard", "cardbench.cli", "cardbench.reproductions"),
+        "reproductions": ("cardbench.baselines", "cardbench.dashboard", "cardbench.cli"),
         "baselines": ("cardbench.dashboard", "cardbench.cli"),
         "dashboard": ("cardbench.baselines", "cardbench.cli"),
     }
@@ -63,3 +67,20 @@ def test_dependencies_flow_one_way():
                 if imp.startswith(banned):
                     bad.append(f"{f.relative_to(SRC)} imports {imp}")
     assert not bad, bad
+
+
+def test_benchmark_imports_no_published_study():
+    """Importing every benchmark and datasets module loads nothing of cardbench.reproductions: the paper's
+    pre-fill sources and reference observers are registered by the reproductions, never looked up."""
+    mods = _modules("benchmark") + _modules("datasets")
+    code = f"""
+import sys
+for m in {mods!r}:
+    __import__(m)
+from cardbench.benchmark.leaderboard import PREFILL_SOURCES
+from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES
+print(sorted(n for n in sys.modules if n.startswith('cardbench.reproductions')), len(PREFILL_SOURCES), len(KNOWN_REFERENCES))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "0", "0"]

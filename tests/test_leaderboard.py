@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 import lbexpect as X
-from cardbench.benchmark import leaderboard as L
+from cardbench.benchmark.leaderboard import store as L  # the module whose _write_entry Leaderboard.add calls
 from cardbench.benchmark.leaderboard import Leaderboard, LeaderboardError, parse_metric, rank_table
 from cardbench.cli import app
 from conftest import find_shared_data
@@ -187,7 +187,7 @@ def test_failure_in_the_middle_of_a_write_keeps_the_previous_entry(lb, monkeypat
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from cardbench.benchmark import leaderboard as L
+    from cardbench.benchmark.leaderboard import store as L
     import cardbench._util as U
     root, bench, name, where = sys.argv[1:5]
     lb = L.Leaderboard(root)

@@ -38,7 +38,7 @@ def test_7t_version_is_the_cards_everywhere(prefilled_dir):
 
 def test_a_leaderboard_written_with_the_old_version_still_takes_entries(prefilled_dir, tmp_path):
     from cardbench.benchmark.leaderboard import Leaderboard, add_entry
-    from cardbench.benchmark.reproduce import PUBLISHED, score_published
+    from cardbench.reproductions.ankenbrand2021.seven_tesla import PUBLISHED, score_published
 
     lb_dir = tmp_path / "lb"
     shutil.copytree(prefilled_dir, lb_dir)

@@ -117,7 +117,7 @@ def test_public_dashboard_refuses_per_case_pages(board, monkeypatch):
 
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(board))
     monkeypatch.setenv("CARDBENCH_DASHBOARD_PUBLIC", "1")
-    app_py = str(Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+    app_py = str(Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
     at = AppTest.from_file(app_py, default_timeout=120)
     at.query_params["benchmark"] = B_V1
     at.run()

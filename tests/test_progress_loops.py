@@ -85,7 +85,8 @@ def test_no_hand_built_rich_bars_left_in_these_loops():
     """The modules of these loops no longer import rich.progress themselves."""
     import inspect
 
-    from cardbench.benchmark import leaderboard, volume_track
+    from cardbench.benchmark.leaderboard import prefill as leaderboard  # the module of the pre-fill loop
+    from cardbench.reproductions.ankenbrand2021 import kaggle_volumes as volume_track
     from cardbench.datasets import kaggle, prepare, sunnybrook
 
     for mod in (leaderboard, volume_track, kaggle, prepare, sunnybrook):

@@ -182,7 +182,7 @@ def test_dashboard_shows_blob_plot_and_heatmap(prefilled_dir, tmp_path, monkeypa
     dst = tmp_path / "leaderboard"
     shutil.copytree(prefilled_dir, dst)
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(dst))
-    app_py = str(__import__("pathlib").Path(L.__file__).resolve().parents[1] / "dashboard" / "app.py")
+    app_py = str(__import__("pathlib").Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
     at = AppTest.from_file(app_py, default_timeout=120)
     at.query_params["benchmark"] = B_V1
     at.run()

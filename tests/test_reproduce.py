@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cardbench.benchmark.reproduce import PUBLISHED, reproduce_ankenbrand2021, score_label_quality
+from cardbench.reproductions.ankenbrand2021.seven_tesla import PUBLISHED, reproduce_ankenbrand2021, score_label_quality
 from cardbench.cli import app
 
 # The paper's test-set Dice (LV, MY) as published (the paper); these are not outputs of cardbench.

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cardbench.benchmark.volume_track import (
+from cardbench.reproductions.ankenbrand2021.kaggle_volumes import (
     PUBLISHED_MODELS, VolumeTrackError, check_complete, frame_volumes_from_pixels, load_kaggle_data,
     read_pixel_counts, read_published, read_truth, resolve_series, score_published_model, score_pixel_table,
     series_indices,
@@ -272,7 +272,7 @@ def test_incomplete_table_is_refused(shared_data, kaggle, tmp_path):
 
 @pytest.mark.slow
 def test_choice_sensitivity_properties(shared_data, kaggle):
-    from cardbench.benchmark.volume_track import choice_sensitivity
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import choice_sensitivity
 
     t = choice_sensitivity(R34, shared_data, kaggle).set_index("variant")
     assert t.loc["seed rule", "n"] == 1149 and (t["n"].drop("seed rule") == 1140).all()
@@ -293,7 +293,7 @@ def test_cli_reproduce_matches_every_published_row(shared_data, tmp_path, monkey
     command runs without resamples: the point estimates do not depend on them."""
     import functools
 
-    from cardbench.benchmark import volume_track as vt
+    from cardbench.reproductions.ankenbrand2021 import kaggle_volumes as vt
     from cardbench.cli import app
 
     monkeypatch.setattr(vt, "reproduce_kaggle_volumes", functools.partial(vt.reproduce_kaggle_volumes, n_boot=0))

@@ -128,6 +128,7 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
     lb_dir = Path(leaderboard) if leaderboard is not None else out / "leaderboard"
     entries: dict = {}
     try:
+        import cardbench.reproductions  # noqa: F401  (registers the published pre-fill sources)
         from cardbench.benchmark.leaderboard import add_entry, open_leaderboard
     except ImportError:
         lb_dir = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import pandas as pd
 
@@ -32,18 +33,36 @@ from cardbench.datasets.naming import parse_case_name
 from cardbench.labelmaps import CLASSES
 
 _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
-#: reference methods of the seed's published tables -> (dataset name, card whose version the dataset
-#: carries, observer), so a user's table scored with ``cardbench score`` lands in the same benchmark as
-#: the paper's entries. The version is the card's (``cardbench data list``): :func:`reference_version`.
-KNOWN_REFERENCES: dict[str, tuple[str, str, str]] = {
-    "scaled_masks": ("cmr-7t", "cmr-7t", "WS"),
-    "scaled_masks_TR": ("cmr-7t-tr", "cmr-7t", "TR"),  # second observer as reference: own benchmark
-    "own_masks": ("kaggle-dsb-manual-masks", "kaggle-dsb-ukbb", "manual"),  # the 816 masks of that card
-}
+
+
+class KnownReference(NamedTuple):
+    """What a table's reference method (method A) stands for: the dataset it belongs to, the dataset
+    card whose version that dataset carries (:func:`reference_version`), the observer, and (optionally)
+    a lookup of each subject's ED/ES frames."""
+
+    dataset: str
+    card: str
+    observer: str
+    phases: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None
+
+
+#: reference methods of published tables -> :class:`KnownReference`, so a user's table scored with
+#: ``cardbench score`` lands in the same benchmark as the published entries. Empty here: a study's
+#: reproduction registers its references (:func:`register_reference`), e.g.
+#: :mod:`cardbench.reproductions.ankenbrand2021` the seed's observers.
+KNOWN_REFERENCES: dict[str, KnownReference] = {}
+
+
+def register_reference(method: str, dataset: str, card: str, observer: str,
+                       phases: Callable[[], dict[str, tuple[int | None, int | None]]] | None = None) -> None:
+    """Declare that confusion tables whose method A is ``method`` are scored against ``dataset`` (the
+    version of dataset card ``card``, reference observer ``observer``); ``phases()`` returns subject ->
+    (ED frame, ES frame) and is called only when such a table is scored without ``phases``."""
+    KNOWN_REFERENCES[method] = KnownReference(dataset, card, observer, phases)
 
 
 def reference_version(reference: str) -> str:
-    """Dataset version of a seed reference method (a key of :data:`KNOWN_REFERENCES`): the version of
+    """Dataset version of a known reference method (a key of :data:`KNOWN_REFERENCES`): the version of
     the dataset card it belongs to (``cmr-7t`` 1.0.0), the one ``cardbench data list`` shows; ``""``
     for a reference cardbench does not know."""
     known = KNOWN_REFERENCES.get(reference)
@@ -51,7 +70,9 @@ def reference_version(reference: str) -> str:
         return ""
     from cardbench.datasets.cards import load_card
 
-    return load_card(known[1]).version
+    return load_card(known.card).version
+
+
 #: largest pixel count accepted in one cell: 2^31 - 1 pixels in one 2D image (46,341 x 46,341) is far
 #: beyond any MR image; larger values are corrupt and would overflow a sum of counts.
 MAX_COUNT = 2**31 - 1
@@ -237,14 +258,12 @@ def score_confusion_table(
     path = Path(path)
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
     known = KNOWN_REFERENCES.get(info["reference"])
-    ds = {"name": dataset or (known[0] if known else info["reference"]),
+    ds = {"name": dataset or (known.dataset if known else info["reference"]),
           "version": reference_version(info["reference"]) if known and not dataset else "", "path": str(path)}
     if known:
-        ds["reference_observer"] = known[2]
-        if phases is None and known[0].startswith("cmr-7t"):
-            from cardbench.benchmark.reproduce import esed_phases
-
-            phases = esed_phases()
+        ds["reference_observer"] = known.observer
+        if phases is None and known.phases is not None:
+            phases = known.phases()
     return score_counts(
         counts, protocol, classes=classes or info["classes"], split=split, phases=phases,
         dataset=ds,

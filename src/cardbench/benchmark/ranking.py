@@ -272,6 +272,7 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
     from cardbench.benchmark.leaderboard import (
         CLINICAL_INDICES, CLINICAL_STATS, metric_direction, parse_metric, read_per_case,
     )
+    from cardbench.benchmark.results import read_per_subject
 
     m, cls, grp = parse_metric(metric)
     group = group or grp
@@ -285,7 +286,7 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
     for name in lb.entry_names(bench):
         path = lb.root / bench / "entries" / name
         if group == "all" and (path / "per_subject.csv").is_file():
-            ps = pd.read_csv(path / "per_subject.csv", dtype={"subject": str, "class": str, "metric": str})
+            ps = read_per_subject(path)
             sel = ps[(ps["class"] == cls) & (ps["metric"] == m)]
             mean = sel.set_index("subject")["mean"].astype(float)
             n = sel.set_index("subject")["n_values"].astype(float)

@@ -141,7 +141,7 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
 
 
 def reproduction_table(table: pd.DataFrame) -> Table:
-    """Rich table of :func:`cardbench.benchmark.reproduce.reproduce_ankenbrand2021`'s output."""
+    """Rich table of :func:`cardbench.reproductions.ankenbrand2021.seven_tesla.reproduce_ankenbrand2021`'s output."""
     t = Table(title="Ankenbrand et al. 2021, 7T test set (volunteers 26, 27, 28): Dice LV / MY",
               title_justify="left")
     t.add_column("model")

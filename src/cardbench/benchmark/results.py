@@ -9,15 +9,20 @@ A result folder holds::
     per_subject.csv    per-subject means at the protocol's level
     aggregates.csv     the aggregated figures (also inside summary.json)
 
-The folder is written atomically (built in a temporary sibling, then renamed into place).
+The folder is written atomically (built in a temporary sibling, then renamed into place). This module is
+the one reader of result folders and leaderboard entries (:func:`read_result`, :func:`read_per_case`,
+:func:`read_summary`, :func:`read_per_subject`); ``per_case.parquet`` replaces ``per_case.csv`` in
+leaderboard entries written with ``per_case_format="parquet"``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -47,6 +52,10 @@ def _jsonable(x):
 def to_json(obj, indent: int | None = 2) -> str:
     """Serialise ``obj`` to JSON, with NaN/inf written as null and numpy scalars as numbers."""
     return json.dumps(_jsonable(obj), indent=indent, ensure_ascii=False)
+
+
+class ResultFolderError(ValueError):
+    """A file of a result folder is corrupt or unreadable; the message names the file and the fix."""
 
 
 @dataclass
@@ -98,13 +107,46 @@ class ScoreResult:
                     raise ValueError(f"{out}: inside the {role} folder ({src}); write the results to a folder "
                                      "outside it")
         with atomic_dir(out, overwrite=overwrite) as tmp:
-            (tmp / "summary.json").write_text(to_json(self.summary) + "\n", encoding="utf-8")
-            per_case_export(self.per_case).to_csv(tmp / "per_case.csv", index=False, float_format="%.10g")
-            self.per_subject.to_csv(tmp / "per_subject.csv", index=False, float_format="%.10g")
-            self.aggregates.to_csv(tmp / "aggregates.csv", index=False, float_format="%.10g")
-            for name, df in self.extra_tables.items():
-                df.to_csv(tmp / f"{name}.csv", index=False, float_format="%.10g")
+            write_tables(tmp, self)
         return out
+
+
+def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: str = "csv",
+                 aggregates: pd.DataFrame | None = None, skip_empty_per_subject: bool = False,
+                 extra_name: Callable[[str], str] = str, case_ids: bool = True) -> None:
+    """Write the files of a result folder into ``folder`` (an existing, normally temporary folder: the
+    callers make the write atomic): the one writer of result folders and leaderboard entries.
+
+    Args:
+        folder: where to write.
+        result: what to write.
+        per_case_format: ``csv`` (10 significant digits: values read back agree with the aggregates to
+            ~1e-10) or ``parquet``.
+        aggregates: the aggregates table to write (default: ``result.aggregates``).
+        skip_empty_per_subject: write no per_subject.csv when the table has no columns.
+        extra_name: file stem of each extra table (e.g. a sanitiser); a table named like a standard file
+            is not written.
+        case_ids: write the CSV per-case table as :func:`per_case_export` spells it (a ``case`` id
+            column, whole-number frame/slice); leaderboard entries store the table as scored.
+
+    Raises:
+        ImportError: ``parquet`` without pyarrow.
+    """
+    folder = Path(folder)
+    (folder / "summary.json").write_text(to_json(result.summary) + "\n", encoding="utf-8")
+    if per_case_format == "parquet":
+        result.per_case.to_parquet(folder / "per_case.parquet", index=False)
+    else:
+        (per_case_export(result.per_case) if case_ids else result.per_case).to_csv(
+            folder / "per_case.csv", index=False, float_format="%.10g")
+    if not skip_empty_per_subject or (result.per_subject is not None and len(result.per_subject.columns)):
+        result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.10g")
+    (result.aggregates if aggregates is None else aggregates).to_csv(folder / "aggregates.csv", index=False,
+                                                                   float_format="%.10g")
+    for name, df in (result.extra_tables or {}).items():
+        if f"{name}.csv" in STANDARD_FILES:
+            continue
+        df.to_csv(folder / f"{extra_name(name)}.csv", index=False, float_format="%.10g")
 
 
 def case_id(subject, frame=None, slice_=None) -> str:
@@ -137,17 +179,108 @@ def per_case_export(per_case: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def read_result(folder: str | Path) -> ScoreResult:
-    """Read a result folder written by :meth:`ScoreResult.write`.
+def read_per_case(folder: str | Path) -> pd.DataFrame:
+    """Read ``per_case.parquet`` or ``per_case.csv`` from a result folder (or a leaderboard entry), checked:
+    the required columns, at least one row, numbers (or blanks) in every metric and count column; the
+    ``phase`` and ``split`` columns as text (blank = unknown, never NaN).
 
     Raises:
-        FileNotFoundError: summary.json or per_case.csv is missing.
+        FileNotFoundError: neither file exists (names the folder).
+        ResultFolderError: the table is corrupt, or Parquet and pyarrow is not installed.
     """
     folder = Path(folder)
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    per_case = pd.read_csv(folder / "per_case.csv", dtype={"subject": str})
-    per_subject = pd.read_csv(folder / "per_subject.csv", dtype={"subject": str}) \
-        if (folder / "per_subject.csv").exists() else pd.DataFrame()
-    aggregates = pd.read_csv(folder / "aggregates.csv") \
-        if (folder / "aggregates.csv").exists() else pd.DataFrame(summary.get("results", []))
-    return ScoreResult(summary, per_case, per_subject, aggregates)
+    pq = folder / "per_case.parquet"
+    csv = folder / "per_case.csv"
+    if pq.exists():
+        try:
+            df = pd.read_parquet(pq)
+        except ImportError as e:
+            raise ResultFolderError(f"{pq}: reading Parquet needs pyarrow ({e}); pip install pyarrow "
+                                   "(it comes with cardbench[dashboard])") from None
+    elif csv.exists():
+        try:
+            df = pd.read_csv(csv, dtype={"subject": str, "phase": str, "split": str, "status": str, "class": str})
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+            raise ResultFolderError(f"{csv}: not a readable table ({str(e).splitlines()[0]}); the entry is "
+                                   "corrupt: remove it and add it again") from None
+    else:
+        df = None
+    if df is not None:
+        _check_per_case(df, pq if pq.exists() else csv)
+        for c in ("phase", "split"):  # empty = unknown; never NaN, so tables and group-bys show it
+            if c in df.columns:
+                df[c] = df[c].fillna("").astype(str)
+        return df
+    raise FileNotFoundError(f"{folder}: no per_case.csv or per_case.parquet; the entry is incomplete, "
+                            "remove it and add it again")
+
+
+#: columns every per-case table has; metric columns (dice, iou, hd95, ...) must be numbers.
+PER_CASE_REQUIRED = ("level", "subject", "class", "status", "dice")
+_PER_CASE_TEXT = {"level", "subject", "frame", "slice", "phase", "split", "class", "status", "ref_file",
+                  "pred_file", "reason", "note"}
+#: count columns of a per-case table besides the confusion counts ``c<ref><pred>``.
+_PER_CASE_COUNTS = {"ref_voxels", "pred_voxels", "tp", "fp", "fn"}
+
+
+def _check_per_case(df: pd.DataFrame, path: Path) -> None:
+    """Raise ResultFolderError (naming ``path``) unless ``df`` has the required columns, at least one row,
+    and numbers (or blanks) in every metric column (a metric of the registry) and count column."""
+    miss = [c for c in PER_CASE_REQUIRED if c not in df.columns]
+    if miss:
+        raise ResultFolderError(f"{path}: missing columns {miss}; the entry is corrupt: remove it and add it again")
+    if df.empty:
+        raise ResultFolderError(f"{path}: no rows; the entry is corrupt: remove it and add it again")
+    from cardbench.benchmark.metric_registry import METRICS
+
+    for c in df.columns:
+        numeric = c in METRICS or c in _PER_CASE_COUNTS or re.fullmatch(r"c\d\d", c) is not None
+        if not numeric or c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = df.index[num.isna() & df[c].notna()]
+        if len(bad):
+            i = bad[0]
+            raise ResultFolderError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
+                                   "numbers belong; the entry is corrupt: remove it and add it again")
+
+
+#: the files of a result folder (and of a leaderboard entry, which adds submission.yaml); any other
+#: ``*.csv`` is an extra table (e.g. clinical).
+STANDARD_FILES = {"summary.json", "per_case.csv", "per_case.parquet", "per_subject.csv", "aggregates.csv",
+                  "submission.yaml"}
+
+
+def read_summary(folder: str | Path) -> dict:
+    """``summary.json`` of a result folder.
+
+    Raises:
+        FileNotFoundError: no summary.json.
+        ValueError: not valid JSON.
+    """
+    return json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
+
+
+def read_per_subject(folder: str | Path) -> pd.DataFrame:
+    """``per_subject.csv`` of a result folder (subject as text); an empty table when the folder has none."""
+    ps = Path(folder) / "per_subject.csv"
+    return pd.read_csv(ps, dtype={"subject": str, "class": str, "metric": str}) if ps.exists() else pd.DataFrame()
+
+
+def read_result(folder: str | Path) -> ScoreResult:
+    """Read a result folder written by :meth:`ScoreResult.write` (or a leaderboard entry): the one reader
+    of result folders. Per-case table: :func:`read_per_case`; extra ``*.csv`` tables included.
+
+    Raises:
+        FileNotFoundError: summary.json or the per-case table is missing.
+        ResultFolderError: the per-case table is corrupt (names the file and the fix).
+    """
+    folder = Path(folder)
+    summary = read_summary(folder)
+    per_case = read_per_case(folder)
+    per_subject = read_per_subject(folder)
+    ag = folder / "aggregates.csv"
+    aggregates = pd.read_csv(ag) if ag.exists() else pd.DataFrame(summary.get("results", []))
+    extra = {p.stem: pd.read_csv(p, dtype={"subject": str}) for p in sorted(folder.glob("*.csv"))
+             if p.name not in STANDARD_FILES}
+    return ScoreResult(summary, per_case, per_subject, aggregates, extra_tables=extra)

@@ -37,6 +37,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version_cal
     """cardbench: score cardiac MRI segmentations, fetch and verify datasets, train baselines."""
 
 
+# the published studies register their leaderboard pre-fill sources and confusion-table references
+import cardbench.reproductions  # noqa: E402,F401
+
 # each part registers its commands on `app` when imported
 from cardbench.cli import score as _score  # noqa: E402,F401  (score, reproduce, demo)
 from cardbench.cli import data as _data  # noqa: E402,F401  (cardbench data ...)

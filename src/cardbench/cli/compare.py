@@ -94,7 +94,7 @@ def volumes_reproduce_cmd(
     """
     from cardbench.benchmark.report_clinical import volume_track_rich_table
     from cardbench.benchmark.results import to_json
-    from cardbench.benchmark.volume_track import VolumeTrackError, reproduce_kaggle_volumes
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, reproduce_kaggle_volumes
     from cardbench.datasets.embedded import IntegrityError
 
     try:
@@ -139,7 +139,7 @@ def volumes_score_cmd(
     """Score your own per-image pixel-count table on the Kaggle volume track (EDV, ESV, EF vs released volumes)."""
     from cardbench.benchmark.report_clinical import agreement_rich_table, volume_result_rich_table
     from cardbench.benchmark.results import to_json
-    from cardbench.benchmark.volume_track import VolumeTrackError, load_kaggle_data, score_pixel_table
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, load_kaggle_data, score_pixel_table
     from cardbench.datasets.embedded import IntegrityError
 
     if not table.exists():
@@ -176,7 +176,7 @@ def volumes_choices_cmd(
     from rich.table import Table
 
     from cardbench.benchmark.results import to_json
-    from cardbench.benchmark.volume_track import VolumeTrackError, choice_sensitivity
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, choice_sensitivity
     from cardbench.datasets.embedded import IntegrityError
 
     try:

@@ -223,7 +223,7 @@ def reproduce_cmd(
     if paper != "ankenbrand2021":
         fail(f"unknown paper '{paper}'; available: ankenbrand2021")
     from cardbench.benchmark.report import reproduction_table
-    from cardbench.benchmark.reproduce import reproduce_ankenbrand2021
+    from cardbench.reproductions.ankenbrand2021.seven_tesla import reproduce_ankenbrand2021
     from cardbench.benchmark.results import to_json
 
     try:
@@ -271,7 +271,7 @@ def demo_cmd(
        training patients, predict the 2 test patients, score them, add them to a leaderboard, print it.
     """
     from cardbench.benchmark.report import print_summary, reproduction_table
-    from cardbench.benchmark.reproduce import reproduce_ankenbrand2021, score_label_quality
+    from cardbench.reproductions.ankenbrand2021.seven_tesla import reproduce_ankenbrand2021, score_label_quality
 
     con = Console()
     con.rule("[bold]1. Reproducing Ankenbrand et al. 2021 (7T test set) from the published confusion tables")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+import cardbench.reproductions  # noqa: F401  (registers the published pre-fill sources)
 from cardbench.benchmark.leaderboard import Leaderboard, default_root, open_leaderboard, read_entry, read_per_case
 
 

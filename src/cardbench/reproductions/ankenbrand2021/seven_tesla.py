@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardbench.benchmark.confusion_tables import KNOWN_REFERENCES, read_confusion_table, reference_version, score_counts
+from cardbench.benchmark.confusion_tables import (
+    KNOWN_REFERENCES, read_confusion_table, reference_version, register_reference, score_counts,
+)
 from cardbench.benchmark.results import ScoreResult
 from cardbench.datasets.embedded import open_published
 
@@ -63,6 +65,15 @@ def esed_phases(data_dir: str | Path | None = None) -> dict[str, tuple[int | Non
         if len(g) == 1:
             out[str(vid)] = (int(g["ed"].iloc[0]), int(g["es"].iloc[0]))
     return out
+
+
+# The seed's reference observers: a user's table against them (``cardbench score confusion.tsv``)
+# lands in the same benchmark as the paper's entries, with the 7T ED/ES frames as phases.
+# The dataset's version is that of the card named second (``cardbench data list``).
+register_reference("scaled_masks", "cmr-7t", "cmr-7t", "WS", phases=esed_phases)
+register_reference("scaled_masks_TR", "cmr-7t-tr", "cmr-7t", "TR",  # second observer as reference: own benchmark
+                   phases=esed_phases)
+register_reference("own_masks", "kaggle-dsb-manual-masks", "kaggle-dsb-ukbb", "manual")  # the 816 masks of that card
 
 
 def score_published(comp: Comparison, protocol: str, split: str | None = "test",

@@ -1,0 +1,179 @@
+"""``index.json``: the derived cache of every entry's metadata and aggregated figures, rebuilt from
+the entry folders whenever it disagrees with them, and the tables read from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pandas as pd
+
+from cardbench._util import atomic_write_text
+from cardbench.benchmark.leaderboard.folder import (
+    BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, INDEX_FILE, _TMP_RE, LeaderboardError, _clinical_rows,
+    _read_yaml, _recover, _try_locked, read_per_case,
+)
+from cardbench.benchmark.results import to_json
+
+
+class IndexMixin:
+    """:class:`~cardbench.benchmark.leaderboard.Leaderboard` methods on ``index.json``."""
+
+    def stamp(self, bench: str | None = None) -> tuple:
+        """A cheap fingerprint that changes whenever an entry is added, replaced or removed.
+
+        One ``stat`` per entry (``summary.json`` mtime in ns and size); used as a cache key by the
+        dashboard so a reload shows new entries.
+        """
+        if bench is None:
+            return tuple((b, self.stamp(b)) for b in self.benchmark_ids())
+        out = []
+        d = self.root / bench / ENTRIES
+        if d.is_dir():
+            for p in os.scandir(d):
+                if p.name.startswith("."):
+                    continue
+                try:
+                    st = os.stat(os.path.join(p.path, "summary.json"))
+                except OSError:
+                    continue
+                out.append((p.name, st.st_mtime_ns, st.st_size))
+        try:
+            bst = os.stat(self.root / bench / BENCHMARK_FILE)
+            out.append(("", bst.st_mtime_ns, bst.st_size))
+        except OSError:
+            pass
+        return tuple(sorted(out))
+
+    def _entry_stamp(self, bench: str, name: str) -> list[int]:
+        """mtime (ns) and size of summary.json and of the per-case table: the index record is rebuilt
+        (and checked again) when either changes."""
+        path = self.root / bench / ENTRIES / name
+        st = os.stat(path / "summary.json")
+        out = [st.st_mtime_ns, st.st_size]
+        for f in ("per_case.parquet", "per_case.csv"):
+            try:
+                pst = os.stat(path / f)
+            except OSError:
+                continue
+            out += [pst.st_mtime_ns, pst.st_size]
+            break
+        return out
+
+    def _index_record(self, bench: str, name: str) -> dict:
+        """The index record of one entry; raises LeaderboardError when the entry is corrupt."""
+        path = self.root / bench / ENTRIES / name
+        stamp = self._entry_stamp(bench, name)
+        try:
+            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LeaderboardError(f"{path / 'summary.json'}: not readable JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(summary, dict):
+            raise LeaderboardError(f"{path / 'summary.json'}: not a JSON object")
+        results = summary.get("results") or []
+        counts = summary.get("counts") or {}
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) or \
+                not isinstance(counts, dict) or not isinstance(summary.get("clinical") or {}, dict):
+            raise LeaderboardError(f"{path / 'summary.json'}: results/counts/clinical have the wrong type")
+        read_per_case(path)  # raises LeaderboardError / FileNotFoundError naming the table
+        meta = _read_yaml(path / "submission.yaml")
+        return {
+            "stamp": stamp,
+            "meta": meta,
+            "counts": {k: counts.get(k) for k in ("subjects", "volumes", "images")},
+            "classes": summary.get("classes") or [],
+            "created": summary.get("created"),
+            "cardbench_version": summary.get("cardbench_version"),
+            "results": results,
+            "clinical": {"available": bool((summary.get("clinical") or {}).get("available")),
+                         "agreement": (summary.get("clinical") or {}).get("agreement") or []},
+        }
+
+    def index(self, bench: str, write: bool = True) -> dict:
+        """The benchmark's index: ``{name: record}`` with metadata and aggregated figures per entry.
+
+        Read from ``index.json`` when it matches the folder listing; otherwise the stale records are
+        rebuilt from the entry folders and, when ``write`` and the folder is writable, saved.
+        """
+        bdir = self.root / bench
+        idx_path = bdir / INDEX_FILE
+        edir = bdir / ENTRIES
+        if write and edir.is_dir() and any(_TMP_RE.match(n) for n in os.listdir(edir)):
+            # a writer was killed (or is running): recover only when no writer holds the lock
+            with _try_locked(bdir) as got:
+                if got:
+                    _recover(edir)
+        try:
+            idx = json.loads(idx_path.read_text(encoding="utf-8"))
+            records = idx.get("entries", {}) if idx.get("format") == FORMAT_VERSION else {}
+        except (OSError, ValueError):
+            records = {}
+        names = self.entry_names(bench)
+        changed = set(records) - set(names)
+        for n in list(changed):
+            records.pop(n, None)
+        for n in names:
+            rec = records.get(n)
+            try:
+                stamp = self._entry_stamp(bench, n)
+            except OSError:
+                continue
+            if rec is None or rec.get("stamp") != stamp:
+                try:
+                    records[n] = self._index_record(bench, n)
+                except (LeaderboardError, FileNotFoundError, OSError) as e:
+                    # one corrupt entry is skipped and named; the benchmark stays readable
+                    self.skipped[str(bdir / ENTRIES / n)] = str(e)
+                    records.pop(n, None)
+                changed.add(n)
+        records = {n: records[n] for n in names if n in records}
+        if changed and write:
+            with contextlib.suppress(OSError):
+                atomic_write_text(idx_path, to_json({"format": FORMAT_VERSION, "entries": records}, indent=None))
+        return records
+
+    def tables(self, bench: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(:meth:`entries_table`, :meth:`aggregates_table`) from one read of the index."""
+        idx = self.index(bench)
+        return self.entries_table(bench, idx), self.aggregates_table(bench, idx)
+
+    def entries_table(self, bench: str, index: dict | None = None) -> pd.DataFrame:
+        """One row per entry: name, label, team, method, url, added, source, published, counts."""
+        rows = []
+        for name, rec in (self.index(bench) if index is None else index).items():
+            m = rec.get("meta") or {}
+            row = {"entry": name}
+            for k in ("label", "team", "method", "training_data", "url", "added", "source", "published"):
+                row[k] = m.get(k)
+            row.update({f"n_{k}": v for k, v in (rec.get("counts") or {}).items()})
+            row["created"] = rec.get("created")
+            row["cardbench_version"] = rec.get("cardbench_version")
+            row["published_values"] = m.get("published_values")
+            rows.append(row)
+        cols = ["entry", "label", "team", "method", "training_data", "url", "added", "source", "published",
+                "n_subjects", "n_volumes", "n_images", "created", "cardbench_version", "published_values"]
+        return pd.DataFrame(rows, columns=cols)
+
+    def aggregates_table(self, bench: str, index: dict | None = None) -> pd.DataFrame:
+        """All aggregated figures of all entries (long form): entry + the aggregate columns.
+
+        Clinical agreement figures (summary.json ``clinical.agreement``: one record per index and
+        group) are included as rows with ``class`` = the index (LVEDV, LVEF, LVM...) and ``metric``
+        = the statistic (:data:`CLINICAL_STATS`: mae, bias, sd_diff, pearson_r), ``mean`` its value
+        and ``ci_low``/``ci_high`` its subject-bootstrap CI, so they rank like any metric.
+        """
+        cols = ["entry", "grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
+                "n_subjects", "n_values", "n_excluded"]
+        records: list[dict] = []
+        for name, rec in (self.index(bench) if index is None else index).items():
+            records.extend({"entry": name, **r} for r in rec.get("results") or [])
+            records.extend({"entry": name, **r} for r in _clinical_rows((rec.get("clinical") or {}).get("agreement")
+                                                                       or []))
+        out = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=cols)
+        out = out[[c for c in cols if c in out.columns] + [c for c in out.columns if c not in cols]]
+        for c in ("mean", "ci_low", "ci_high", "std", "median"):
+            if c in out.columns:
+                out[c] = pd.to_numeric(out[c], errors="coerce")
+        return out

@@ -1,0 +1,124 @@
+"""Ranked tables as text (terminal table, CSV, Markdown, JSON) and their export to a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from cardbench._util import atomic_dir, atomic_write_text
+from cardbench.benchmark.leaderboard.folder import BENCHMARK_FILE, ENTRIES, LeaderboardError
+from cardbench.benchmark.leaderboard.ranking import direction_text
+from cardbench.benchmark.metric_registry import digits_of, unit_of
+from cardbench.benchmark.results import to_json
+
+
+def _fmt_num(x, digits: int) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFrame:
+    """Readable strings: ``mean [ci_low, ci_high]`` per metric and class (CI only where present)."""
+    a = ranked.attrs
+    out = pd.DataFrame({"rank": ranked["rank"].map(lambda r: "-" if pd.isna(r) else str(int(r))),
+                        "entry": ranked["entry"]})
+    if "label" in ranked:
+        out["label"] = ranked["label"].fillna("")
+    for mm in a.get("shown_metrics", []):
+        d = digits if digits is not None else digits_of(mm, 3 if mm == "pearson_r" else 2)
+        for c in a.get("classes", []):
+            key = f"{mm}_{c}"
+            if key not in ranked:
+                continue
+            cells = []
+            for v, lo, hi in zip(ranked[key], ranked[key + "_ci_low"], ranked[key + "_ci_high"]):
+                s = _fmt_num(v, d)
+                if not (pd.isna(lo) or pd.isna(hi)):
+                    s += f" [{lo:.{d}f}, {hi:.{d}f}]"
+                cells.append(s)
+            unit = (a.get("units") or {}).get(c, "") if mm == a.get("metric") else unit_of(mm)
+            out[f"{mm} {c}" + (f" ({unit})" if unit else "")] = cells
+    if "paper_" + str(a.get("rank_column")) in ranked:
+        d = digits_of(str(a.get("metric")))
+        out[f"published {a.get('metric')} {a.get('class')}"] = ranked["paper_" + a["rank_column"]].map(
+            lambda v: _fmt_num(v, d))
+    if "n_subjects" in ranked:
+        out["subjects"] = ranked["n_subjects"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
+        out["values"] = ranked["n_values"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
+    return out
+
+
+def render(ranked: pd.DataFrame, fmt: str = "csv", title: str = "") -> str:
+    """Render a ranked table as ``csv`` (numbers), ``json`` (records + attrs) or ``markdown``.
+
+    Raises:
+        LeaderboardError: unknown format.
+    """
+    if fmt == "csv":
+        return ranked.to_csv(index=False, float_format="%.10g")
+    if fmt == "json":
+        recs = json.loads(ranked.to_json(orient="records"))
+        return to_json({"benchmark": ranked.attrs.get("benchmark"), "title": title,
+                        "ranked_by": ranked.attrs.get("rank_column"), "group": ranked.attrs.get("group"),
+                        "direction": direction_text(ranked.attrs.get("direction", 1)), "entries": recs}) + "\n"
+    if fmt == "markdown":
+        disp = display_table(ranked)
+        lines = []
+        if title:
+            lines += [f"### {title}", ""]
+        a = ranked.attrs
+        lines += [f"Ranked by {a.get('rank_column')} ({a.get('group')}), {direction_text(a.get('direction', 1))}"
+                  + ("; 95 % CI in brackets" if a.get("has_ci") else "") + ".", ""]
+        cols = list(disp.columns)
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "|".join("---:" if c not in ("entry", "label") else "---" for c in cols) + "|")
+        for _, r in disp.iterrows():
+            lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+        return "\n".join(lines) + "\n"
+    raise LeaderboardError(f"unknown format {fmt!r}; use table, csv, markdown or json")
+
+
+class RenderingMixin:
+    """:class:`~cardbench.benchmark.leaderboard.Leaderboard` methods that export ranked tables."""
+
+    def export(self, out: str | os.PathLike, bench: str | None = None, metric: str = "dice_lv",
+               formats: Iterable[str] = ("csv", "markdown", "json"), with_entries: bool = False) -> list[Path]:
+        """Export ranked tables (and optionally full entries) to a folder.
+
+        Writes ``<out>/<benchmark>.csv`` / ``.md`` / ``.json`` for each benchmark (or only
+        ``bench``), ranked by ``metric`` (benchmarks without that metric are ranked by their first
+        metric and class), plus, with ``with_entries``, a copy of each benchmark folder under
+        ``<out>/leaderboard/`` (a leaderboard another user can open). Every file is written
+        atomically. Returns the written paths.
+        """
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        benches = [bench] if bench else self.benchmark_ids()
+        for b in benches:
+            try:
+                df = self.ranked(b, metric)
+            except LeaderboardError:
+                ms = self.metrics(b)
+                df = self.ranked(b, ms[0] if ms else "dice")
+            for fmt in formats:
+                ext = {"csv": "csv", "markdown": "md", "json": "json"}[fmt]
+                p = out / f"{b}.{ext}"
+                atomic_write_text(p, render(df, fmt, title=self.benchmark(b).title))
+                written.append(p)
+            if with_entries:
+                dst = out / "leaderboard" / b
+                with atomic_dir(dst, overwrite=True, owned_only=False) as tmp:
+                    shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
+                    for n in self.entry_names(b):
+                        shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)
+                written.append(dst)
+        return written
