@@ -85,14 +85,9 @@ def predict_volume(model, cfg, volume: np.ndarray, device, batch_size: int = 16)
 
 
 def _write_nifti(path: Path, arr: np.ndarray, template) -> None:
-    import nibabel as nib
+    from cardbench.datasets.io import write_label_nifti  # the one NIfTI label writer
 
-    hdr = template.header.copy()
-    hdr.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image(arr.astype(np.uint8), template.affine, header=hdr)
-    img.header.set_slope_inter(1.0, 0.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    write_label_nifti(path, arr, template)
 
 
 def _write_png(path: Path, arr2d: np.ndarray) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from cardbench.datasets.formats import FORMATS, read_mask
 from cardbench.datasets.formats.base import LabelImage, MaskReadError, read_file_bytes
 from cardbench.limits import Limits
@@ -59,3 +61,26 @@ def read_png_mask(path: str | Path, data: bytes | None = None, expected_shape=No
             non-integral values.
     """
     return _read_as("png", path, data, expected_shape, limits)
+
+
+def write_label_nifti(path: str | Path, labels: np.ndarray, template) -> Path:
+    """Write a label map as a uint8 NIfTI on the grid of ``template`` (a nibabel image).
+
+    Args:
+        path: the file (``.nii`` or ``.nii.gz``); its folder is created.
+        labels: integer array of class values, same shape as ``template`` (``(x, y, slice)``).
+        template: the image whose affine and header (spacing, qform/sform) the label map keeps.
+
+    Returns:
+        ``path``. The data type is uint8 with scaling 1/0, so the stored values are the labels.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    hdr = template.header.copy()
+    hdr.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(np.asarray(labels).astype(np.uint8), template.affine, header=hdr)
+    img.header.set_slope_inter(1.0, 0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+    return path

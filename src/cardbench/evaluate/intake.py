@@ -168,24 +168,16 @@ def status(root, sid: str) -> dict:
     return {"id": sid, "status": "unknown", "message": "no such submission"}
 
 
+
+
 @contextlib.contextmanager
 def _try_lock(base: Path):
+    """The leaderboard's non-blocking lock on ``base/.lock`` (one scorer at a time)."""
+    from cardbench.benchmark.leaderboard.folder import _try_locked
+
     base.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield True
-        return
-    with open(base / ".lock", "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with _try_locked(base) as got:
+        yield got
 
 
 def _score_one(lb, req: dict, folder: Path, limits: IntakeLimits) -> dict:
