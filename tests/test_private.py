@@ -169,3 +169,35 @@ def test_create_private_benchmark_then_entries_join_it(tmp_path):
     assert lb.entry_names(bench) == ["copy-a", "copy-b"] and is_private(lb, bench)
     r = CliRunner().invoke(app, ["leaderboard", "create", str(root), "--reference", str(tmp_path / "nope")])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+
+
+def _entry_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("public", [True, False])
+def test_export_never_overlaps_the_leaderboard_nor_replaces_a_users_folder(board, tmp_path, public):
+    """An export into the leaderboard folder, a folder inside it or a folder holding it is refused
+    before anything is written (it once emptied a benchmark's entries); a folder of a benchmark's name
+    that cardbench did not write is never replaced."""
+    flag = ["--public"] if public else ["--with-entries"]
+    before = _entry_files(board)
+    bench = "cmr-7t__test__cardbench-v1"
+    for out in (board, board / bench, board.parent):
+        r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(board), "-b", bench, *flag])
+        assert r.exit_code == 2, r.output
+        assert "leaderboard folder" in r.stderr and "Traceback" not in r.stderr
+        assert _entry_files(board) == before  # nothing changed, nothing added
+    # a user's folder with a benchmark's name stays as it was
+    out = tmp_path / "export"
+    user = out / (bench if public else f"leaderboard/{bench}")
+    user.mkdir(parents=True)
+    (user / "thesis.txt").write_text("mine")
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(board), "-b", bench, *flag])
+    assert r.exit_code == 2 and "not written by cardbench" in r.stderr, r.output
+    assert (user / "thesis.txt").read_text() == "mine" and sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
+    # an export cardbench wrote is replaced by the next one
+    out2 = tmp_path / "export2"
+    for _ in range(2):
+        r = CliRunner().invoke(app, ["leaderboard", "export", str(out2), "-L", str(board), "-b", bench, *flag])
+        assert r.exit_code == 0, r.output

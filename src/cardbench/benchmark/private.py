@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -107,21 +106,24 @@ def _meta(m: dict) -> dict:
 def export_public(lb, out: str | os.PathLike, bench: str | None = None, metric: str = "dice_lv") -> list[Path]:
     """Write the aggregate-only public export (see the module docstring) into ``out/<benchmark>/``.
 
-    Every benchmark is exported this way (private or not); ``out/<benchmark>`` folders are replaced.
-    Returns the written files.
+    Every benchmark is exported this way (private or not); an ``out/<benchmark>`` folder is replaced
+    only when an earlier export (cardbench) wrote it, atomically. Returns the written files.
+
+    Raises:
+        LeaderboardError: ``out`` is, is inside or holds the leaderboard folder.
+        FileExistsError: ``out/<benchmark>`` exists and cardbench did not write it.
     """
+    from cardbench._util import atomic_dir
     from cardbench.benchmark.leaderboard import LeaderboardError, render
+    from cardbench.benchmark.leaderboard.rendering import check_export_target
     from cardbench.benchmark.ranking import RankingError, rank_uncertainty
 
-    out = Path(out)
+    out = check_export_target(lb.root, out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for b in [bench] if bench else lb.benchmark_ids():
         info = lb.benchmark(b)
         dst = out / b
-        if dst.exists():
-            shutil.rmtree(dst)
-        dst.mkdir(parents=True)
         entries, agg = lb.tables(b)
         try:
             ranked = lb.ranked(b, metric, entries=entries, aggregates=agg)
@@ -144,9 +146,10 @@ def export_public(lb, out: str | os.PathLike, bench: str | None = None, metric: 
             files["ranks.json"] = json.dumps(d, indent=1, default=float) + "\n"
         except (RankingError, LeaderboardError):
             pass
-        for fname, text in files.items():
-            atomic_write_text(dst / fname, text)
-            written.append(dst / fname)
+        with atomic_dir(dst, overwrite=True) as tmp:  # a user's folder of that name is never replaced
+            for fname, text in files.items():
+                (tmp / fname).write_text(text, encoding="utf-8")
+        written += [dst / fname for fname in files]
     return written
 
 

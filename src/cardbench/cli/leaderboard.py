@@ -225,17 +225,24 @@ def export_cmd(
     """Write each benchmark's ranked table as CSV, Markdown and JSON (and optionally the full entries)."""
     from cardbench.benchmark.private import export_public, is_private
 
+    from cardbench.benchmark.leaderboard import LeaderboardError
+    from cardbench.benchmark.leaderboard.rendering import check_export_target
+
     lb = _open(folder)
     benches = _resolve_benchmark(lb, benchmark)
     written = []
-    for b in benches:
-        if public or is_private(lb, b):
-            if with_entries:
-                _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: its entries "
-                      "(per-case tables) are not exported; leave out --with-entries")
-            written += export_public(lb, out, b, metric=metric)
-            continue
-        written += lb.export(out, b, metric=metric, with_entries=with_entries)
+    try:
+        check_export_target(lb.root, out)  # before anything is written
+        for b in benches:
+            if public or is_private(lb, b):
+                if with_entries:
+                    _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: its "
+                          "entries (per-case tables) are not exported; leave out --with-entries")
+                written += export_public(lb, out, b, metric=metric)
+                continue
+            written += lb.export(out, b, metric=metric, with_entries=with_entries)
+    except (LeaderboardError, FileExistsError, ValueError) as e:
+        _fail(str(e))
     con = Console()
     for p in written:
         con.print(f"wrote {escape(str(p))}")

@@ -86,6 +86,22 @@ def render(ranked: pd.DataFrame, fmt: str = "csv", title: str = "") -> str:
     raise LeaderboardError(f"unknown format {fmt!r}; use table, csv, markdown or json")
 
 
+
+def check_export_target(root: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """``out`` as a folder an export may write into: never the leaderboard folder ``root``, a folder
+    inside it, or a folder that holds it (an export there would replace or mix with the entries).
+
+    Raises:
+        LeaderboardError: ``out`` overlaps the leaderboard (the message names the fix).
+    """
+    out = Path(out)
+    r, o = Path(root).resolve(), out.resolve()
+    if o == r or r in o.parents or o in r.parents:
+        raise LeaderboardError(f"{out}: is, is inside or holds the leaderboard folder {root}; export to a "
+                               "folder outside it (nothing was written)")
+    return out
+
+
 class RenderingMixin:
     """:class:`~cardbench.benchmark.leaderboard.Leaderboard` methods that export ranked tables."""
 
@@ -98,8 +114,12 @@ class RenderingMixin:
         metric and class), plus, with ``with_entries``, a copy of each benchmark folder under
         ``<out>/leaderboard/`` (a leaderboard another user can open). Every file is written
         atomically. Returns the written paths.
+
+        Raises:
+            LeaderboardError: ``out`` is, is inside or holds the leaderboard folder.
+            FileExistsError: ``<out>/leaderboard/<benchmark>`` exists and cardbench did not write it.
         """
-        out = Path(out)
+        out = check_export_target(self.root, out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         benches = [bench] if bench else self.benchmark_ids()
@@ -116,7 +136,7 @@ class RenderingMixin:
                 written.append(p)
             if with_entries:
                 dst = out / "leaderboard" / b
-                with atomic_dir(dst, overwrite=True, owned_only=False) as tmp:
+                with atomic_dir(dst, overwrite=True) as tmp:  # a user's folder of that name is never replaced
                     shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
                     for n in self.entry_names(b):
                         shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)
