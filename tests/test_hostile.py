@@ -172,6 +172,14 @@ def _junk(tmp):
     return _score(tmp, pred)
 
 
+def _link_outside(tmp):
+    pred = _predictions(tmp)
+    outside = tmp / "elsewhere.nii.gz"  # a file outside the submission (e.g. another user's data)
+    (pred / "s1_frame01.nii.gz").rename(outside)
+    (pred / "s1_frame01.nii.gz").symlink_to(outside)
+    return _score(tmp, pred)
+
+
 def _unreadable_yaml(tmp, monkeypatch):
     real = Path.open
 
@@ -252,6 +260,8 @@ ROWS = [
     Row("unreadable_subfolder", _unreadable_folder_build, 2, "folder cannot be read (permission denied)",
         patch=_unreadable_folder),
     Row("300_junk_files", _junk, 2, "... and 250 more problems", max_lines=50),
+    Row("symlink_outside_submission", _link_outside, 2, "symbolic link to a file outside the submission",
+        max_lines=2),
     # confusion tables (the seed's real table, one row corrupted)
     Row("count_2_pow_70", _set_count(str(2**70)), 2, f"row 6: column lv_lv holds '{2**70}', not a pixel count"),
     Row("count_1e300", _set_count("1e300"), 2, "row 6: column lv_lv holds '1e300', not a pixel count"),

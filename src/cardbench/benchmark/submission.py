@@ -323,6 +323,16 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
     return meta
 
 
+def _link_stays_inside(link: Path, root: Path) -> bool:
+    """True when the symbolic link ``link`` resolves inside ``root`` (resolved), or into a git-annex
+    object store (``.git/annex/objects``: an annexed file of a DataLad dataset the submission is part of)."""
+    target = link.resolve()
+    if target == root or root in target.parents:
+        return True
+    parts = target.parts
+    return any(parts[i:i + 3] == (".git", "annex", "objects") for i in range(len(parts) - 2))
+
+
 def load_submission(path: str | Path, workdir: str | Path | None = None) -> Submission:
     """List a submission folder or archive.
 
@@ -372,9 +382,15 @@ def load_submission(path: str | Path, workdir: str | Path | None = None) -> Subm
         problems.append(Problem(tmp_shown.display(str(e.filename or root)),
                                 f"folder cannot be read ({why}); its files would be reported as missing",
                                 "make it readable (chmod -R a+rX) or remove it", "unreadable"))
+    root_resolved = root.resolve()
     for p in sorted(found):
         # a dangling link (git-annex content not retrieved) is kept, so reading it says so
         if not (p.is_file() or (p.is_symlink() and not p.exists())):
+            continue
+        if p.is_symlink() and p.exists() and not _link_stays_inside(p, root_resolved):
+            problems.append(Problem(tmp_shown.display(str(p)), "symbolic link to a file outside the submission "
+                                    f"folder ({root}); it was not read",
+                                    "copy the file into the submission instead of linking to it", "outside"))
             continue
         if p.name in _META_NAMES and p.parent == root:
             meta_path = p
