@@ -12,6 +12,8 @@ brackets are deeper than 20), never from cardbench's output.
 
 from __future__ import annotations
 
+import json
+
 import errno
 import io
 import os
@@ -429,6 +431,27 @@ def test_partial_annotation_warns_naming_annotations_csv(tmp_path):
     (tmp_path / "ref" / "annotations.csv").write_text("subject,frame,classes\ns0,1,LV MY\ns0,2,LV\n")
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "partial" not in res.stderr, res.stderr
+
+
+def test_annotations_csv_without_rows_for_most_volumes_warns(tmp_path):
+    """annotations.csv lists 1 of 3 reference volumes: the 2 others are scored as not annotated, as
+    documented, and a warning names annotations.csv, the count and the fix; listing all 3 silences it."""
+    for f in (1, 2, 3):
+        save_nifti(tmp_path / "ref" / "labels" / "s0" / f"s0_frame{f:02d}.nii.gz", _mask())
+        save_nifti(tmp_path / "pred" / f"s0_frame{f:02d}.nii.gz", _mask())
+    (tmp_path / "ref" / "annotations.csv").write_text("subject,frame,classes\ns0,1,LV MY\n")
+    args = ["score", str(tmp_path / "pred"), "--reference", str(tmp_path / "ref"), "--no-save", "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    warn = [ln for ln in res.stderr.splitlines() if ln.startswith("warning:") and "no row for" in ln]
+    assert len(warn) == 1 and "no row for 2 of 3 reference volume(s) (s0 frame 2, s0 frame 3)" in warn[0]
+    assert str(tmp_path / "ref" / "annotations.csv") in warn[0] and "Fix:" in warn[0]
+    summary = json.loads(res.stdout)
+    vol = summary["counts"]["status"]["volume"]["LV"]
+    assert vol.get("not_annotated") == 2  # the two unlisted volumes, as documented
+    (tmp_path / "ref" / "annotations.csv").write_text("subject,frame,classes\ns0,1,LV MY\ns0,2,LV MY\ns0,3,\n")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "no row for" not in res.stderr, res.stderr
 
 
 # ---------------------------------------------------------------------------------------------

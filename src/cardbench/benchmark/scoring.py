@@ -779,6 +779,7 @@ def score(
         warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
                                       ref.label_map, space)
         warnings += _partial_annotation(counts, ref, [c for c in classes_scored if c in space], space)
+        warnings += _unlisted_annotation_rows(ref)
         del counts  # the per-case table holds what is needed from here on
         meta_hashes = {}
         from cardbench._util import sha256_file
@@ -803,6 +804,22 @@ def score(
             submission=submission, label_map=pred_map, inputs=inputs, notes=collapse_notes(notes), split=split,
             extra={"warnings": warnings},
         )
+
+
+def _unlisted_annotation_rows(ref: Reference) -> list[str]:
+    """A warning when ``annotations.csv`` exists but has no row for some (subject, frame) of the reference:
+    nothing is scored there (every class ``not_annotated``), which is documented but easy to do by accident."""
+    if ref.annotations is None:
+        return []
+    volumes = sorted({(k.subject, k.frame) for k in ref.files}, key=lambda t: (t[0], -1 if t[1] is None else t[1]))
+    unlisted = [v for v in volumes if v not in ref.annotations]
+    if not unlisted:
+        return []
+    shown = ", ".join(f"{s} frame {'-' if f is None else f}" for s, f in unlisted[:5])
+    more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+    return [f"{ref.root / 'annotations.csv'}: no row for {len(unlisted)} of {len(volumes)} reference volume(s) "
+            f"({shown}{more}); nothing is scored there (not_annotated). Fix: add a row per (subject, frame) with "
+            "its annotated classes (a blank classes cell states that none is)"]
 
 
 def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str],
