@@ -269,7 +269,7 @@ def get_label_map(spec: "str | Path | LabelMap | dict | None") -> LabelMap:
         try:
             data = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML ({e}); see the README for the label map format") from e
+            raise ValueError(f"{p}: not valid YAML ({e}); see docs/scoring.md for the label map format") from e
         if not isinstance(data, dict):
             raise ValueError(f"{p}: expected a mapping like {{name: x, labels: {{background: 0, LV: 1}}}}")
         data.setdefault("name", p.stem)

@@ -303,7 +303,7 @@ def _apply_subset(vols: list[Volume], subset, root: Path, notes: list[str]) -> l
         example = f"; e.g. subject {missing[0][0]} frame {missing[0][1]} slice {missing[0][2]}" if missing else ""
         raise DatasetError(f"{root}: subset {subset.name} ({subset.source}) lists {len(subset.keys)} images but only "
                            f"{found} are labelled training images of this dataset{example}. Name subjects, frames and "
-                           "slices as in the subset table (see the README, baselines section)")
+                           "slices as in the subset table (see docs/baselines.md)")
     return out
 
 

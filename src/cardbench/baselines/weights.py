@@ -150,7 +150,7 @@ def read_state_dict(path: str | Path) -> dict:
     """Tensors of a weight file, without unpickling code.
 
     ``.safetensors`` is read with safetensors; anything else with ``torch.load(weights_only=True)``
-    (a fastai ``.pkl`` export holds pickled fastai objects and is refused: see the README).
+    (a fastai ``.pkl`` export holds pickled fastai objects and is refused: see docs/baselines.md).
     A top-level ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper is unwrapped.
 
     Raises:

@@ -111,7 +111,7 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
         df = pd.read_csv(io.BytesIO(data), sep=sep, dtype=str, keep_default_na=False)
     except Exception as e:
         raise ValidationError([Problem(name, f"cannot parse as a table ({e})",
-                                       "give a tab-separated confusion table (see the README)", "unreadable")])
+                                       "give a tab-separated confusion table (see docs/scoring.md, confusion tables)", "unreadable")])
     problems: list[Problem] = []
     count_cols = [c for c in df.columns if "_" in c and all(p in _LABELS for p in c.split("_", 1))]
     labels = sorted({_LABELS[p] for c in count_cols for p in c.split("_", 1)})
@@ -126,7 +126,7 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
         raise ValidationError(problems)
     if df.empty:
         raise ValidationError([Problem(name, "has a header but no rows: no image to score",
-                                       "give one row per 2D image (see the README)", "metadata")])
+                                       "give one row per 2D image (see docs/scoring.md, confusion tables)", "metadata")])
     counts = pd.DataFrame({c: 0 for c in COUNT_COLUMNS}, index=df.index)
     for c in count_cols:
         a, b = c.split("_", 1)

@@ -296,7 +296,7 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
     except PermissionError:
         return refuse("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
     except UnicodeDecodeError:
-        return refuse("not UTF-8 text", "save it as UTF-8 (see the README's submission.yaml example)")
+        return refuse("not UTF-8 text", "save it as UTF-8 (see docs/scoring.md, submission.yaml)")
     except OSError as e:
         return refuse(f"cannot be read ({e.strerror or e})", "check the file")
     try:
@@ -312,10 +312,10 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
         return refuse(f"not valid YAML{where}: {what}",
-                      "fix the syntax (see the README's submission.yaml example)")
+                      "fix the syntax (see docs/scoring.md, submission.yaml)")
     if not isinstance(meta, dict):
         return refuse("must be a mapping of keys (name, team, method, ...)",
-                      "see the README's submission.yaml example")
+                      "see docs/scoring.md, submission.yaml")
     unknown = sorted(set(map(str, meta)) - _ALLOWED_META_KEYS)
     if unknown:
         problems.append(Problem(shown, f"unknown keys {unknown}",

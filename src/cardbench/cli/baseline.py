@@ -340,7 +340,7 @@ def import_fastai_cmd(
     """Extract the ResNet encoder of a fastai v1 U-Net (e.g. the seed's Kaggle base model) for --encoder-weights.
 
     Only the encoder converts: fastai's DynamicUnet decoder has no counterpart in smp's Unet. The
-    .pkl export itself is never unpickled (see the README, baselines section).
+    .pkl export itself is never unpickled (see docs/baselines.md).
     """
     _require_torch()
     import segmentation_models_pytorch as smp

@@ -4,7 +4,7 @@ A card says what a dataset is (title, description, modality, field strength, lab
 classes, annotators), under which terms it may be used (SPDX license, citation, access route), which
 files of the shipped data registry (``data/REGISTRY.tsv``: URL, sha256 and size of every published
 file) belong to it, its subjects and standard split, and its known issues. The schema is written
-down in the README (section "datasets"); in short::
+down in docs/datasets.md; in short::
 
     name: sunnybrook-sample          # registry name; equals the file name without .yaml
     version: "1.0.0"                 # semver of the dataset content (quoted)
@@ -199,7 +199,7 @@ def parse_card(data: Any, source: str = "<dict>", *, check_registry: bool = True
         raise CardError(source, [f"expected a YAML mapping of fields, got {type(data).__name__}"])
     for k in REQUIRED:
         if data.get(k) in (None, "", []):
-            p.append(f"field '{k}' is missing; add it (see the card schema in the README, section datasets)")
+            p.append(f"field '{k}' is missing; add it (see the card schema in docs/datasets.md)")
     unknown = sorted(set(data) - KNOWN_FIELDS)
     if unknown:
         p.append(f"unknown field(s) {unknown}; fix the spelling or remove them (known: {sorted(KNOWN_FIELDS)})")

@@ -119,7 +119,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype={"subject": str}, sep=None, engine="python")
     except Exception as e:
-        raise ReferenceError(f"{path}: cannot parse as CSV ({e}); see the README for its columns") from e
+        raise ReferenceError(f"{path}: cannot parse as CSV ({e}); see docs/scoring.md for its columns") from e
 
 
 def read_subjects(path: Path) -> pd.DataFrame:
