@@ -107,3 +107,14 @@ def test_sha256_is_of_file_bytes(tmp_path):
     p = save_nifti(tmp_path / "a_frame01.nii.gz", np.ones((2, 2, 2)))
     assert read_mask(p).sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
     assert gzip.decompress(p.read_bytes())[:4]  # really gzip
+
+
+def test_label_map_value_that_is_not_a_number_is_one_clear_line(tmp_path):
+    from cardbench.labelmaps import get_label_map
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\nlabels: {background: 0, LV: banana}\n")
+    with pytest.raises(ValueError) as e:
+        get_label_map(str(p))
+    msg = str(e.value)
+    assert "LV" in msg and "'banana'" in msg and "whole number" in msg and "invalid literal" not in msg

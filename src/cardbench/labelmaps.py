@@ -253,7 +253,15 @@ def get_label_map(spec: "str | Path | LabelMap | dict | None") -> LabelMap:
             regions = {str(r): tuple(str(r).split("+")) for r in regions}
         if not isinstance(regions, dict):
             raise ValueError("regions: expected a mapping like {LV+MY: [LV, MY]} or a list like [LV+MY]")
-        return LabelMap(str(spec.get("name", "custom")), {str(k): int(v) for k, v in labels.items()},
+        if not isinstance(labels, dict):
+            raise ValueError("labels: expected a mapping of class names to integer values, like {background: 0, LV: 1}")
+        values = {}
+        for k, v in labels.items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"labels: class {k!s} has value {v!r}; give a whole number 0..255 "
+                                 "(e.g. LV: 1)")
+            values[str(k)] = v
+        return LabelMap(str(spec.get("name", "custom")), values,
                         str(spec.get("source", "")), {str(k): tuple(str(c) for c in v) for k, v in regions.items()},
                         {str(k): str(v) for k, v in names.items()})
     s = str(spec)

@@ -59,7 +59,8 @@ def check_labels(img: LabelImage, label_map: LabelMap, role: str = "prediction")
     else:
         fix = (f"use the values of label map '{label_map.name}' {allowed}, or declare the map the file uses "
                "with --labels acdc|mnms|FILE.yaml (or label_map in submission.yaml)")
-    return [Problem(str(img.path), f"{role} label values {bad} are not in label map '{label_map.name}' "
+    shown = str(bad) if len(bad) <= 10 else f"[{', '.join(map(str, bad[:10]))}, ... ({len(bad)} values)]"
+    return [Problem(str(img.path), f"{role} label values {shown} are not in label map '{label_map.name}' "
                                    f"(allowed {allowed})", fix, "labels")]
 
 
