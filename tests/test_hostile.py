@@ -709,3 +709,16 @@ def test_zz_tally():
     print("\n" + line)
     assert TALLY["tried"] and TALLY["refused"] == TALLY["tried"], line
     assert TALLY["tracebacks"] == 0 and TALLY["silent"] == 0, line
+
+
+@pytest.mark.parametrize("name", ["con", "CON.txt", "nul.", "LPT1.tar.gz"])
+def test_the_name_suggested_for_a_windows_reserved_name_is_valid(name):
+    """The fix a refusal suggests must itself be accepted (it once suggested CON.txt_1, refused again)."""
+    import re as _re
+
+    from cardbench.benchmark.leaderboard import LeaderboardError, check_name
+
+    with pytest.raises(LeaderboardError) as e:
+        check_name(name)
+    suggested = _re.search(r"e\.g\. '([^']+)'", str(e.value)).group(1)
+    assert check_name(suggested) == suggested and suggested != name

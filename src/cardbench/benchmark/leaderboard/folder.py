@@ -71,6 +71,13 @@ def safe_name(text: str) -> str:
     return s[:120]
 
 
+def _unreserved(name: str) -> str:
+    """A suggestion for a name that Windows reserves: the reserved stem gets ``_1`` (``CON.txt`` ->
+    ``CON_1.txt``), a trailing '.' is dropped; the suggestion itself is valid."""
+    stem, dot, rest = name.rstrip(".").partition(".")
+    return f"{stem}_1{dot}{rest}" if stem.lower() in _WINDOWS_RESERVED else name.rstrip(".") or "entry"
+
+
 def check_name(name: str, what: str = "entry name") -> str:
     """Return ``name`` if it is a valid entry or benchmark name.
 
@@ -85,7 +92,7 @@ def check_name(name: str, what: str = "entry name") -> str:
                                f"(starting with a letter or digit), e.g. {safe_name(str(name))!r}")
     if name.split(".")[0].lower() in _WINDOWS_RESERVED or name.endswith("."):
         raise LeaderboardError(f"invalid {what} {name!r}: reserved as a file name on Windows (or ends with '.'); "
-                               f"choose another, e.g. {name.rstrip('.') + '_1'!r}")
+                               f"choose another, e.g. {_unreserved(name)!r}")
     return name
 
 
