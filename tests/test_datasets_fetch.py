@@ -305,3 +305,16 @@ def test_shipped_files_are_fetched_offline_from_the_embedded_copy(tmp_path, shar
     # with a mirror the mirror is used, not the embedded copy
     rep = fetch("sunnybrook-sample", cache=tmp_path / "c2", mirror=shared_data, progress=False)
     assert rep.from_embedded == [] and len(rep.downloaded) == 320
+
+
+def test_path_before_any_fetch_exits_0_with_a_hint(tmp_path):
+    """Before a fetch, `data path` prints where the files will be and a hint (exit 0); an incomplete
+    cache is an error (exit 1, test above)."""
+    from cardbench.datasets.cards import load_card
+    from cardbench.datasets.fetch import dataset_path
+
+    cache = tmp_path / "cache"
+    res = _cli(["path", "cmr-7t"], cache)
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(dataset_path(load_card("cmr-7t"), cache))
+    assert "not fetched yet" in res.stderr and "cardbench data fetch cmr-7t" in res.stderr

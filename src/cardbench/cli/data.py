@@ -265,7 +265,9 @@ def verify_cmd(name: str = typer.Argument(..., help="Dataset name."), cache: Opt
 
 @data_app.command("path")
 def path_cmd(name: str = typer.Argument(..., help="Dataset name."), cache: Optional[Path] = CACHE_OPT) -> None:
-    """Print the dataset's folder in the cache (exit 1, with a hint, when it is not fully fetched)."""
+    """Print the dataset's folder in the cache. Before any fetch it exits 0 with a hint on stderr (the
+    folder is where the files will be); when only some files are there (an incomplete or damaged
+    cache) it exits 1."""
     from cardbench.datasets.fetch import cache_dir, dataset_path
 
     c = _card(name)
@@ -273,7 +275,12 @@ def path_cmd(name: str = typer.Argument(..., help="Dataset name."), cache: Optio
     typer.echo(str(p))
     root = cache_dir(cache)
     missing = sum(not (root / e.local_path).is_file() for e in c.files)
-    if missing:
+    if missing and missing == len(c.files):
+        from cardbench.cli.errors import err_console
+
+        err_console().print(f"hint: {escape(c.name)} is not fetched yet; `cardbench data fetch {escape(c.name)}` "
+                            "puts its files there", highlight=False)
+    elif missing:
         _fail(f"{c.name}: {missing} of {len(c.files)} files are not in the cache; run `cardbench data fetch {c.name}`")
 
 
