@@ -722,3 +722,16 @@ def test_the_name_suggested_for_a_windows_reserved_name_is_valid(name):
         check_name(name)
     suggested = _re.search(r"e\.g\. '([^']+)'", str(e.value)).group(1)
     assert check_name(suggested) == suggested and suggested != name
+
+
+@pytest.mark.parametrize("text", ["name: [unclosed\nversion: 1\n", "- a list\n- not a card\n"])
+def test_malformed_reference_card_is_one_line(tmp_path, text):
+    """A reference's card.yaml that is not valid YAML, or not a mapping: one line naming the file, exit 2."""
+    save_nifti(tmp_path / "ref" / "labels" / "s0" / "s0_frame01.nii.gz", _mask())
+    save_nifti(tmp_path / "pred" / "s0_frame01.nii.gz", _mask())
+    (tmp_path / "ref" / "card.yaml").write_text(text)
+    res = CliRunner().invoke(app, ["score", str(tmp_path / "pred"), "--reference", str(tmp_path / "ref"),
+                                   "--no-save"])
+    assert res.exit_code == 2, res.output
+    err = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and "card.yaml" in err[0] and "Traceback" not in res.stderr, res.stderr

@@ -155,3 +155,12 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, owned_only: boo
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def yaml_error_text(e: Exception) -> str:
+    """A PyYAML error as one line: ``at line L, column C: <problem>`` (PyYAML's own message spans
+    several lines with a caret drawing)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    return f"{where}{what}"

@@ -378,9 +378,9 @@ def load_protocol(path: str | Path) -> Protocol:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ProtocolError(f"{p}: not valid YAML{at} ({getattr(e, 'problem', None) or e}); fix the syntax "
+        from cardbench._util import yaml_error_text
+
+        raise ProtocolError(f"{p}: not valid YAML ({yaml_error_text(e)}); fix the syntax "
                             "(`cardbench protocol show cardbench-v1` prints a valid file)") from None
     return protocol_from_dict(data, source=str(p))
 

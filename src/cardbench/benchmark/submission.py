@@ -308,10 +308,9 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
         return refuse(f"nested deeper than {lim.max_meta_depth} levels",
                       "write plain keys and values")
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        return refuse(f"not valid YAML{where}: {what}",
+        from cardbench._util import yaml_error_text
+
+        return refuse(f"not valid YAML {yaml_error_text(e)}",
                       "fix the syntax (see docs/scoring.md, submission.yaml)")
     if not isinstance(meta, dict):
         return refuse("must be a mapping of keys (name, team, method, ...)",

@@ -317,7 +317,9 @@ def read_card_file(path: str | Path, *, check_registry: bool = True) -> DatasetC
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise CardError(str(path), [f"not valid YAML: {e}"]) from e
+        from cardbench._util import yaml_error_text
+
+        raise CardError(str(path), [f"not valid YAML {yaml_error_text(e)}"]) from None
     card = parse_card(data, str(path), check_registry=check_registry)
     return card
 

@@ -175,9 +175,15 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
     card_path = root / "card.yaml"
     if card_path.exists():
         try:
-            card = yaml.safe_load(card_path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ReferenceError(f"{card_path}: not valid YAML ({e})") from e
+            card = yaml.safe_load(card_path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            from cardbench._util import yaml_error_text
+
+            raise ReferenceError(f"{card_path}: not valid YAML ({yaml_error_text(e)}); fix the syntax "
+                                 "(docs/datasets.md shows a card)") from None
+        if not isinstance(card, dict):
+            raise ReferenceError(f"{card_path}: must be a mapping of keys (name, version, label_map, ...), got "
+                                 f"{type(card).__name__}; see docs/datasets.md")
         meta.append(card_path)
     lm = get_label_map(label_map if label_map is not None else card.get("label_map", "cardbench"))
     mask_root = root / "labels" if (root / "labels").is_dir() else root
