@@ -210,15 +210,9 @@ def _print_plan(cfg, n_images: int | None = None) -> None:
         con.print(f"schedule: {e}", highlight=False)
         return
     n_all = cfg.n_all or (sub.n_all if sub else None)
-    n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
-    if n is None and cfg.dataset:  # count the dataset's labelled training images (no torch needed)
-        from cardbench.baselines.data import DatasetError, index_dataset
-
-        try:
-            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
-        except (DatasetError, SubsetError, ValueError) as e:
-            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
-            return
+    n, ok = _n_training_images(cfg, sub, n_images, con)
+    if not ok:
+        return
     if n is None:
         con.print("schedule: depends on the number of training images (give --subset v7..r_esed, or "
                   "`cardbench baseline schedule --n-images N`)")
@@ -251,15 +245,9 @@ def schedule_cmd(
         sub = get_subset(cfg.subset)
     except (ConfigError, SubsetError) as e:
         _fail(str(e), 2)
-    n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
-    if n is None and cfg.dataset:  # count the dataset's labelled training images (no torch needed)
-        from cardbench.baselines.data import DatasetError, index_dataset
-
-        try:
-            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
-        except (DatasetError, SubsetError, ValueError) as e:
-            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
-            return
+    n, ok = _n_training_images(cfg, sub, n_images, Console(stderr=True))
+    if not ok:
+        raise typer.Exit(2)
     if n is None:
         _fail("give --subset (v7 v3 v1 r7 r3 r1 esed r_esed) or --n-images N", 2)
     total = cfg.n_all or (sub.n_all if sub else None)
@@ -360,3 +348,21 @@ def import_fastai_cmd(
               metadata={"source": str(state_dict.name), "detected_format": fmt, "encoder": encoder})
     Console().print(f"{len(mapped)} encoder tensors ({fmt}) written to [bold]{escape(str(out))}[/bold]; use them with "
                     f"`cardbench baseline train --init imagenet --encoder-weights {out}`")
+
+
+def _n_training_images(cfg, sub, n_images, con) -> tuple[int | None, bool]:
+    """Number of training images for the schedule: ``--n-images``, else the subset's, else the dataset's
+    labelled training images (counted without torch). Returns ``(n or None, ok)``; ``ok`` is False after
+    a printed one-line reason (the dataset cannot be indexed)."""
+    from cardbench.baselines.subsets import SubsetError
+
+    n = n_images if n_images is not None else (len(sub.keys) if sub is not None and sub.keys is not None else None)
+    if n is None and cfg.dataset:
+        from cardbench.baselines.data import DatasetError, index_dataset
+
+        try:
+            n = index_dataset(cfg.dataset, [cfg.train_split], subset=sub, classes=tuple(cfg.classes)).n_images()
+        except (DatasetError, SubsetError, ValueError) as e:
+            con.print(f"schedule: {cfg.dataset}: {e}", highlight=False)
+            return None, False
+    return n, True
