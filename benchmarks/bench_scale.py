@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,14 +70,21 @@ if __name__ == "__main__":
 
 
 def scaled_set(base: Path, root: Path, n: int) -> tuple[Path, Path]:
-    """Reference and prediction folders of ``n`` cases, symbolic links to the base set's files."""
+    """Reference and prediction folders of ``n`` cases, symbolic links to the base set's files
+    (the predictions' links stay inside the submission folder, as cardbench requires)."""
     ref, pred = root / f"n{n}" / "ref", root / f"n{n}" / "pred"
     stamp = root / f"n{n}" / "STAMP"
     if stamp.exists():
         return ref, pred
     base_cases = sorted((base / "pred").glob("*.nii.gz"))
     (ref / "labels").mkdir(parents=True, exist_ok=True)
-    pred.mkdir(parents=True, exist_ok=True)
+    # cardbench refuses a submission's links that lead outside it, so the 200 prediction files are
+    # copied once into a hidden folder of the submission (hidden folders are not read) and linked
+    copies = pred / ".base"
+    copies.mkdir(parents=True, exist_ok=True)
+    for p in base_cases:
+        if not (copies / p.name).exists():
+            shutil.copyfile(p, copies / p.name)
     subjects = {}
     for i in range(n):
         k, src = divmod(i, len(base_cases))
@@ -86,7 +94,7 @@ def scaled_set(base: Path, root: Path, n: int) -> tuple[Path, Path]:
         name = f"{subj}_frame{fr}.nii.gz"
         (ref / "labels" / subj).mkdir(exist_ok=True)
         os.symlink(base / "ref" / "labels" / subj0 / p.name, ref / "labels" / subj / name)
-        os.symlink(p, pred / name)
+        os.symlink(Path(".base") / p.name, pred / name)
         subjects[subj] = True
     (ref / "subjects.csv").write_text("subject,split,ed_frame,es_frame\n"
                                       + "".join(f"{s},test,1,10\n" for s in subjects))
@@ -128,7 +136,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="cardbench-scale-") as tmp:
         for n in args.sizes:
-            ref, pred = scaled_set(base.resolve(), args.data / "scale", n)
+            ref, pred = scaled_set(base.resolve(), args.data / "scale-v2", n)
             for eng in args.engines:
                 load = os.getloadavg()[0]
                 r = run_one(ref, pred, eng, Path(tmp))
