@@ -107,12 +107,13 @@ def test_killed_worker_cases_are_retried(sunnybrook, serial, client):
 class _FailOne(ThreadPoolExecutor):
     """A real executor whose future for one case raises, as a worker that died too often does."""
 
-    def submit(self, fn, task, *a, **k):
-        if task.subject == self.bad:
+    def submit(self, fn, tasks, *a, **k):  # a unit of work is a chunk of cases (one case in so small a run)
+        assert len(tasks) == 1
+        if tasks[0].subject == self.bad:
             f = Future()
             f.set_exception(MemoryError("worker ran out of memory"))
             return f
-        return super().submit(fn, task, *a, **k)
+        return super().submit(fn, tasks, *a, **k)
 
 
 def test_failed_case_is_one_problem_naming_it(sunnybrook):

@@ -16,12 +16,15 @@ reductions (``monai.metrics.utils.do_metric_reduction``) which also return the c
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pandas as pd
 
 from cardbench.benchmark.protocols import Protocol
+
+if TYPE_CHECKING:
+    from cardbench.benchmark.casestore import PerCaseStore
 
 #: groupings reported in summary.json: (name, columns).
 GROUPINGS: list[tuple[str, list[str]]] = [
@@ -40,8 +43,10 @@ AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_hig
 #: float matrix is built for large cohorts. The block size never changes a result.
 BLOCK_VALUES = 1 << 19
 #: index matrices of at most this many bytes (in the smallest integer type that holds the
-#: subject index) are drawn once and cached; larger ones are drawn block by block on every call.
-CACHE_BYTES = 64 << 20
+#: subject index) are drawn once and cached (at most :data:`CACHE_ENTRIES` of them, so the cache
+#: never holds more than 32 MB); larger ones are drawn block by block on every call (same rows).
+CACHE_BYTES = 8 << 20
+CACHE_ENTRIES = 4
 
 
 def _index_dtype(n: int):
@@ -52,7 +57,7 @@ def _rows_per_block(n: int, block_values: int | None = None) -> int:
     return max(1, int(block_values or BLOCK_VALUES) // max(n, 1))
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=CACHE_ENTRIES)
 def _cached_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.empty((n_boot, n), dtype=_index_dtype(n))
@@ -194,55 +199,140 @@ def _group_label(column: str, key) -> str:
     return str(key)
 
 
-def aggregate(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
+def class_rows(per_case: "pd.DataFrame | PerCaseStore", level: str,
+               columns: list[str] | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The rows of ``per_case`` at ``level``, one class (or region) at a time, classes in the order
+    of the table (first appearance), rows in table order.
+
+    ``per_case`` is a DataFrame or a :class:`~cardbench.benchmark.casestore.PerCaseStore`; a store
+    reads only ``columns`` (default: all) of one class from disk at a time, so memory holds one
+    class's rows at one level, never the whole table.
+
+    Yields:
+        (class, DataFrame of that class's rows).
+    """
+    from cardbench.benchmark.casestore import PerCaseStore
+
+    if isinstance(per_case, PerCaseStore):
+        for cls in per_case.classes:
+            df = per_case.read(columns, level=level, cls=cls)
+            if len(df):
+                yield cls, df
+        return
+    rows = per_case[per_case["level"] == level]
+    if columns is not None:
+        rows = rows[[c for c in dict.fromkeys(list(columns) + ["class"]) if c in rows.columns]]
+    for cls, idx in rows.groupby("class", sort=False).indices.items():
+        yield cls, rows.iloc[idx]
+
+
+def _columns_of(per_case) -> list[str]:
+    return list(per_case.columns)
+
+
+def aggregate(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol,
+              metrics: list[str] | None = None) -> pd.DataFrame:
     """Aggregate the per-case table under ``protocol`` for every grouping in :data:`GROUPINGS`.
 
     Only rows at the protocol's level (image or volume) are used, except for the ``position``
     grouping (base / mid / apex, :func:`cardbench.benchmark.casetable.slice_positions`), which
     aggregates the image-level rows of each position with the protocol's aggregation (per subject
-    first under ``subject``). A grouping whose column is empty everywhere is skipped. An empty phase is labelled ``other`` (neither ED nor ES), an empty split ``-``.
+    first under ``subject``). A grouping whose column is empty everywhere is skipped. An empty phase
+    is labelled ``other`` (neither ED nor ES), an empty split ``-``.
+
+    The work is done one class at a time (:func:`class_rows`): every figure of a class depends
+    only on that class's rows, so the result is the same as over the whole table, and a
+    :class:`~cardbench.benchmark.casestore.PerCaseStore` is never read into memory whole.
 
     Args:
-        per_case: table from :func:`cardbench.benchmark.casetable.per_case_table`.
+        per_case: table from :func:`cardbench.benchmark.casetable.per_case_table`, or its store.
         protocol: level, aggregation, bootstrap settings.
         metrics: metric columns to aggregate (default: the protocol's metrics present in the table).
 
     Returns:
-        DataFrame with :data:`AGG_COLUMNS`.
+        DataFrame with :data:`AGG_COLUMNS`: groupings in :data:`GROUPINGS` order (then
+        ``position``), groups in sorted order, classes in table order, metrics in protocol order.
     """
-    rows = per_case[per_case["level"] == protocol.level]
-    metrics = [m for m in (metrics or protocol.all_metrics) if m in rows.columns]
+    all_cols = _columns_of(per_case)
+    metrics = [m for m in (metrics or protocol.all_metrics) if m in all_cols]
+    group_cols = sorted({c for _, cols in GROUPINGS for c in cols if c in all_cols})
+    with_position = "position" in all_cols
+    need = ["subject", "class"] + group_cols + metrics + (["position"] if with_position else [])
+    # per grouping: group label -> class -> records; labels in sorted order (first class that has them)
+    found: dict[int, dict[str, dict[str, list]]] = {i: {} for i in range(len(GROUPINGS))}
+    empty_everywhere = {i: True for i in range(len(GROUPINGS))}
+    pos_found: dict[str, dict[str, list]] = {p: {} for p in POSITIONS}
+    classes: list[str] = []
+    for cls, rows in class_rows(per_case, protocol.level, need):
+        classes.append(cls)
+        for gi, (gname, cols) in enumerate(GROUPINGS):
+            if cols and all((rows[c].fillna("") == "").all() for c in cols):
+                continue
+            empty_everywhere[gi] = False
+            groups = [((), rows)] if not cols else rows.groupby(cols, sort=True, dropna=False)
+            for gkey, grows in groups:
+                gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+                label = "/".join(_group_label(c, k) for c, k in zip(cols, gkey)) if cols else "all"
+                recs = found[gi].setdefault(label, {}).setdefault(cls, [])
+                for c2, m, summ in _summarise_classes(grows, metrics, protocol):
+                    recs.append({"grouping": gname, "group": label, "class": c2, "metric": m, **summ})
+        if with_position and protocol.level == "image":
+            _position_records(rows, cls, metrics, protocol, pos_found)
+    if with_position and protocol.level != "image":
+        for cls, rows in class_rows(per_case, "image", ["subject", "class", "position"] + metrics):
+            if cls not in classes:
+                classes.append(cls)
+            _position_records(rows, cls, metrics, protocol, pos_found)
     records = []
-    for gname, cols in GROUPINGS:
-        if cols and all((rows[c].fillna("") == "").all() for c in cols):
+    for gi in range(len(GROUPINGS)):
+        if GROUPINGS[gi][1] and empty_everywhere[gi]:
             continue
-        groups = [((), rows)] if not cols else rows.groupby(cols, sort=True, dropna=False)
-        for gkey, grows in groups:
-            gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-            label = "/".join(_group_label(c, k) for c, k in zip(cols, gkey)) if cols else "all"
-            for cls, m, summ in _summarise_classes(grows, metrics, protocol):
-                records.append({"grouping": gname, "group": label, "class": cls, "metric": m, **summ})
-    if "position" in per_case.columns:
-        img = per_case[(per_case["level"] == "image") & per_case["position"].isin(POSITIONS)]
-        for pos in POSITIONS:
-            prow = img[img["position"] == pos]
-            for cls, m, summ in _summarise_classes(prow, metrics, protocol):
-                records.append({"grouping": POSITION_GROUPING[0], "group": pos, "class": cls, "metric": m, **summ})
+        for label, by_cls in found[gi].items():
+            for cls in classes:
+                records.extend(by_cls.get(cls, []))
+    for pos in POSITIONS:
+        for cls in classes:
+            records.extend(pos_found[pos].get(cls, []))
     return pd.DataFrame.from_records(records, columns=AGG_COLUMNS)
 
 
-def per_subject_table(per_case: pd.DataFrame, protocol: Protocol, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Per-subject means at the protocol's level: subject, split, class, metric, mean, n_values, n_excluded."""
-    rows = per_case[per_case["level"] == protocol.level]
-    metrics = [m for m in (metrics or protocol.all_metrics) if m in rows.columns]
+def _position_records(rows: pd.DataFrame, cls: str, metrics: list[str], protocol: Protocol,
+                      out: dict[str, dict[str, list]]) -> None:
+    """Records of the ``position`` grouping of one class's image-level rows, into ``out[pos][cls]``."""
+    img = rows[rows["position"].isin(POSITIONS)]
+    for pos in POSITIONS:
+        prow = img[img["position"] == pos]
+        for c2, m, summ in _summarise_classes(prow, metrics, protocol):
+            out[pos].setdefault(cls, []).append({"grouping": POSITION_GROUPING[0], "group": pos, "class": c2,
+                                                 "metric": m, **summ})
+
+
+def per_subject_table(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol,
+                      metrics: list[str] | None = None) -> pd.DataFrame:
+    """Per-subject means at the protocol's level: subject, split, class, metric, mean, n_values, n_excluded.
+
+    Rows sorted by subject, class, then metric (protocol order); ``mean`` is the mean of the
+    subject's values (NaN excluded), ``n_values`` their number, ``n_excluded`` the NaN ones. Worked
+    one class at a time (:func:`class_rows`).
+    """
     cols = ["subject", "split", "class", "metric", "mean", "n_values", "n_excluded"]
-    if rows.empty or not metrics:
+    all_cols = _columns_of(per_case)
+    metrics = [m for m in (metrics or protocol.all_metrics) if m in all_cols]
+    if not metrics:
         return pd.DataFrame(columns=cols)
-    long = rows.melt(id_vars=["subject", "split", "class"], value_vars=metrics, var_name="metric")
-    long["metric"] = pd.Categorical(long["metric"], categories=metrics, ordered=True)
-    g = long.groupby(["subject", "class", "metric"], sort=True, observed=True)
-    out = g.agg(split=("split", "first"), mean=("value", "mean"), n_values=("value", "count"),
-                n=("value", "size")).reset_index()
-    out["n_excluded"] = out["n"] - out["n_values"]
-    out["metric"] = out["metric"].astype(str)
+    parts = []
+    for cls, rows in class_rows(per_case, protocol.level, ["subject", "split", "class"] + metrics):
+        g = rows.groupby("subject", sort=True)
+        mean, count, size = g[metrics].mean(), g[metrics].count(), g.size()
+        split = g["split"].first()
+        for m in metrics:
+            part = pd.DataFrame({"subject": mean.index.to_numpy(), "split": split.to_numpy(), "class": cls,
+                                 "metric": m, "mean": mean[m].to_numpy(), "n_values": count[m].to_numpy(),
+                                 "n_excluded": size.to_numpy() - count[m].to_numpy()})
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)
+    out["_m"] = out["metric"].map({m: i for i, m in enumerate(metrics)})
+    out = out.sort_values(["subject", "class", "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
     return out[cols]

@@ -272,7 +272,7 @@ def per_case_table(
                     df[c] = tab[c].to_numpy()
             frames.append(df)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS)
-    if extra is not None and not extra.empty:
+    if extra is not None and len(extra.columns):  # no rows: the columns (NaN) and their policy still apply
         out = _merge_extra(out, extra, protocol)
     front = ID_COLUMNS + [c for c in out.columns if c not in ID_COLUMNS and c not in ("ref_file", "pred_file")]
     back = [c for c in ("ref_file", "pred_file") if c in out.columns]

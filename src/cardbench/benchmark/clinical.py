@@ -198,6 +198,23 @@ def clinical_indices(per_case: pd.DataFrame, classes: Iterable[str] | None = Non
     if fv.empty:
         return pd.DataFrame(columns=CLINICAL_COLUMNS)
     classes = set(classes) if classes is not None else set(fv["class"].unique())
+    subjects = sorted(fv["subject"].unique())
+    if len(subjects) <= SUBJECTS_PER_CHUNK:
+        return _indices_of_subjects(fv, classes)
+    # a large cohort, a few thousand subjects at a time: each subject's indices depend on its rows only,
+    # and the chunks follow the sorted subjects, so the table is the same as in one piece
+    rank = pd.Series(np.arange(len(subjects)) // SUBJECTS_PER_CHUNK, index=subjects)
+    part_of = fv["subject"].map(rank).to_numpy()
+    parts = [_indices_of_subjects(fv[part_of == k], classes) for k in range(int(part_of.max()) + 1)]
+    return pd.concat([p for p in parts if not p.empty], ignore_index=True)
+
+
+#: subjects whose records are held as Python dicts at once by :func:`clinical_indices`.
+SUBJECTS_PER_CHUNK = 500
+
+
+def _indices_of_subjects(fv: pd.DataFrame, classes: set[str]) -> pd.DataFrame:
+    """:func:`clinical_indices` of the subjects of a :func:`frame_volumes` table."""
     recs: list[dict] = []
     by_subject: dict[str, list[dict]] = {}
     for rec in fv.to_dict("records"):

@@ -20,14 +20,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
 from cardbench._util import atomic_dir
+
+if TYPE_CHECKING:
+    from cardbench.benchmark.casestore import PerCaseStore
 
 
 def _jsonable(x):
@@ -58,22 +60,59 @@ class ResultFolderError(ValueError):
     """A file of a result folder is corrupt or unreadable; the message names the file and the fix."""
 
 
-@dataclass
 class ScoreResult:
     """Everything a scoring run produced.
 
     Attributes:
         summary: the content of summary.json (a JSON-ready dict).
-        per_case: per-case table (see :mod:`cardbench.benchmark.casetable`).
+        per_case: per-case table (see :mod:`cardbench.benchmark.casetable`). ``cardbench score``
+            keeps it in a Parquet file (:attr:`per_case_store`) and reads it into memory only when
+            this attribute is used, so a large cohort's result is written without ever holding it.
+        per_case_store: that file (:class:`~cardbench.benchmark.casestore.PerCaseStore`), or None
+            when the table was given as a DataFrame.
         per_subject: per-subject means.
         aggregates: aggregated figures (see :mod:`cardbench.benchmark.aggregate`).
+        extra_tables: further tables written as ``<name>.csv`` (clinical indices...).
     """
 
-    summary: dict
-    per_case: pd.DataFrame
-    per_subject: pd.DataFrame
-    aggregates: pd.DataFrame
-    extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    def __init__(self, summary: dict, per_case: "pd.DataFrame | PerCaseStore", per_subject: pd.DataFrame,
+                 aggregates: pd.DataFrame, extra_tables: dict[str, pd.DataFrame] | None = None):
+        self.summary = summary
+        self.per_case = per_case
+        self.per_subject = per_subject
+        self.aggregates = aggregates
+        self.extra_tables = dict(extra_tables or {})
+
+    @property
+    def per_case(self) -> pd.DataFrame:
+        if self._per_case is None:
+            self._per_case = self.per_case_store.to_frame()
+        return self._per_case
+
+    @per_case.setter
+    def per_case(self, value: "pd.DataFrame | PerCaseStore") -> None:
+        from cardbench.benchmark.casestore import PerCaseStore
+
+        if isinstance(value, PerCaseStore):
+            self.per_case_store, self._per_case = value, None
+        else:
+            self.per_case_store, self._per_case = None, value
+
+    def close(self) -> None:
+        """Remove the stored per-case file now (instead of when the result is garbage-collected); the
+        per-case table stays available only if it was read into memory before."""
+        if self.per_case_store is not None:
+            self.per_case_store.close()
+
+    def __enter__(self) -> "ScoreResult":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        n = len(self.per_case_store) if self._per_case is None else len(self._per_case)
+        return f"ScoreResult(submission={(self.summary.get('submission') or {}).get('name')!r}, per_case rows={n})"
 
     def headline(self, metric: str = "dice", group: str = "all") -> dict[str, float]:
         """class -> mean of ``metric`` over ``group`` (``"all"`` or e.g. ``"test"``)."""
@@ -136,6 +175,15 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
     (folder / "summary.json").write_text(to_json(result.summary) + "\n", encoding="utf-8")
     if per_case_format == "parquet":
         result.per_case.to_parquet(folder / "per_case.parquet", index=False)
+    elif result._per_case is None and result.per_case_store is not None:
+        # a stored table is written row group by row group (the same text as one to_csv of the whole table)
+        with open(folder / "per_case.csv", "w", encoding="utf-8", newline="") as f:
+            for i, chunk in enumerate(result.per_case_store.iter_frames()):
+                (per_case_export(chunk) if case_ids else chunk).to_csv(f, index=False, header=i == 0,
+                                                                        float_format="%.10g")
+            if not len(result.per_case_store):
+                empty = pd.DataFrame(columns=result.per_case_store.columns)
+                (per_case_export(empty) if case_ids else empty).to_csv(f, index=False)
     else:
         (per_case_export(result.per_case) if case_ids else result.per_case).to_csv(
             folder / "per_case.csv", index=False, float_format="%.10g")

@@ -28,6 +28,7 @@ import pandas as pd
 
 from cardbench._version import __version__
 from cardbench.benchmark.aggregate import aggregate, per_subject_table
+from cardbench.benchmark.casestore import PerCaseStore, PerCaseWriter
 from cardbench.benchmark.casetable import COUNT_COLUMNS, count_columns, per_case_table
 from cardbench.benchmark.clinical import clinical_summary
 from cardbench.benchmark.confusion import confusion_per_slice
@@ -417,8 +418,38 @@ def _failed_task(task: VolumeTask, exc: BaseException) -> dict:
                                  "(shared storage) and has enough memory", "worker")]}
 
 
+def score_volumes(tasks: Sequence[VolumeTask]) -> list[dict]:
+    """:func:`score_volume` of several cases in one call: the unit of work sent to a worker, so the
+    per-task cost of an executor (pickling, scheduling, one network round trip with Dask) is paid
+    once per chunk, not once per case. A case that raises gives its one-problem result
+    (:func:`_failed_task`), so the other cases of the chunk are kept."""
+    out = []
+    for task in tasks:
+        try:
+            out.append(score_volume(task))
+        except Exception as e:  # noqa: BLE001 - reported as one problem naming the case
+            out.append(_failed_task(task, e))
+    return out
+
+
+#: cases per unit of work sent to an executor (Dask) or the process pool, at most; fewer when the
+#: run is small, so every worker still gets many units (see :func:`chunk_size`).
+CHUNK_CASES = 8
+
+
+def chunk_size(n: int, workers: int, executor: bool) -> int:
+    """Cases per unit of work for ``n`` cases on ``workers`` workers: at most :data:`CHUNK_CASES`
+    (4 for the local process pool, whose per-task cost is smaller), and at least 32 units per worker
+    (an executor's worker count is unknown here: 8 are assumed), so the last units do not leave
+    workers idle. 1 for small runs (a worker that dies then takes a single case with it)."""
+    cap = CHUNK_CASES if executor else max(1, CHUNK_CASES // 2)
+    per = max(1, n // (32 * max(workers if not executor else 8, 1)))
+    return max(1, min(cap, per))
+
+
 def iter_task_results(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
-                      executor: Executor | None = None, max_in_flight: int | None = None) -> Iterator[dict]:
+                      executor: Executor | None = None, max_in_flight: int | None = None,
+                      chunk: int | None = None) -> Iterator[dict]:
     """Run :func:`score_volume` over ``tasks`` and yield the results **in task order**.
 
     Args:
@@ -429,12 +460,14 @@ def iter_task_results(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool
         executor: any :class:`concurrent.futures.Executor`, e.g. the one of a Dask cluster
             (``distributed.Client(...).get_executor()``); its workers must be able to import
             cardbench and read the input files by path.
-        max_in_flight: tasks submitted but not yet yielded (default ``max(4 * jobs, 256)`` for
-            an executor, ``8 * jobs`` for the process pool); bounds memory for any number of tasks.
+        max_in_flight: cases submitted but not yet yielded (default ``max(4 * jobs, 256)`` for
+            an executor, ``8 * jobs`` for the process pool, rounded up to whole chunks); bounds
+            memory for any number of tasks.
+        chunk: cases per unit of work (:func:`score_volumes`; default :func:`chunk_size`).
 
     A task that raises, or whose worker died more often than the executor retries it (Dask:
     ``distributed.scheduler.allowed-failures``), yields one problem naming the case and no rows,
-    so no case is ever dropped silently. Results never depend on ``jobs`` or the executor.
+    so no case is ever dropped silently. Results never depend on ``jobs``, ``chunk`` or the executor.
     """
     n = len(tasks)
     from cardbench._progress import progress as _progress  # a bar in a terminal, a line per 10 % in a log
@@ -447,26 +480,28 @@ def iter_task_results(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool
                 bar.advance()
             return
         own = executor is None
+        size = max(1, int(chunk or chunk_size(n, jobs, not own)))
+        chunks = [tasks[a:a + size] for a in range(0, n, size)]
+        window = max(1, -(-(max_in_flight or (8 * jobs if own else max(4 * jobs, 256))) // size))
         ex = ProcessPoolExecutor(max_workers=jobs) if own else executor
-        window = max_in_flight or (8 * jobs if own else max(4 * jobs, 256))
         try:
             pending: dict = {}
-            done_buf: dict[int, dict] = {}
+            done_buf: dict[int, list[dict]] = {}
             nxt_submit = nxt_yield = 0
-            while nxt_yield < n:
-                while nxt_submit < n and len(pending) + len(done_buf) < window:
-                    pending[ex.submit(score_volume, tasks[nxt_submit])] = nxt_submit
+            while nxt_yield < len(chunks):
+                while nxt_submit < len(chunks) and len(pending) + len(done_buf) < window:
+                    pending[ex.submit(score_volumes, chunks[nxt_submit])] = nxt_submit
                     nxt_submit += 1
                 finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
                 for fut in finished:
                     i = pending.pop(fut)
                     try:
                         done_buf[i] = fut.result()
-                    except Exception as e:  # worker raised, or died too often
-                        done_buf[i] = _failed_task(tasks[i], e)
-                    bar.advance()
+                    except Exception as e:  # worker died too often: every case of the chunk is named
+                        done_buf[i] = [_failed_task(t, e) for t in chunks[i]]
+                    bar.advance(len(chunks[i]))
                 while nxt_yield in done_buf:
-                    yield done_buf.pop(nxt_yield)
+                    yield from done_buf.pop(nxt_yield)
                     nxt_yield += 1
         finally:
             if own:
@@ -509,6 +544,7 @@ class RowSpool:
         self._writer = None
         self._schema = None
         self.n_rows = 0
+        self.n_groups = 0
 
     def _schema_for(self, rec: dict):
         import pyarrow as pa
@@ -527,9 +563,10 @@ class RowSpool:
         if len(self._buf) >= self.batch_rows:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self) -> int | None:
+        """Write the buffered records as one row group; returns its index (None when nothing was buffered)."""
         if not self._buf:
-            return
+            return None
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -537,35 +574,114 @@ class RowSpool:
             self._schema = self._schema_for(self._buf[0])
             self._writer = pq.ParquetWriter(self.path, self._schema)
         cols = {f.name: [r[f.name] for r in self._buf] for f in self._schema}
-        self._writer.write_table(pa.table(cols, schema=self._schema))
+        self._writer.write_table(pa.table(cols, schema=self._schema), row_group_size=len(self._buf))
         self.n_rows += len(self._buf)
         self._buf = []
+        self.n_groups += 1
+        return self.n_groups - 1
+
+    def finish(self) -> None:
+        """Write what is buffered and close the file (it stays readable by :meth:`read_group`)."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def read_group(self, i: int, columns: list[str] | None = None) -> pd.DataFrame:
+        """Row group ``i`` (after :meth:`finish`) as ``pandas.DataFrame.from_records`` gives its records
+        (see :meth:`to_frame`); ``columns``: only those."""
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(self.path).read_row_group(i, columns=columns)
+        return _records_frame(table)
 
     def to_frame(self) -> pd.DataFrame:
         """The whole counts table as a DataFrame (an empty one when no record came)."""
         self._flush()
         if self._writer is None:
+            if self.n_groups:
+                import pyarrow.parquet as pq
+
+                return _records_frame(pq.read_table(self.path))
             return pd.DataFrame()
         import pyarrow.parquet as pq
 
         self._writer.close()
         self._writer = None
-        import pyarrow as pa
-
-        table = pq.read_table(self.path)
-        all_null = [c for c in table.column_names if len(table) and table.column(c).null_count == len(table)]
-        df = table.to_pandas()
-        del table
-        pa.default_memory_pool().release_unused()  # hand the table's buffers back to the system
-        for c in all_null:  # a column that is None in every record: from_records keeps None objects
-            df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
-        return df
+        return _records_frame(pq.read_table(self.path))
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         self.path.unlink(missing_ok=True)
+
+
+def _records_frame(table) -> pd.DataFrame:
+    """A spool's Arrow table as ``pandas.DataFrame.from_records`` gives its records: a column that is
+    None in every record stays None objects."""
+    import pyarrow as pa
+
+    all_null = [c for c in table.column_names if len(table) and table.column(c).null_count == len(table)]
+    df = table.to_pandas()
+    del table
+    pa.default_memory_pool().release_unused()  # hand the table's buffers back to the system
+    for c in all_null:  # a column that is None in every record: from_records keeps None objects
+        df[c] = pd.Series([None] * len(df), dtype=object, index=df.index)
+    return df
+
+
+class CaseSpool:
+    """The counts records and the distance records of the scored cases, streamed to two Parquet
+    files (:class:`RowSpool`) in **aligned batches**: batch ``i`` of both files holds the records of
+    the same whole cases (volumes), so the per-case table can be built batch by batch.
+
+    Args:
+        folder: where the files go.
+        batch_rows: counts records (2D images) per batch, about (a batch ends after the case that
+            reaches it). The records of one batch are held as Python dicts (a few KB per image with
+            its distance records) until they are written, so this bounds the scoring loop's memory.
+    """
+
+    def __init__(self, folder: str | Path, batch_rows: int = 2_000):
+        self.counts = RowSpool(folder, "counts", batch_rows=1 << 62)
+        self.distances = RowSpool(folder, "distances", RowSpool.DISTANCE_TYPES, batch_rows=1 << 62)
+        self.batch_rows = batch_rows
+        self.batches: list[tuple[int | None, int | None]] = []
+
+    def add(self, rows: list[dict], extra: list[dict]) -> None:
+        """The records of one case (all images of one volume)."""
+        self.counts.extend(rows)
+        self.distances.extend(extra)
+        if len(self.counts._buf) >= self.batch_rows:
+            self._cut()
+
+    def _cut(self) -> None:
+        if self.counts._buf or self.distances._buf:
+            self.batches.append((self.counts._flush(), self.distances._flush()))
+
+    def finish(self) -> None:
+        self._cut()
+        self.counts.finish()
+        self.distances.finish()
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def iter_batches(self, count_columns: list[str] | None = None) -> Iterator[tuple[pd.DataFrame, pd.DataFrame | None]]:
+        """(counts, distances or None) of each batch, after :meth:`finish`."""
+        for ci, di in self.batches:
+            counts = self.counts.read_group(ci, count_columns) if ci is not None else pd.DataFrame()
+            yield counts, (self.distances.read_group(di) if di is not None else None)
+
+    def distances_template(self) -> pd.DataFrame | None:
+        """The distance table's columns with no rows (None when no case had distance records)."""
+        first = next((di for _, di in self.batches if di is not None), None)
+        return None if first is None else self.distances.read_group(first).iloc[:0]
+
+    def close(self) -> None:
+        self.counts.close()
+        self.distances.close()
 
 
 def _requested_structures(classes: Iterable[str] | None, ref_map: LabelMap,
@@ -738,15 +854,16 @@ def score(
         hashes = {"reference": {}, "predictions": {}}
         import tempfile
 
+        scored_cls: list[str] = []
         with tempfile.TemporaryDirectory(prefix="cardbench-rows-", dir=workdir) as spool_dir:
-            spool = RowSpool(spool_dir)
-            dist_spool = RowSpool(spool_dir, "distances", RowSpool.DISTANCE_TYPES)
+            # records go to Parquet as they arrive; the per-case table is then built batch by batch
+            # into a PerCaseStore (a Parquet file), so memory does not grow with the number of cases
+            spool = CaseSpool(spool_dir)
             try:
                 for r in results:  # in task order, as they arrive
                     problems.extend(r["problems"])
                     if not problems:
-                        spool.extend(r["rows"])
-                        dist_spool.extend(r.get("extra", []))
+                        spool.add(r["rows"], r.get("extra", []))
                     notes.extend(r.get("notes", []))
                     for k in hashes:
                         hashes[k].update(r["hashes"][k])
@@ -754,33 +871,42 @@ def score(
                     problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
                 if problems:  # paths inside an extracted archive are named archive.zip:inner/path
                     raise ValidationError([sub.display_problem(p) for p in problems])
-                counts = spool.to_frame()
-                extra_df = dist_spool.to_frame() if len(dist_spool) else None
+                spool.finish()
+                totals = _count_totals(spool)
+                classes_scored, not_ann, cnotes = _resolve_classes(ref, totals, classes, pred_map, space)
+                notes.extend(cnotes)
+                annotated = ref.annotated_classes
+                region_members = {r: tuple(r.split("+")) for r in classes_scored if r not in space}
+                region_members.update(ref.label_map.regions)
+                if ref.annotations is not None and region_members:
+                    def annotated(subject, frame, _f=ref.annotated_classes, _r=region_members):
+                        # a region is annotated where all its classes are
+                        a = _f(subject, frame)
+                        return None if a is None else frozenset(a | {r for r, ms in _r.items() if set(ms) <= a})
+                scored_cls = [c for c in classes_scored if c in space]
+                writer = PerCaseWriter(folder=workdir)
+                vox: dict = {}
+                # a batch without distance records (e.g. only missing predictions) still gets the distance
+                # columns and their policy (worst value for a miss), as when the table is built at once
+                no_extra = spool.distances_template()
+                for counts, extra_df in spool.iter_batches():
+                    if counts.empty:
+                        continue
+                    if extra_df is None:
+                        extra_df = no_extra
+                    for c in ("ref_file", "pred_file"):
+                        counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
+                                                  _rel(s, root))
+                    writer.add(per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
+                                              annotated, not_ann, extra=extra_df,
+                                              class_values=None if default else structures))
+                    vox.update(_volume_voxels(counts, scored_cls, space))
+                per_case = writer.finish()
             finally:
                 spool.close()
-                dist_spool.close()
-        for c in ("ref_file", "pred_file"):
-            counts[c] = counts[c].map(lambda s, root=(ref.root if c == "ref_file" else sub.root):
-                                      _rel(s, root))
-        classes_scored, not_ann, cnotes = _resolve_classes(ref, counts, classes, pred_map, space)
-        notes.extend(cnotes)
-        annotated = ref.annotated_classes
-        region_members = {r: tuple(r.split("+")) for r in classes_scored if r not in space}
-        region_members.update(ref.label_map.regions)
-        if ref.annotations is not None and region_members:
-            def annotated(subject, frame, _f=ref.annotated_classes, _r=region_members):
-                # a region is annotated where all its classes are
-                a = _f(subject, frame)
-                return None if a is None else frozenset(a | {r for r, ms in _r.items() if set(ms) <= a})
-        per_case = per_case_table(counts, classes_scored, proto, ref.split_of, ref.phase_of,
-                                  annotated, not_ann, extra=extra_df,
-                                  class_values=None if default else structures)
-        del extra_df
-        warnings = label_map_warnings(counts, [c for c in classes_scored if c in space], not_ann, pred_map,
-                                      ref.label_map, space)
-        warnings += _partial_annotation(counts, ref, [c for c in classes_scored if c in space], space)
+        warnings = label_map_warnings(totals, scored_cls, not_ann, pred_map, ref.label_map, space)
+        warnings += _partial_annotation_warnings(vox, ref)
         warnings += _unlisted_annotation_rows(ref)
-        del counts  # the per-case table holds what is needed from here on
         meta_hashes = {}
         from cardbench._util import sha256_file
         for m in ref.metadata_files:
@@ -827,10 +953,23 @@ def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str]
     """Warnings for classes drawn in some frames of a subject and absent from frames where others are drawn
     (see :func:`cardbench.datasets.reference.partial_annotation_warnings`); frames declared in annotations.csv
     are trusted."""
+    return _partial_annotation_warnings(_volume_voxels(counts, classes, space), ref)
+
+
+def _partial_annotation_warnings(vox: dict, ref: Reference) -> list[str]:
+    """:func:`_partial_annotation` from the reference voxels per volume (:func:`_volume_voxels`)."""
     from cardbench.datasets.reference import partial_annotation_warnings
 
-    if counts.empty or "frame" not in counts.columns:
+    if not vox:
         return []
+    return partial_annotation_warnings(vox, ref.annotations, str(ref.root / "annotations.csv"))
+
+
+def _volume_voxels(counts: pd.DataFrame, classes: list[str], space: "dict[str, int] | None" = None) -> dict:
+    """(subject, frame) -> class -> reference voxels of that volume, from a counts table whose
+    volumes are whole (a batch of :class:`CaseSpool`); empty without frames."""
+    if counts.empty or "frame" not in counts.columns:
+        return {}
     from cardbench.benchmark.casetable import n_labels_of
 
     space = space if space is not None else {c: i + 1 for i, c in enumerate(CLASSES)}
@@ -844,7 +983,22 @@ def _partial_annotation(counts: pd.DataFrame, ref: Reference, classes: list[str]
             cols = [f"c{lab}{p}" for p in range(n) if f"c{lab}{p}" in g.columns]
             d[c] = int(g[cols].to_numpy().sum()) if cols else 0
         vox[(str(s), f)] = d
-    return partial_annotation_warnings(vox, ref.annotations, str(ref.root / "annotations.csv"))
+    return vox
+
+
+def _count_totals(spool: CaseSpool) -> pd.DataFrame:
+    """The confusion-count columns (``c<ref><pred>``) of every record of ``spool``, summed: one row
+    (none when no record came), the input of the class decisions and label-map checks, which use
+    only these sums."""
+    schema = spool.counts._schema
+    if schema is None:
+        return pd.DataFrame()
+    cols = [f.name for f in schema if re.fullmatch(r"c\d\d", f.name)]
+    tot = dict.fromkeys(cols, 0)
+    for counts, _ in spool.iter_batches(cols):
+        for c in cols:
+            tot[c] += int(counts[c].to_numpy(np.int64).sum())
+    return pd.DataFrame([tot])
 
 
 def _rel(path: str, root: Path) -> str:
@@ -861,25 +1015,56 @@ def _class_order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda c: (CLASSES.index(c) if c in CLASSES else len(CLASSES), names.index(c)))
 
 
-def status_counts(per_case: pd.DataFrame) -> dict:
-    """level -> class -> status -> count, over the per-case table."""
+def status_counts(per_case: "pd.DataFrame | PerCaseStore") -> dict:
+    """level -> class -> status -> count, over the per-case table (or its store, one piece at a time)."""
     out: dict = {}
-    for (level, cls), g in per_case.groupby(["level", "class"], sort=False):
-        vc = g["status"].value_counts()
+    if isinstance(per_case, PerCaseStore):
+        parts = ((lv, c, per_case.read(["status"], level=lv, cls=c)["status"]) for lv, c, _, _ in per_case.pieces)
+    else:
+        parts = ((lv, c, g["status"]) for (lv, c), g in per_case.groupby(["level", "class"], sort=False))
+    for level, cls, st in parts:
+        vc = st.value_counts()
         out.setdefault(level, {})[cls] = {s: int(vc.get(s, 0)) for s in STATUSES if vc.get(s, 0)}
     return out
 
 
-def build_result(per_case: pd.DataFrame, protocol: Protocol, *, dataset: dict, submission: dict,
+def _level_rows(per_case: "pd.DataFrame | PerCaseStore", level: str, columns: list[str]) -> pd.DataFrame:
+    """``columns`` (those the table has) of the rows at ``level``."""
+    if isinstance(per_case, PerCaseStore):
+        return per_case.read(columns, level=level)
+    return per_case.loc[per_case["level"] == level, [c for c in columns if c in per_case.columns]]
+
+
+def _table_counts(per_case: "pd.DataFrame | PerCaseStore", level: str) -> dict:
+    """Subjects at the protocol's ``level``, distinct volumes (subject, frame) and distinct 2D images
+    (subject, frame, slice) of a per-case table, and its status counts."""
+    if isinstance(per_case, PerCaseStore) and per_case.distinct is not None:  # counted by its writer
+        d = per_case.distinct
+        return {"subjects": d["subjects"].get(level, 0), "volumes": d["volumes"], "images": d["images"],
+                "status": status_counts(per_case)}
+    if isinstance(per_case, PerCaseStore):  # counted in Arrow: no DataFrame of every row is built
+        def distinct(lv: str, cols: list[str]) -> int:
+            t = per_case.read_arrow(cols, level=lv)
+            return t.group_by(t.column_names).aggregate([]).num_rows if t.num_rows else 0
+    else:
+        def distinct(lv: str, cols: list[str]) -> int:
+            return int(_level_rows(per_case, lv, cols).drop_duplicates().shape[0])
+    return {"subjects": distinct(level, ["subject"]), "volumes": distinct("volume", ["subject", "frame"]),
+            "images": distinct("image", ["subject", "frame", "slice"]), "status": status_counts(per_case)}
+
+
+def build_result(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol, *, dataset: dict, submission: dict,
                  label_map: LabelMap | None, inputs: dict, notes: list[str] | None = None,
                  split: str | None = None, extra: dict | None = None) -> ScoreResult:
-    """Aggregate a per-case table under ``protocol`` and assemble the summary.
+    """Aggregate a per-case table (a DataFrame, or a :class:`~cardbench.benchmark.casestore.PerCaseStore`
+    read one class at a time) under ``protocol`` and assemble the summary.
 
     Used by every input path (files, confusion tables), so the summary has one schema.
     """
     aggregates = aggregate(per_case, protocol)
     per_subject = per_subject_table(per_case, protocol)
-    lvl = per_case[per_case["level"] == protocol.level]
+    classes = (per_case.classes if isinstance(per_case, PerCaseStore)
+               else per_case["class"].unique().tolist()) if len(per_case) else []
     summary = {
         "cardbench_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -888,19 +1073,18 @@ def build_result(per_case: pd.DataFrame, protocol: Protocol, *, dataset: dict, s
         "split": split,
         "submission": submission,
         "label_map": label_map.to_dict() if label_map is not None else None,
-        "classes": _class_order(per_case["class"].unique().tolist()) if len(per_case) else [],
-        "counts": {
-            "subjects": int(lvl["subject"].nunique()),
-            "volumes": int(per_case.loc[per_case["level"] == "volume", ["subject", "frame"]].drop_duplicates().shape[0]),
-            "images": int(per_case.loc[per_case["level"] == "image", ["subject", "frame", "slice"]].drop_duplicates().shape[0]),
-            "status": status_counts(per_case),
-        },
+        "classes": _class_order(classes),
+        "counts": _table_counts(per_case, protocol.level),
         "results": aggregates.to_dict(orient="records"),
         "inputs": inputs,
         "notes": list(notes or []),
     }
     # clinical indices (EDV, ESV, SV, EF, LV mass) and their agreement: cardbench.benchmark.clinical
-    clin, clin_agree, summary["clinical"] = clinical_summary(per_case, protocol.bootstrap or 2000, protocol.seed)
+    # only the volume-level columns the clinical indices use are read (from a store: one small table)
+    volumes = _level_rows(per_case, "volume", ["level", "subject", "split", "frame", "phase", "class", "status",
+                                               "ref_ml", "pred_ml"])
+    clin, clin_agree, summary["clinical"] = clinical_summary(volumes, protocol.bootstrap or 2000, protocol.seed)
+    del volumes
     extra_tables = {"clinical": clin, "clinical_agreement": clin_agree} if summary["clinical"]["available"] else {}
     if extra:
         summary.update(extra)

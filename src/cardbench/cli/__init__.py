@@ -59,9 +59,27 @@ def main() -> None:
     # rich wraps tables at 80 columns when output is not a terminal (logs, CI, pipes): use 120
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "120"
+    _use_system_allocator_for_arrow()
     command = typer.main.get_command(app)
     _hide_flag_metavars(command)
     command(prog_name="cardbench")
+
+
+def _use_system_allocator_for_arrow() -> None:
+    """Arrow buffers (pandas' text columns, Parquet reads of the per-case table) from the C library's
+    allocator rather than mimalloc, which keeps freed memory for reuse: a large scoring run then
+    gives memory back after each phase (measured in docs/performance.md). The environment
+    variable ``ARROW_DEFAULT_MEMORY_POOL`` still chooses, when set."""
+    import os
+
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    try:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())
+    except ImportError:  # pragma: no cover - pyarrow is a dependency of cardbench
+        pass
 
 
 def _hide_flag_metavars(command) -> None:

@@ -167,6 +167,16 @@ def score_cmd(
         fail(e.problems)
     except (SubmissionError, ReferenceError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    with result:  # the stored per-case table is removed when the command ends, however it ends
+        _report_result(result, out=out, no_save=no_save, proto=proto, leaderboard=leaderboard, name=name,
+                       as_json=as_json, label=label, team=team, method=method)
+
+
+def _report_result(result, *, out, no_save, proto, leaderboard, name, as_json, label, team, method) -> None:
+    """Write, enter into a leaderboard and print a scored result (the rest of ``cardbench score``)."""
+    from cardbench.benchmark.report import print_summary
+    from cardbench.benchmark.results import to_json
+
     for key, value in (("label", label), ("team", team), ("method", method)):
         if value is not None:  # the command line wins over submission.yaml
             result.summary.setdefault("submission", {})[key] = value
