@@ -62,7 +62,36 @@ def main() -> None:
     _use_system_allocator_for_arrow()
     command = typer.main.get_command(app)
     _hide_flag_metavars(command)
-    command(prog_name="cardbench")
+    sys.exit(_run_with_one_line_usage_errors(command))
+
+
+def _run_with_one_line_usage_errors(command) -> int:
+    """Run the click command; a usage error (unknown option, missing argument, bad value) is one line
+    on stderr naming the problem and where help is, exit code 2, instead of a framed box."""
+    import sys
+
+    def named(exc: BaseException, name: str) -> bool:  # typer may vendor click: match the class by name
+        return any(c.__name__ == name for c in type(exc).__mro__)
+
+    try:
+        rv = command.main(prog_name="cardbench", standalone_mode=False)
+    except Exception as e:  # noqa: BLE001 - only click's own exceptions are handled here
+        if named(e, "NoArgsIsHelpError"):  # `cardbench` alone, `cardbench data`: the help (already
+            e.show()                        # printed when the error was made), exit code 2 as click gives
+            return 2
+        if named(e, "UsageError"):
+            ctx = getattr(e, "ctx", None)
+            where = f"`{ctx.command_path} --help`" if ctx is not None else "`cardbench --help`"
+            print(f"error: {' '.join(e.format_message().split())} (see {where})", file=sys.stderr)
+            return 2
+        if named(e, "ClickException"):
+            print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
+            return e.exit_code
+        if named(e, "Abort"):
+            print("error: aborted", file=sys.stderr)
+            return 1
+        raise
+    return rv if isinstance(rv, int) else 0
 
 
 def _use_system_allocator_for_arrow() -> None:
