@@ -164,3 +164,30 @@ def yaml_error_text(e: Exception) -> str:
     where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     what = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
     return f"{where}{what}"
+
+
+def release_memory() -> None:
+    """Hand memory that was freed back to the operating system: Arrow's unused pool memory and, on
+    Linux with glibc, the C heap's free pages (``malloc_trim``), which fragmentation otherwise keeps
+    in the process after a phase that built and dropped many small objects. Changes no value."""
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except ImportError:  # pragma: no cover
+        pass
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC = lib if hasattr(lib, "malloc_trim") else False
+        except OSError:
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None

@@ -216,14 +216,19 @@ class PerCaseStore:
         """:meth:`read_arrow` as a DataFrame (see :meth:`to_frame` for the dtypes)."""
         return _to_pandas(self.read_arrow(columns, level, cls))
 
-    def iter_frames(self, columns: Iterable[str] | None = None) -> Iterator[pd.DataFrame]:
-        """The whole table, one row group (at most :data:`ROW_GROUP_ROWS` rows) at a time, in order."""
+    def iter_frames(self, columns: Iterable[str] | None = None, rows: int | None = None) -> Iterator[pd.DataFrame]:
+        """The whole table in order, one row group (about :data:`ROW_GROUP_ROWS` rows) at a time, or
+        in slices of at most ``rows`` rows."""
         _, pq = _arrow()
         f = pq.ParquetFile(self.path)
         cols = self.columns if columns is None else [c for c in columns if c in self.columns]
         for _, _, groups, _ in self.pieces:
             for g in groups:
-                yield _to_pandas(f.read_row_group(g, columns=cols))
+                t = f.read_row_group(g, columns=cols)
+                step = rows or max(len(t), 1)
+                for a in range(0, len(t), step):
+                    yield _to_pandas(t.slice(a, step))
+                del t
 
     def to_frame(self) -> pd.DataFrame:
         """The whole per-case table as one DataFrame: text columns as text, whole numbers as int64

@@ -178,9 +178,10 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
     elif result._per_case is None and result.per_case_store is not None:
         # a stored table is written row group by row group (the same text as one to_csv of the whole table)
         with open(folder / "per_case.csv", "w", encoding="utf-8", newline="") as f:
-            for i, chunk in enumerate(result.per_case_store.iter_frames()):
+            for i, chunk in enumerate(result.per_case_store.iter_frames(rows=16_384)):
                 (per_case_export(chunk) if case_ids else chunk).to_csv(f, index=False, header=i == 0,
                                                                         float_format="%.10g")
+                del chunk
             if not len(result.per_case_store):
                 empty = pd.DataFrame(columns=result.per_case_store.columns)
                 (per_case_export(empty) if case_ids else empty).to_csv(f, index=False)

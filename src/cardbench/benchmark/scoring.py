@@ -902,6 +902,9 @@ def score(
                                               class_values=None if default else structures))
                     vox.update(_volume_voxels(counts, scored_cls, space))
                 per_case = writer.finish()
+                from cardbench._util import release_memory
+
+                release_memory()
             finally:
                 spool.close()
         warnings = label_map_warnings(totals, scored_cls, not_ann, pred_map, ref.label_map, space)
@@ -1061,7 +1064,10 @@ def build_result(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol, *,
 
     Used by every input path (files, confusion tables), so the summary has one schema.
     """
+    from cardbench._util import release_memory
+
     aggregates = aggregate(per_case, protocol)
+    release_memory()  # each phase gives its memory back before the next (a large cohort's peak)
     per_subject = per_subject_table(per_case, protocol)
     classes = (per_case.classes if isinstance(per_case, PerCaseStore)
                else per_case["class"].unique().tolist()) if len(per_case) else []
@@ -1085,6 +1091,7 @@ def build_result(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol, *,
                                                "ref_ml", "pred_ml"])
     clin, clin_agree, summary["clinical"] = clinical_summary(volumes, protocol.bootstrap or 2000, protocol.seed)
     del volumes
+    release_memory()
     extra_tables = {"clinical": clin, "clinical_agreement": clin_agree} if summary["clinical"]["available"] else {}
     if extra:
         summary.update(extra)
