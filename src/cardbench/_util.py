@@ -179,12 +179,11 @@ def release_memory() -> None:
     global _LIBC
     if _LIBC is None:
         import ctypes
-        import ctypes.util
 
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        try:  # glibc's soname; ctypes.util.find_library would start a subprocess (ldconfig) to look
+            lib = ctypes.CDLL("libc.so.6")
             _LIBC = lib if hasattr(lib, "malloc_trim") else False
-        except OSError:
+        except OSError:  # not glibc (macOS, musl, Windows): nothing to trim
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)
