@@ -38,10 +38,10 @@ AGG_COLUMNS = ["grouping", "group", "class", "metric", "mean", "ci_low", "ci_hig
                "n_subjects", "n_values", "n_excluded"]
 
 
-#: a block of resamples holds at most this many values (8 bytes each as float64: 4 MB; the
+#: a block of resamples holds at most this many values (8 bytes each as float64: 2 MB; the
 #: agreement statistics hold about six such arrays at once), so no dense ``n_boot x subjects``
 #: float matrix is built for large cohorts. The block size never changes a result.
-BLOCK_VALUES = 1 << 19
+BLOCK_VALUES = 1 << 18
 #: index matrices of at most this many bytes (in the smallest integer type that holds the
 #: subject index) are drawn once and cached (at most :data:`CACHE_ENTRIES` of them, so the cache
 #: never holds more than 32 MB); larger ones are drawn block by block on every call (same rows).

@@ -865,8 +865,9 @@ def score(
                     if not problems:
                         spool.add(r["rows"], r.get("extra", []))
                     notes.extend(r.get("notes", []))
-                    for k in hashes:
-                        hashes[k].update(r["hashes"][k])
+                    for k, root in (("reference", ref.root), ("predictions", sub.root)):
+                        # kept by path relative to its root (one copy of each path string, not two)
+                        hashes[k].update({_rel(f, root): h for f, h in r["hashes"][k].items()})
                 if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
                     problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
                 if problems:  # paths inside an extracted archive are named archive.zip:inner/path
@@ -915,9 +916,9 @@ def score(
         for m in ref.metadata_files:
             meta_hashes[_rel(str(m), ref.root)] = sha256_file(m)
         inputs = {
-            "reference": {_rel(k, ref.root): v for k, v in sorted(hashes["reference"].items())},
+            "reference": dict(sorted(hashes.pop("reference").items())),
             "reference_metadata": meta_hashes,
-            "predictions": {_rel(k, sub.root): v for k, v in sorted(hashes["predictions"].items())},
+            "predictions": dict(sorted(hashes.pop("predictions").items())),
         }
         if sub.meta_path is not None:
             inputs["submission_yaml"] = {sub.meta_path.name: sha256_file(sub.meta_path)}
