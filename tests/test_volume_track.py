@@ -191,6 +191,7 @@ def _parse_each_table_once():
 
     mp = pytest.MonkeyPatch()
     mp.setattr(vt, "read_pixel_counts", parse_once)
+    mp.setitem(globals(), "read_pixel_counts", parse_once)  # the name imported above
     yield
     mp.undo()
 
