@@ -6,8 +6,10 @@ Real data: a folder holding copies of the registry's public files in the registr
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -38,15 +40,44 @@ def shared_data() -> Path:
     return p
 
 
+def _manifest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name``, built by ``build(path)`` once per test run.
+
+    Under pytest-xdist every worker is a process of its own: the first worker to get here builds
+    the folder in the run's common temporary folder (the parent of each worker's base) under a file
+    lock, the others wait for it and use the same folder."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        out = tmp_path_factory.mktemp(name) / name
+        build(out)
+        return out
+    from filelock import FileLock
+
+    common = tmp_path_factory.getbasetemp().parent
+    out, done = common / name / name, common / f"{name}.done"
+    with FileLock(str(common / f"{name}.lock")):
+        if not done.exists():
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def prefilled_dir(tmp_path_factory) -> Path:
-    """A leaderboard folder pre-filled with the published entries (built once per session; copy it
-    before changing it)."""
+    """A leaderboard folder pre-filled with the published entries (built once per test run; read
+    only: copy it before changing it)."""
     from cardbench.benchmark.leaderboard import open_leaderboard
 
-    root = tmp_path_factory.mktemp("lb") / "leaderboard"
-    open_leaderboard(root)
-    return root
+    root = _built_once(tmp_path_factory, "leaderboard", open_leaderboard)
+    before = _manifest(root)
+    yield root
+    assert _manifest(root) == before, f"a test changed the shared pre-filled leaderboard {root}: copy it first"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +86,7 @@ def sunnybrook_prepared(tmp_path_factory) -> Path:
     copy it before changing it)."""
     from cardbench.datasets.prepare import prepare_dataset
 
-    out = tmp_path_factory.mktemp("sunnybrook") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+    out = _built_once(tmp_path_factory, "sunnybrook-sample", lambda p: prepare_dataset("sunnybrook-sample", p))
+    before = _manifest(out)
+    yield out
+    assert _manifest(out) == before, f"a test changed the shared Sunnybrook sample {out}: copy it first"

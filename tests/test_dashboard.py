@@ -256,7 +256,7 @@ def test_pages_with_an_empty_folder(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory, sunnybrook_prepared):
+def sunnybrook(tmp_path_factory, sunnybrook_prepared, prefilled_dir):
     import nibabel as nib
 
     from cardbench.benchmark import score
@@ -271,7 +271,7 @@ def sunnybrook(tmp_path_factory, sunnybrook_prepared):
         pred.mkdir(exist_ok=True)
         nib.save(nib.Nifti1Image(p, img.affine, img.header), pred / f.name)
     root = tmp / "leaderboard"
-    L.open_leaderboard(root)
+    shutil.copytree(prefilled_dir, root)  # the pre-filled leaderboard, built once per test run (conftest)
     res = score(pred, ref, protocol="cardbench-v1", progress=False)
     e = L.add_entry(res, root, "lv-eroded", meta={"label": "reference with the LV eroded by 1 pixel"})
     return ref, pred, root, e.benchmark

@@ -23,12 +23,8 @@ from cardbench.baselines.config import load_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
-    from cardbench.datasets.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("sbddp") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def sunnybrook(sunnybrook_prepared):
+    return sunnybrook_prepared  # prepared once per test run (conftest); read only
 
 
 def _subset(sb: Path, path: Path) -> Path:

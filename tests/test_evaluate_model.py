@@ -37,12 +37,8 @@ CARD = {"cardbench_model_card": 1, "name": "tiny", "format": "onnx",
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
-    from cardbench.datasets.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def sunnybrook(sunnybrook_prepared):
+    return sunnybrook_prepared  # prepared once per test run (conftest); read only
 
 
 def _graph(path: Path, *, in_shape=("N", 1, 64, 64), out_channels=3, op="threshold", out_shape=None) -> Path:

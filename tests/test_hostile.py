@@ -494,18 +494,22 @@ def test_disk_full_while_adding_an_entry_keeps_nothing_half_written(tmp_path, mo
     from cardbench.benchmark import score
 
     res = score(_predictions(tmp_path), _reference(tmp_path), progress=False)
+    from cardbench.benchmark.leaderboard import FORMAT_VERSION, MARKER, PREFILL_SOURCES
+
     lb = tmp_path / "lb"
     lb.mkdir()
-    (lb / ".cardbench-leaderboard.json").write_text('{"format": 1, "prefilled": {"ankenbrand2021": {}, '
-                                                    '"label-quality": {}}}')
+    # every published source marked as done: no pre-fill runs, the disk fills while "mine" is written
+    (lb / MARKER).write_text(json.dumps({"format": FORMAT_VERSION, "prefilled": {k: {} for k in PREFILL_SOURCES}}))
 
     def full(self, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(pd.DataFrame, "to_csv", full)
     from cardbench.cli.leaderboard import add_to_leaderboard
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as ei:
         add_to_leaderboard(res, lb, "mine")
+    where = [e.name for e in ei.traceback]
+    assert "_write_entry" in where and "prefill" not in where, where  # while writing "mine", not a pre-fill
     left = [p for p in lb.rglob("*") if "mine" in p.name]
     assert left == []
 

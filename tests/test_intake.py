@@ -25,12 +25,8 @@ BENCH = "sunnybrook-sample__test__ankenbrand2021"
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
-    from cardbench.datasets.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def sunnybrook(sunnybrook_prepared):
+    return sunnybrook_prepared  # prepared once per test run (conftest); read only
 
 
 def _predictions(sunnybrook: Path, dest: Path, erode: int) -> Path:

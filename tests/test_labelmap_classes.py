@@ -120,12 +120,9 @@ def test_four_class_default_has_no_region_rows(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
-    from cardbench.datasets.prepare import prepare_dataset
-
+def sunnybrook(tmp_path_factory, sunnybrook_prepared):
     root = tmp_path_factory.mktemp("sbreg")
-    ref = root / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", ref)
+    ref = sunnybrook_prepared  # prepared once per test run (conftest); read only
     arrays = {}
     for p in sorted((ref / "labels").rglob("*.nii.gz")):
         img = nib.load(str(p))

@@ -36,13 +36,10 @@ def write_nrrd_twin(nii: Path, out: Path, arr: np.ndarray | None = None, space: 
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory):
+def sunnybrook(tmp_path_factory, sunnybrook_prepared):
     """Prepared Sunnybrook sample, NIfTI predictions (LV boundary eroded into MY) and their NRRD twins."""
-    from cardbench.datasets.prepare import prepare_dataset
-
     root = tmp_path_factory.mktemp("sbnrrd")
-    ref = root / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", ref)
+    ref = sunnybrook_prepared  # prepared once per test run (conftest); read only
     for p in sorted((ref / "labels").rglob("*.nii.gz")):
         img = nib.load(str(p))
         pred = erode_lv_boundary(np.asanyarray(img.dataobj).astype(np.uint8), to=2)

@@ -146,13 +146,10 @@ def _check(cases, n_classes, tau):
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory) -> Path:
-    """The Sunnybrook sample prepared from the raw DICOM and contours shipped in cardbench."""
-    from cardbench.datasets.prepare import prepare_dataset
-
-    out = tmp_path_factory.mktemp("sb") / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", out)
-    return out
+def sunnybrook(sunnybrook_prepared) -> Path:
+    """The Sunnybrook sample prepared from the raw DICOM and contours shipped in cardbench (once per
+    test run, conftest; read only)."""
+    return sunnybrook_prepared
 
 
 def _sunnybrook_volumes(root: Path, n: int | None = None):

@@ -151,16 +151,14 @@ def test_leaderboard_id_and_compatibility():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, sunnybrook_prepared):
     """Two Sunnybrook volumes as reference and LV-eroded predictions (NIfTI)."""
     import nibabel as nib
 
     from cardbench.datasets.io import read_nifti_mask
-    from cardbench.datasets.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("proto")
-    sb = root / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", sb)
+    sb = sunnybrook_prepared  # prepared once per test run (conftest); read only
     for p in sorted((sb / "labels").rglob("*.nii.gz"))[:2]:
         img = nib.load(p)
         lab = read_nifti_mask(p).array.astype(np.uint8)

@@ -52,8 +52,14 @@ def per_volunteer(df):
     return out
 
 
-def test_paper_table_exact(shared_data):
-    table, results = reproduce_ankenbrand2021()
+@pytest.fixture(scope="module")
+def embedded_run():
+    """``reproduce_ankenbrand2021()`` on the embedded copies, once for the tests of this module."""
+    return reproduce_ankenbrand2021()
+
+
+def test_paper_table_exact(shared_data, embedded_run):
+    table, results = embedded_run
     assert table["match"].all()
     conf = shared_data / "cmr-seg-tl" / "analysis" / "7T" / "confusion_tables"
     for comp in PUBLISHED:
@@ -95,8 +101,8 @@ def test_embedded_copy_equals_shared_and_corruption_detected(shared_data, tmp_pa
         open_published(rel, tmp_path)
 
 
-def test_reproduce_from_data_dir_equals_embedded(shared_data):
-    a, _ = reproduce_ankenbrand2021()
+def test_reproduce_from_data_dir_equals_embedded(shared_data, embedded_run):
+    a, _ = embedded_run
     b, _ = reproduce_ankenbrand2021(data_dir=shared_data)
     pd.testing.assert_frame_equal(a, b)
 

@@ -29,12 +29,9 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def sunnybrook(tmp_path_factory) -> tuple[Path, Path]:
-    from cardbench.datasets.prepare import prepare_dataset
-
+def sunnybrook(tmp_path_factory, sunnybrook_prepared) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sbdask")
-    ref, pred = root / "sb", root / "pred"
-    prepare_dataset("sunnybrook-sample", ref)
+    ref, pred = sunnybrook_prepared, root / "pred"  # reference prepared once per test run (conftest); read only
     pred.mkdir()
     for p in sorted((ref / "labels").rglob("*.nii.gz")):
         img = nib.load(p)

@@ -41,17 +41,15 @@ def test_base_is_the_end_with_the_larger_lv_area():
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def scored(tmp_path_factory, sunnybrook_prepared):
     """Real Sunnybrook volumes against LV-eroded predictions, scored under cardbench-v1."""
     import nibabel as nib
 
     from cardbench.benchmark import score
     from cardbench.datasets.io import read_nifti_mask
-    from cardbench.datasets.prepare import prepare_dataset
 
     root = tmp_path_factory.mktemp("pos")
-    sb = root / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", sb)
+    sb = sunnybrook_prepared  # prepared once per test run (conftest); read only
     refs = {}
     for p in sorted((sb / "labels").rglob("*.nii.gz"))[:4]:
         img = nib.load(p)
