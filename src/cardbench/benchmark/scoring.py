@@ -503,9 +503,26 @@ def iter_task_results(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool
                 while nxt_yield in done_buf:
                     yield from done_buf.pop(nxt_yield)
                     nxt_yield += 1
+        except BaseException:  # Ctrl-C (KeyboardInterrupt) or the consumer stopped: do not wait for workers
+            if own:
+                _stop_pool(ex)
+                own = False
+            raise
         finally:
             if own:
                 ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_pool(ex: ProcessPoolExecutor) -> None:
+    """Stop a process pool at once: cancel what is queued and terminate the workers (after Ctrl-C
+    they may be stuck in a half-finished task, and a waiting shutdown could hang)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=5)
 
 
 def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
@@ -870,6 +887,9 @@ def score(
                         hashes[k].update({_rel(f, root): h for f, h in r["hashes"][k].items()})
                 if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
                     problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
+                refused = {Path(p.file).name for p in sub.problems if p.kind == "outside"}
+                if refused:  # a refused link is its case's one problem, not also a "missing prediction"
+                    problems = [p for p in problems if not (p.kind == "missing" and Path(p.file).name in refused)]
                 if problems:  # paths inside an extracted archive are named archive.zip:inner/path
                     raise ValidationError([sub.display_problem(p) for p in problems])
                 spool.finish()

@@ -134,6 +134,9 @@ def score_cmd(
     from cardbench.datasets.reference import ReferenceError
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    if scheduler and jobs != 1:
+        fail(f"--jobs {jobs} and --scheduler {scheduler}: give one of them (--scheduler local:N starts N worker "
+             "processes; --jobs N uses a local process pool)")
     proto = _load_protocol(protocol, nsd_tol)
     if not predictions.exists():
         fail(f"{predictions}: predictions not found; pass a folder, a .zip/.tar.gz of one, or a confusion table")
