@@ -226,10 +226,6 @@ def class_rows(per_case: "pd.DataFrame | PerCaseStore", level: str,
         yield cls, rows.iloc[idx]
 
 
-def _columns_of(per_case) -> list[str]:
-    return list(per_case.columns)
-
-
 def aggregate(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol,
               metrics: list[str] | None = None) -> pd.DataFrame:
     """Aggregate the per-case table under ``protocol`` for every grouping in :data:`GROUPINGS`.
@@ -253,7 +249,7 @@ def aggregate(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol,
         DataFrame with :data:`AGG_COLUMNS`: groupings in :data:`GROUPINGS` order (then
         ``position``), groups in sorted order, classes in table order, metrics in protocol order.
     """
-    all_cols = _columns_of(per_case)
+    all_cols = list(per_case.columns)
     metrics = [m for m in (metrics or protocol.all_metrics) if m in all_cols]
     group_cols = sorted({c for _, cols in GROUPINGS for c in cols if c in all_cols})
     with_position = "position" in all_cols
@@ -316,7 +312,7 @@ def per_subject_table(per_case: "pd.DataFrame | PerCaseStore", protocol: Protoco
     one class at a time (:func:`class_rows`).
     """
     cols = ["subject", "split", "class", "metric", "mean", "n_values", "n_excluded"]
-    all_cols = _columns_of(per_case)
+    all_cols = list(per_case.columns)
     metrics = [m for m in (metrics or protocol.all_metrics) if m in all_cols]
     if not metrics:
         return pd.DataFrame(columns=cols)

@@ -1066,13 +1066,9 @@ def _table_counts(per_case: "pd.DataFrame | PerCaseStore", level: str) -> dict:
         d = per_case.distinct
         return {"subjects": d["subjects"].get(level, 0), "volumes": d["volumes"], "images": d["images"],
                 "status": status_counts(per_case)}
-    if isinstance(per_case, PerCaseStore):  # counted in Arrow: no DataFrame of every row is built
-        def distinct(lv: str, cols: list[str]) -> int:
-            t = per_case.read_arrow(cols, level=lv)
-            return t.group_by(t.column_names).aggregate([]).num_rows if t.num_rows else 0
-    else:
-        def distinct(lv: str, cols: list[str]) -> int:
-            return int(_level_rows(per_case, lv, cols).drop_duplicates().shape[0])
+    def distinct(lv: str, cols: list[str]) -> int:
+        return int(_level_rows(per_case, lv, cols).drop_duplicates().shape[0])
+
     return {"subjects": distinct(level, ["subject"]), "volumes": distinct("volume", ["subject", "frame"]),
             "images": distinct("image", ["subject", "frame", "slice"]), "status": status_counts(per_case)}
 
