@@ -26,6 +26,8 @@ count formula) and its tests; see docs/extending.md, where NSD is the worked exa
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping
@@ -105,6 +107,27 @@ class MetricSpec:
     def in_unit_interval(self) -> bool:
         """Whether the metric's values lie in [0, 1] (dimensionless: Dice, IoU, NSD)."""
         return self.unit == ""
+
+    def bad_value(self, value) -> str | None:
+        """Why ``value`` cannot be a value (or an aggregate) of this metric, or None when it can.
+
+        None and NaN (no value) are allowed; otherwise a finite number in [0, 1] for a
+        dimensionless metric (Dice, IoU, NSD: ratios of voxel or surface counts, Taha & Hanbury
+        2015) and >= 0 for a distance or volume in its unit (HD, HD95, ASSD, MASD: distances).
+        """
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{value!r} is not a number"
+        if math.isnan(value):
+            return None
+        if not math.isfinite(value):
+            return f"{value!r} is not finite"
+        if self.in_unit_interval and not 0.0 <= value <= 1.0:
+            return f"{value!r} is outside [0, 1]"
+        if value < 0 and self.family in ("overlap", "distance"):
+            return f"{value!r} is negative"
+        return None
 
     def format(self, value) -> str:
         """``value`` with the spec's digits; ``-`` for None/NaN."""

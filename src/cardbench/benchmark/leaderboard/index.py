@@ -77,6 +77,7 @@ class IndexMixin:
         if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) or \
                 not isinstance(counts, dict) or not isinstance(summary.get("clinical") or {}, dict):
             raise LeaderboardError(f"{path / 'summary.json'}: results/counts/clinical have the wrong type")
+        _check_results(results, path / "summary.json")
         read_per_case(path)  # raises LeaderboardError / FileNotFoundError naming the table
         meta = _read_yaml(path / "submission.yaml")
         return {
@@ -177,3 +178,22 @@ class IndexMixin:
             if c in out.columns:
                 out[c] = pd.to_numeric(out[c], errors="coerce")
         return out
+
+
+def _check_results(results: list[dict], where) -> None:
+    """Raise LeaderboardError naming ``where`` when an aggregate of a registered metric cannot be
+    one (text, infinite, a Dice outside [0, 1], a negative distance: see
+    :meth:`~cardbench.benchmark.metric_registry.MetricSpec.bad_value`), so an edited entry is
+    never ranked on an impossible score."""
+    from cardbench.benchmark.metric_registry import METRICS
+
+    for r in results:
+        spec = METRICS.get(r.get("metric"))
+        if spec is None:
+            continue
+        for key in ("mean", "ci_low", "ci_high", "median"):
+            why = spec.bad_value(r.get(key))
+            if why is not None:
+                raise LeaderboardError(f"{where}: {r.get('metric')} {key} of class {r.get('class')} "
+                                       f"(group {r.get('group')}): {why}; the entry is corrupt: remove it and "
+                                       "add it again")
