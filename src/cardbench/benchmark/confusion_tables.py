@@ -17,6 +17,7 @@ The table becomes a counts table and is scored by the same code as mask files
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -29,7 +30,7 @@ from cardbench.benchmark.protocols import Protocol, get_protocol
 from cardbench.benchmark.results import ScoreResult
 from cardbench.benchmark.validation import Problem, ValidationError
 from cardbench.datasets.formats.confusion import is_confusion_table as _is_confusion_table
-from cardbench.datasets.naming import parse_case_name
+from cardbench.datasets.naming import CaseKey, parse_case_name
 from cardbench.labelmaps import CLASSES
 
 _LABELS = {"bg": 0, "lv": 1, "my": 2, "rv": 3}
@@ -85,6 +86,17 @@ def is_confusion_table(path: str | Path) -> bool:
     return _is_confusion_table(path)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _image_key(img: str) -> CaseKey | None:
+    """The case key of a confusion table's ``image`` cell (a 2D PNG name, ``.png`` optional), or None
+    when the name follows neither of the seed's namings. Cached: the seed's tables of ten models list
+    the same images."""
+    try:
+        return parse_case_name(img if img.lower().endswith(".png") else img + ".png")
+    except ValueError:
+        return None
+
+
 def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd.DataFrame, dict]:
     """Parse a confusion table into a counts table.
 
@@ -134,7 +146,7 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
         col = pd.to_numeric(text, errors="coerce").astype("float64")
         # exact integers only: a float column cannot tell 2^70 from 2^70 + 1, and int64 overflows silently
         exact = text.str.fullmatch(r"\d+(\.0*)?")
-        big = exact & (text.str.split(".").str[0].str.len() > len(str(MAX_COUNT)))
+        big = text.str.fullmatch(r"\d{%d,}(\.0*)?" % (len(str(MAX_COUNT)) + 1))  # more digits than MAX_COUNT
         bad = df.index[col.isna() | (col < 0) | (col != col.round()) | (col > MAX_COUNT) | big
                        | (~exact & ~col.isna() & (col >= 0) & (col == col.round()))]
         for i in bad[:5]:
@@ -145,18 +157,13 @@ def read_confusion_table(source: str | Path | bytes, name: str = "") -> tuple[pd
                                     "pixel counts", f"counts must be integers from 0 to {MAX_COUNT}", "metadata"))
         if len(bad) == 0:
             counts[f"c{_LABELS[a]}{_LABELS[b]}"] = col.astype("int64")
-    keys = []
-    for i, img in enumerate(df["image"].astype(str)):
-        nm = img if img.lower().endswith(".png") else img + ".png"
-        try:
-            keys.append(parse_case_name(nm))
-        except ValueError:
-            problems.append(Problem(f"{name} row {i + 2}", f"image name '{img}' not recognised",
-                                    "use <subject>_slice<SSS>_frame<FFF> or <subject>-frame<FFF>-slice<SSS>.png",
-                                    "name"))
-            keys.append(None)
-    dups = pd.Series([str(k) for k in keys])[pd.Series([str(k) for k in keys]).duplicated()].tolist()
-    for d in dups[:5]:
+    keys = [_image_key(img) for img in df["image"].astype(str)]
+    for i in [i for i, k in enumerate(keys) if k is None]:
+        problems.append(Problem(f"{name} row {i + 2}", f"image name '{df.at[i, 'image']}' not recognised",
+                                "use <subject>_slice<SSS>_frame<FFF> or <subject>-frame<FFF>-slice<SSS>.png",
+                                "name"))
+    found = pd.Series([k for k in keys if k is not None], dtype=object)
+    for d in found[found.duplicated()].tolist()[:5]:
         problems.append(Problem(name, f"image {d} listed twice", "keep one row per image", "duplicate"))
     if problems:
         raise ValidationError(problems)
