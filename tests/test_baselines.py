@@ -302,7 +302,7 @@ def test_demo_loop_short_on_real_images(sunnybrook, tmp_path):
     from cardbench.benchmark import score
     from cardbench.benchmark.leaderboard import Leaderboard
 
-    ov = {"image_size": 64, "base_epochs": 12, "threads": 1, "decoder_channels": [64, 32, 16, 16, 8]}
+    ov = {"image_size": 64, "base_epochs": 12, "threads": 1, "decoder_channels": [32, 16, 8]}  # encoder depth 3
     res = run_demo_loop(tmp_path / "demo", progress=False, overrides=ov)
     # predictions: same names and grid as the reference labels, uint8 cardbench values
     for p in sorted(res.predictions.rglob("*.nii.gz")):

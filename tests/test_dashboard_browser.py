@@ -10,15 +10,12 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import lbexpect as X
 from cardbench.benchmark.leaderboard import Leaderboard
-from cardbench.dashboard.serve import blankness, chromium, screenshot, server, wait_for_text
+from cardbench.dashboard.serve import blankness, chromium, screenshot, server
 from conftest import find_shared_data
 
 pytestmark = pytest.mark.browser
@@ -36,14 +33,37 @@ def _numbers(dom: str) -> np.ndarray:
     return np.array([float(x) for x in re.findall(r"\d+\.\d+", dom)])
 
 
+def _dom_with(page, url: str, texts: list[str], timeout_s: float = 120.0) -> str:
+    """Load ``url`` in ``page`` and wait until every string of ``texts`` is in the DOM; return it."""
+    import time
+
+    page.goto(url)
+    t0, dom = time.monotonic(), ""
+    while time.monotonic() - t0 < timeout_s:
+        dom = page.content()
+        if all(t in dom for t in texts):
+            return dom
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{url}: {[t for t in texts if t not in dom]} not on the page after {timeout_s:.0f} s")
+
+
 def test_dashboard_in_chromium(prefilled_dir, tmp_path):
+    """One Chromium (Playwright) for the page checks; the first screenshot by the chromium command line
+    (:func:`cardbench.dashboard.serve.screenshot`, what ``docs/make_screenshots.py`` uses)."""
+    pw = pytest.importorskip("playwright.sync_api")
+    from typer.testing import CliRunner
+
+    from cardbench.cli import app
+
     root = tmp_path / "leaderboard"
     shutil.copytree(prefilled_dir, root)  # the pre-filled leaderboard, built once per test run (conftest)
     best = max(X.TABLES, key=lambda e: X.paper_protocol(X.seven_t(e, SHARED), "LV"))
     best_lv = X.paper_protocol(X.seven_t(best, SHARED), "LV")
-    with server(root, via_cli=True, log=tmp_path / "server.log") as url:
+    with server(root, via_cli=True, log=tmp_path / "server.log") as url, pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         # wait until the ranked table (grid cells with the best entry) is on the page
-        dom = wait_for_text(url + "/", ['role="gridcell"', best, "Ranked by dice LV"])
+        dom = _dom_with(page, url + "/", ['role="gridcell"', best, "Ranked by dice LV"])
         assert np.min(np.abs(_numbers(dom) - best_lv)) < 1e-9
         png = screenshot(url + "/", tmp_path / "dashboard-leaderboard.png", size=(1400, 1000))
         sd, dark = blankness(png)
@@ -52,17 +72,17 @@ def test_dashboard_in_chromium(prefilled_dir, tmp_path):
         # a new entry scored by the command line appears after a reload
         src = tmp_path / "confusion_WS_base.tsv"
         src.write_bytes(gzip.decompress((X.EMBEDDED / X.T7 / "confusion_WS_base.tsv.gz").read_bytes()))
-        r = subprocess.run([sys.executable, "-c", "from cardbench.cli import main; main()", "score", str(src),
-                            "--split", "test", "--protocol", "ankenbrand2021", "--no-save",
-                            "--leaderboard", str(root), "--name", "my-rescore"],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr
+        r = CliRunner().invoke(app, ["score", str(src), "--split", "test", "--protocol", "ankenbrand2021", "--no-save",
+                                     "--leaderboard", str(root), "--name", "my-rescore"])
+        assert r.exit_code == 0, r.output
         bench = next(b for b in Leaderboard(root).benchmark_ids() if "my-rescore" in Leaderboard(root).entry_names(b))
-        dom = wait_for_text(f"{url}/?benchmark={bench}", ['role="gridcell"', "my-rescore"])
+        dom = _dom_with(page, f"{url}/?benchmark={bench}", ['role="gridcell"', "my-rescore"])
         # the Leaderboard page has a path of its own (was "Page not found"): /leaderboard?benchmark=...
-        dom2 = wait_for_text(f"{url}/leaderboard?benchmark={bench}", ['role="gridcell"', "my-rescore"])
+        dom2 = _dom_with(page, f"{url}/leaderboard?benchmark={bench}", ['role="gridcell"', "my-rescore"])
         assert "Page not found" not in dom2
         assert np.min(np.abs(_numbers(dom) - X.paper_protocol(X.seven_t("base", SHARED), "LV"))) < 1e-9
-        png = screenshot(f"{url}/?benchmark={bench}", tmp_path / "dashboard-new-entry.png", size=(1400, 1000))
-        sd, dark = blankness(png)
+        _dom_with(page, f"{url}/?benchmark={bench}", ['role="gridcell"', "my-rescore"])
+        png = page.screenshot(path=str(tmp_path / "dashboard-new-entry.png"))
+        sd, dark = blankness(tmp_path / "dashboard-new-entry.png")
         assert sd > 15 and dark > 0.005, (sd, dark)
+        browser.close()

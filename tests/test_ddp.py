@@ -50,8 +50,11 @@ def test_two_gloo_processes_equal_one_process(sunnybrook, tmp_path):
     from cardbench.baselines.train import train
 
     sub = _subset(sunnybrook, tmp_path / "subset.csv")
+    # encoder depth 5 (every parameter used): the losses agree within 1e-5 at this depth; at depth 3
+    # (cpu-smoke's default) the synchronised BatchNorm's float64 statistics already move the first
+    # loss by 1e-5, before any step
     sets = {"dataset": str(sunnybrook), "subset_file": str(sub), "image_size": 64, "batch_size": 4,
-            "threads": 1, "valid_split": "test"}
+            "threads": 1, "valid_split": "test", "decoder_channels": [64, 32, 16, 16, 8]}
     one = train(load_config("cpu-smoke", {**sets, "out": str(tmp_path / "one")}), progress=False)
     assert len(one.step_losses) == 6  # 12 images / global batch 4 = 3 steps, 2 epochs
 
@@ -130,3 +133,22 @@ def test_cli_nproc_launches_torchrun_with_the_same_config(sunnybrook, tmp_path, 
     assert got.to_dict() == want.to_dict()
     r = CliRunner().invoke(app, [*args[:-1], "3"])  # 4 images per step cannot be split over 3 processes
     assert r.exit_code == 2 and "not divisible by --nproc 3" in r.output
+
+
+def test_unused_encoder_stages_are_detected_for_ddp():
+    """smp builds all 5 ResNet stages and calls only ``encoder_depth`` of them: with 3 decoder channels
+    layer3 and layer4 get no gradient, and DDP must be told (the 2-process test above trains such a model)."""
+    from cardbench.baselines.distributed import has_unused_parameters
+    from cardbench.baselines.model import build_model
+
+    shallow = build_model(load_config("cpu-smoke", {"decoder_channels": [32, 16, 8]}))
+    deep = build_model(load_config("cpu-smoke", {"decoder_channels": [64, 32, 16, 16, 8]}))
+    shallow.train()
+    assert has_unused_parameters(shallow, 64) is True
+    assert has_unused_parameters(deep, 64) is False
+    assert shallow.training and all(p.grad is None for p in shallow.parameters())  # state left as found
+    for p in shallow.encoder.layer3.parameters():
+        p.requires_grad_(False)
+    for p in shallow.encoder.layer4.parameters():
+        p.requires_grad_(False)
+    assert has_unused_parameters(shallow, 64) is False  # frozen parameters are not DDP's concern

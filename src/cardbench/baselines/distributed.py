@@ -148,6 +148,28 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         return y
 
 
+def has_unused_parameters(model: nn.Module, image_size: int, device: torch.device | str = "cpu") -> bool:
+    """True when a forward pass leaves a trainable parameter without a gradient.
+
+    smp builds every stage of an encoder and calls only the first ``encoder_depth`` of them, so a
+    U-Net with fewer than 5 decoder channels has parameters no loss depends on; DDP then needs
+    ``find_unused_parameters=True`` (without it the second step stops with "Expected to have
+    finished reduction in the prior iteration"). One forward and backward pass of a zero image
+    ``(1, 3, image_size, image_size)`` in eval mode (no batch statistics change), gradients
+    cleared afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, 3, image_size, image_size, device=device)
+        model(x).float().sum().backward()
+        return any(p.requires_grad and p.grad is None for p in model.parameters())
+    finally:
+        for p in model.parameters():
+            p.grad = None
+        model.train(was_training)
+
+
 def convert_batchnorm(model: nn.Module, info: DistInfo, cuda: bool) -> nn.Module:
     """BatchNorm layers synchronised over the processes (SyncBatchNorm on CUDA, CpuSyncBatchNorm
     on CPU); the model itself when not distributed."""

@@ -426,7 +426,9 @@ def _train(cfg, resume, progress, console, data, overwrite, stop_after, channels
             if dist_info.active:  # re-wrapped per stage: the trainable parameters change
                 from torch.nn.parallel import DistributedDataParallel
 
-                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                unused = ddp.has_unused_parameters(model, cfg.image_size, device)  # encoder_depth < 5
+                net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                              find_unused_parameters=unused)
             opt, sched = _make_optimizer(model, cfg, stage, stage.epochs * steps)
             start_in_stage = max(0, done_epochs - global_epoch)
             if start_in_stage:
