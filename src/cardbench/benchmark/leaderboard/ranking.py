@@ -9,7 +9,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from cardbench.benchmark.leaderboard.folder import CLINICAL_INDICES, CLINICAL_STATS, PHASES, LeaderboardError
+from cardbench.benchmark.leaderboard.folder import (
+    CLINICAL_INDICES, CLINICAL_STATS, PHASES, LeaderboardError, NoValidEntryError,
+)
 from cardbench.benchmark.metric_registry import direction_of, unit_of
 from cardbench.labelmaps import CLASSES
 
@@ -169,11 +171,20 @@ class RankingMixin:
             ``rank_column`` and ``has_ci``.
 
         Raises:
+            NoValidEntryError: the benchmark has no entry, or every entry was skipped as corrupt
+                (each named by :meth:`problems`).
             LeaderboardError: unknown benchmark, metric, class or group (lists the valid ones).
         """
         info = self.benchmark(bench)
         if aggregates is None or entries is None:
             entries, aggregates = self.tables(bench)
         agg, ent = aggregates, entries
+        if not len(ent):
+            n_bad = len(self.problems(bench))
+            raise NoValidEntryError(
+                f"benchmark '{bench}': no valid entry to rank; " + (
+                    f"its {n_bad} corrupt entr{'y was' if n_bad == 1 else 'ies were'} skipped (see the warning "
+                    f"line{'' if n_bad == 1 else 's'})" if n_bad else
+                    f"add one with: cardbench score ... --leaderboard {self.root} --name NAME"))
         return rank_table(agg, ent, metric, metrics=metrics, group=group, protocol=info.protocol,
                           bench=bench)

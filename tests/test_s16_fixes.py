@@ -1,0 +1,137 @@
+"""Small defects a fresh-user trial found (session 16): each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cardbench.cli import app
+
+B_KAGGLE = "kaggle-dsb-manual-masks__all__cardbench-v1"  # one entry: ukbb_cardiac-labels
+B_7T = "cmr-7t__test__cardbench-v1"
+
+
+def _board(prefilled_dir, tmp_path) -> Path:
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    return lb
+
+
+def _corrupt_dice(entry: Path, value: str) -> Path:
+    """Edit the first Dice aggregate of an entry's summary.json to ``value`` (JSON text)."""
+    f = entry / "summary.json"
+    d = json.loads(f.read_text(encoding="utf-8"))
+    next(r for r in d["results"] if r["metric"] == "dice")["mean"] = "@@V@@"
+    f.write_text(json.dumps(d).replace('"@@V@@"', value), encoding="utf-8")
+    return f
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
+
+
+# ---- 1. a corrupt entry with a filtered show and with export
+
+
+def test_filtered_show_skips_a_corrupt_entry_with_its_warning(prefilled_dir, tmp_path):
+    lb = _board(prefilled_dir, tmp_path)
+    bad = _corrupt_dice(lb / B_7T / "entries" / "plain", "1.5")
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_7T, "-f", "json"])
+    assert r.exit_code == 0, r.output
+    names = [e["entry"] for e in json.loads(r.stdout)["entries"]]
+    assert "plain" not in names and "base" in names and len(names) == 6
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(bad) in w[0] and "outside [0, 1]" in w[0] and "remove it and add it again" in w[0]
+
+
+def test_filtered_show_of_a_benchmark_left_without_entry_says_so(prefilled_dir, tmp_path):
+    lb = _board(prefilled_dir, tmp_path)
+    bad = _corrupt_dice(lb / B_KAGGLE / "entries" / "ukbb_cardiac-labels", '"abc"')
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_KAGGLE])
+    assert r.exit_code == 2, r.output
+    assert "no aggregate for group" not in r.stderr  # the old message hid the warning
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(bad) in w[0] and "not a number" in w[0]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no valid entry" in errors[0] and B_KAGGLE in errors[0]
+    # unfiltered: one line for the benchmark, the others are shown
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-f", "json"])
+    assert r.exit_code == 0, r.output
+    assert B_KAGGLE not in {b["benchmark"] for b in json.loads(r.stdout)}
+    skipped = [ln for ln in r.stderr.splitlines() if ln.startswith(f"skipped {B_KAGGLE}")]
+    assert len(skipped) == 1 and "no valid entry" in skipped[0], r.stderr
+
+
+def test_export_skips_a_corrupt_entry_and_an_emptied_benchmark(prefilled_dir, tmp_path):
+    lb = _board(prefilled_dir, tmp_path)
+    bad = _corrupt_dice(lb / B_KAGGLE / "entries" / "ukbb_cardiac-labels", "1.5")
+    bad7 = _corrupt_dice(lb / B_7T / "entries" / "plain", "Infinity")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "--with-entries"])
+    assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in out.iterdir())
+    assert f"{B_KAGGLE}.csv" not in files and f"{B_7T}.csv" in files
+    assert "plain" not in json.dumps(json.loads((out / f"{B_7T}.json").read_text())["entries"])
+    assert not (out / "leaderboard" / B_7T / "entries" / "plain").exists()  # a corrupt entry is never copied
+    w = _warnings(r.stderr)
+    assert len(w) == 2 and any(str(bad) in x for x in w) and any(str(bad7) in x for x in w)
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith(f"skipped {B_KAGGLE}")]) == 1
+
+
+def test_failed_export_leaves_no_half_written_folder(prefilled_dir, tmp_path):
+    lb = _board(prefilled_dir, tmp_path)
+    _corrupt_dice(lb / B_KAGGLE / "entries" / "ukbb_cardiac-labels", "1.5")
+    work = tmp_path / "work"
+    work.mkdir()
+    # the export fails (no valid entry): neither OUT nor a temporary folder may stay
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(work / "new"), "-L", str(lb), "-b", B_KAGGLE])
+    assert r.exit_code == 2 and "no valid entry" in r.stderr, r.output
+    assert list(work.iterdir()) == []  # no OUT, no temporary folder next to it
+    # an existing OUT stays as it was when a folder in it may not be replaced (checked before any move)
+    out = work / "old"
+    (out / B_7T).mkdir(parents=True)
+    (out / B_7T / "thesis.txt").write_text("mine")
+    (out / f"{B_7T}.csv").write_text("earlier export")
+    r = CliRunner().invoke(app, ["leaderboard", "export", "--public", str(out), "-L", str(lb), "-b", B_7T])
+    assert r.exit_code == 2 and "not written by cardbench" in r.stderr, r.output
+    assert sorted(p.name for p in work.iterdir()) == ["old"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        [f"{B_7T}", f"{B_7T}.csv", f"{B_7T}/thesis.txt"]
+    assert (out / f"{B_7T}.csv").read_text() == "earlier export"
+
+
+# ---- 2. refused entry folder names and linked files are named, links never opened
+
+
+def test_entry_folder_with_a_refused_name_is_named(prefilled_dir, tmp_path):
+    lb = _board(prefilled_dir, tmp_path)
+    evil = lb / B_7T / "entries" / "..evil"
+    shutil.copytree(lb / B_7T / "entries" / "plain", evil)
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_7T, "-f", "json"])
+    assert r.exit_code == 0, r.output
+    assert "..evil" not in {e["entry"] for e in json.loads(r.stdout)["entries"]}
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(evil) in w[0] and "invalid entry name" in w[0] and "ignored" in w[0], r.stderr
+
+
+def test_linked_summary_is_refused_as_a_link_never_opened(prefilled_dir, tmp_path):
+    lb = _board(prefilled_dir, tmp_path)
+    entry = lb / B_7T / "entries" / "plain"
+    real = tmp_path / "elsewhere.json"
+    os.replace(entry / "summary.json", real)
+    (entry / "summary.json").symlink_to(real)
+    real.chmod(0)  # opening it would fail as "not readable": the warning must be about the link
+    try:
+        r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_7T, "-f", "json"])
+    finally:
+        real.chmod(0o644)
+    assert r.exit_code == 0, r.output
+    assert "plain" not in {e["entry"] for e in json.loads(r.stdout)["entries"]}
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(entry / "summary.json") in w[0] and "symbolic link" in w[0], r.stderr
+    assert "not readable" not in w[0] and "not opened" in w[0]
