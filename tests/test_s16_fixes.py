@@ -135,3 +135,50 @@ def test_linked_summary_is_refused_as_a_link_never_opened(prefilled_dir, tmp_pat
     w = _warnings(r.stderr)
     assert len(w) == 1 and str(entry / "summary.json") in w[0] and "symbolic link" in w[0], r.stderr
     assert "not readable" not in w[0] and "not opened" in w[0]
+
+
+# ---- 3. messages: raw pixdim, no nibabel line, wording
+
+
+def _nifti(path: Path, pixdim=(1.5, 1.5, 8.0), sform=None) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.diag([1.5, 1.5, 8.0, 1.0]) if sform is None else sform)
+    img.header["pixdim"][1:4] = pixdim
+    nib.save(img, path)
+    return path
+
+
+def test_zero_pixdim_message_shows_the_header_values_and_nibabel_stays_quiet(tmp_path, capfd):
+    from cardbench.datasets.formats.base import MaskReadError
+    from cardbench.datasets.io import read_mask
+
+    p = _nifti(tmp_path / "a_frame01.nii", pixdim=(1.5, 0.0, 8.0))  # the sform says 1.5 x 1.5 x 8 mm
+    with pytest.raises(MaskReadError) as ei:
+        read_mask(p)
+    msg = str(ei.value)
+    assert "(1.5, 0.0, 8.0) mm" in msg and "(1.5, 1.0, 8.0)" not in msg  # not nibabel's repaired 0 -> 1
+    assert "(1.5, 1.5, 8.0) mm" in msg  # the sform's voxel size
+    err = capfd.readouterr().err
+    assert "should be non-zero" not in err and err == ""
+
+
+def test_problem_lines_read_well(tmp_path):
+    import numpy as np
+
+    from cardbench.benchmark.scoring import _read
+
+    bad = np.diag([1.5, 1.5, 8.0, 1.0])
+    bad[0, 3] = np.nan
+    cases = {_nifti(tmp_path / "nan_frame01.nii", sform=bad): "prediction sform transform (the affine) holds NaN",
+             tmp_path / "short_frame01.nii": "prediction too short to be NIfTI (100 header bytes: a truncated file?)",
+             tmp_path / "x.png": "(no IHDR chunk: a truncated file?)"}
+    (tmp_path / "short_frame01.nii").write_bytes(b"\0" * 100)
+    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    for path, want in cases.items():
+        problems = []
+        assert _read(path, None, "prediction", problems) == (None, None)
+        line = str(problems[0])
+        assert want in line, line
+        assert "prediction the " not in line and "?." not in line and "?. Fix" not in line
