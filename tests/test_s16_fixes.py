@@ -182,3 +182,28 @@ def test_problem_lines_read_well(tmp_path):
         line = str(problems[0])
         assert want in line, line
         assert "prediction the " not in line and "?." not in line and "?. Fix" not in line
+
+
+# ---- 4. `data prepare NAME DIR`: the usage error suggests --out
+
+
+def test_extra_argument_suggests_out(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from cardbench.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["cardbench", *args])
+        with pytest.raises(SystemExit) as ei:
+            main()
+        return ei.value.code, capsys.readouterr().err.strip().splitlines()
+
+    d = str(tmp_path / "prepared")
+    code, lines = run("data", "prepare", "sunnybrook-sample", d)
+    assert code == 2 and len(lines) == 1, lines
+    assert f"did you mean --out {d}?" in lines[0] and "(see `cardbench data prepare --help`)" in lines[0]
+    assert not (tmp_path / "prepared").exists()
+    # no hint where it cannot be meant: two extra arguments, or --out given already
+    for args in (("data", "prepare", "sunnybrook-sample", d, d), ("data", "prepare", "sunnybrook-sample", "-o", d, d)):
+        code, lines = run(*args)
+        assert code == 2 and len(lines) == 1 and "did you mean" not in lines[0], lines
