@@ -207,3 +207,16 @@ def test_extra_argument_suggests_out(monkeypatch, capsys, tmp_path):
     for args in (("data", "prepare", "sunnybrook-sample", d, d), ("data", "prepare", "sunnybrook-sample", "-o", d, d)):
         code, lines = run(*args)
         assert code == 2 and len(lines) == 1 and "did you mean" not in lines[0], lines
+
+
+# ---- 5. --nsd-tol out of range names the flag and the range
+
+
+@pytest.mark.parametrize("value,cls", [("-1", ""), ("0", ""), ("1001", ""), ("LV=-2,default=2", "class LV: ")])
+def test_nsd_tol_error_names_the_flag(tmp_path, value, cls):
+    r = CliRunner().invoke(app, ["score", str(tmp_path), "-r", str(tmp_path), f"--nsd-tol={value}"])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: --nsd-tol {value}: {cls}bad value") and "> 0 (at most 1000)" in lines[0]
+    assert "tolerance_mm" not in lines[0] and "parameters." not in lines[0]
