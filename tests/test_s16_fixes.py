@@ -220,3 +220,52 @@ def test_nsd_tol_error_names_the_flag(tmp_path, value, cls):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith(f"error: --nsd-tol {value}: {cls}bad value") and "> 0 (at most 1000)" in lines[0]
     assert "tolerance_mm" not in lines[0] and "parameters." not in lines[0]
+
+
+# ---- 6. `data fetch` without network: one line, a short reason, no urllib3 reprs
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return port
+
+
+def test_fetch_refused_connection_is_one_short_line(tmp_path):
+    port = _closed_port()
+    mirror = f"http://127.0.0.1:{port}"
+    r = CliRunner().invoke(app, ["data", "fetch", "ankenbrand2021-derived", "--mirror", mirror, "--retries", "0",
+                                 "--jobs", "1"], env={"CARDBENCH_DATA": str(tmp_path / "c")})
+    assert r.exit_code == 1, r.output  # a failure, not bad input
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    line = lines[0]
+    assert f"{mirror}/cmr-seg-tl/" in line and "(connection refused)" in line and "--mirror" in line
+    for raw in ("HTTPConnectionPool", "NewConnectionError", "Max retries", "Errno", "object at 0x", "Caused by"):
+        assert raw not in line, line
+
+
+def test_download_reason_without_network(monkeypatch):
+    """Name resolution failing (no network) as requests raises it, built the way requests wraps
+    urllib3's error, and an HTTP error status."""
+    import requests
+
+    from cardbench.datasets.fetch import download_reason
+
+    try:
+        try:
+            raise OSError(-3, "Temporary failure in name resolution")
+        except OSError as inner:
+            raise requests.exceptions.ConnectionError(
+                "HTTPSConnectionPool(host='x.invalid', port=443): Max retries exceeded (Caused by "
+                "NameResolutionError(\"<urllib3.connection.HTTPSConnection object at 0x7f>: Failed to resolve\"))"
+            ) from inner
+    except requests.exceptions.ConnectionError as e:
+        assert download_reason(e) == "no network connection (name resolution failed)"
+    resp = requests.Response()
+    resp.status_code, resp.reason = 404, "Not Found"
+    assert download_reason(requests.exceptions.HTTPError("404 Client Error", response=resp)) == "HTTP 404 Not Found"
