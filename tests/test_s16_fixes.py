@@ -269,3 +269,25 @@ def test_download_reason_without_network(monkeypatch):
     resp = requests.Response()
     resp.status_code, resp.reason = 404, "Not Found"
     assert download_reason(requests.exceptions.HTTPError("404 Client Error", response=resp)) == "HTTP 404 Not Found"
+
+
+# ---- 7. --scheduler local:N leaves nothing in $TMPDIR, also after an error
+
+
+def test_local_cluster_scratch_space_is_removed(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import tempfile
+
+    from cardbench.benchmark.distributed import dask_executor
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads $TMPDIR again
+    with pytest.raises(RuntimeError, match="stopped"):
+        with dask_executor("local:1") as ex:
+            assert ex.submit(sum, [1, 2]).result() == 3  # the worker ran
+            during = [p.name for p in tmp.iterdir()]
+            raise RuntimeError("stopped")
+    assert len(during) == 1 and during[0].startswith("cardbench-dask-")  # the workers' scratch space is ours
+    assert list(tmp.iterdir()) == []  # and it is gone (no dask-scratch-space/)
