@@ -81,6 +81,15 @@ def test_export_skips_a_corrupt_entry_and_an_emptied_benchmark(prefilled_dir, tm
     w = _warnings(r.stderr)
     assert len(w) == 2 and any(str(bad) in x for x in w) and any(str(bad7) in x for x in w)
     assert len([ln for ln in r.stderr.splitlines() if ln.startswith(f"skipped {B_KAGGLE}")]) == 1
+    # the public export too: the corrupt entry is in no file of it
+    pub = tmp_path / "public"
+    r = CliRunner().invoke(app, ["leaderboard", "export", "--public", str(pub), "-L", str(lb)])
+    assert r.exit_code == 0, r.output
+    assert not (pub / B_KAGGLE).exists() and (pub / B_7T / "ranked.csv").is_file()
+    import yaml
+
+    subs = yaml.safe_load((pub / B_7T / "submissions.yaml").read_text())
+    assert "plain" not in subs and "base" in subs and len(subs) == 6
 
 
 def test_failed_export_leaves_no_half_written_folder(prefilled_dir, tmp_path):

@@ -141,12 +141,12 @@ class RenderingMixin:
                     ext = {"csv": "csv", "markdown": "md", "json": "json"}[fmt]
                     atomic_write_text(stage / f"{b}.{ext}", render(df, fmt, title=self.benchmark(b).title))
                     written.append(out / f"{b}.{ext}")
-                if with_entries:
+                if with_entries:  # a user's folder of that name in OUT is never replaced (staged_dir)
                     with atomic_dir(stage / "leaderboard" / b, overwrite=True) as tmp:
                         shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
                         for n in self.entry_names(b):
                             if str(self.root / b / ENTRIES / n) in self.skipped:
                                 continue  # corrupt: named by problems(), never copied
                             shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)
-                    written.append(out / "leaderboard" / b)  # a user's folder of that name is never replaced
+                    written.append(out / "leaderboard" / b)
         return written
