@@ -46,8 +46,12 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     """Rank entries from the long aggregates table; see :meth:`Leaderboard.ranked` for the columns.
 
     Raises:
+        NoValidEntryError: ``entries`` is empty (no entry yet, or every entry skipped as corrupt).
         LeaderboardError: the metric, class or group is not in the table (lists the valid ones).
     """
+    if not len(entries):
+        raise NoValidEntryError(f"benchmark '{bench}': no valid entry to rank (none yet, or every entry was "
+                                "skipped as corrupt: see the warnings)")
     m, cls, grp = parse_metric(metric)
     group = group or grp
     agg = aggregates
