@@ -67,6 +67,23 @@ def test_filtered_show_of_a_benchmark_left_without_entry_says_so(prefilled_dir, 
     assert len(skipped) == 1 and "no valid entry" in skipped[0], r.stderr
 
 
+def test_ranks_skip_a_corrupt_entry_with_its_warning(prefilled_dir, tmp_path):
+    """--ranks ranks the entries the table ranks: a corrupt entry (whose per-subject values are
+    intact) is left out with its warning, as in the ranked table."""
+    lb = _board(prefilled_dir, tmp_path)
+    bad = _corrupt_dice(lb / B_7T / "entries" / "plain", "1.5")
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_7T, "--ranks", "--resamples", "20",
+                                 "-f", "json"])
+    assert r.exit_code == 0, r.output
+    names = [e["entry"] for e in json.loads(r.stdout)["entries"]]
+    assert "plain" not in names and len(names) == 6
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(bad) in w[0]
+    _corrupt_dice(lb / B_KAGGLE / "entries" / "ukbb_cardiac-labels", "1.5")
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_KAGGLE, "--ranks"])
+    assert r.exit_code == 2 and len(_warnings(r.stderr)) == 1 and "no valid entry" in r.stderr, r.output
+
+
 def test_export_skips_a_corrupt_entry_and_an_emptied_benchmark(prefilled_dir, tmp_path):
     lb = _board(prefilled_dir, tmp_path)
     bad = _corrupt_dice(lb / B_KAGGLE / "entries" / "ukbb_cardiac-labels", "1.5")

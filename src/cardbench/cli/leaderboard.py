@@ -118,8 +118,13 @@ def show_cmd(
     if ranks:
         from cardbench.cli.ranks import show_ranks
 
+        def fail_after_problems(msg: str, code: int = 2) -> None:
+            _print_problems(lb)  # the corrupt entries first, each in its own line
+            _fail(msg, code)
+
         show_ranks(lb, _resolve_benchmark(lb, benchmark), metric, ranking, resamples, fmt.value,
-                   explicit=benchmark is not None, fail=_fail)
+                   explicit=benchmark is not None, fail=fail_after_problems)
+        _print_problems(lb)
         return
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []

@@ -144,6 +144,16 @@ def direction_text(direction: int) -> str:
 class RankingMixin:
     """:class:`~cardbench.benchmark.leaderboard.Leaderboard` methods that rank entries."""
 
+    def _no_valid_entry(self, bench: str) -> NoValidEntryError:
+        """The error for a benchmark without a valid entry: how many were skipped as corrupt, or how to
+        add one."""
+        n_bad = len(self.problems(bench))
+        return NoValidEntryError(
+            f"benchmark '{bench}': no valid entry to rank; " + (
+                f"its {n_bad} corrupt entr{'y was' if n_bad == 1 else 'ies were'} skipped (see the warning "
+                f"line{'' if n_bad == 1 else 's'})" if n_bad else
+                f"add one with: cardbench score ... --leaderboard {self.root} --name NAME"))
+
     def metrics(self, bench: str) -> list[str]:
         """Metric names present in the benchmark's aggregates, in protocol order then the rest."""
         agg = self.aggregates_table(bench)
@@ -184,11 +194,6 @@ class RankingMixin:
             entries, aggregates = self.tables(bench)
         agg, ent = aggregates, entries
         if not len(ent):
-            n_bad = len(self.problems(bench))
-            raise NoValidEntryError(
-                f"benchmark '{bench}': no valid entry to rank; " + (
-                    f"its {n_bad} corrupt entr{'y was' if n_bad == 1 else 'ies were'} skipped (see the warning "
-                    f"line{'' if n_bad == 1 else 's'})" if n_bad else
-                    f"add one with: cardbench score ... --leaderboard {self.root} --name NAME"))
+            raise self._no_valid_entry(bench)
         return rank_table(agg, ent, metric, metrics=metrics, group=group, protocol=info.protocol,
                           bench=bench)
