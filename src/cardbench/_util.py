@@ -157,6 +157,68 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, owned_only: boo
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Fill a temporary folder next to ``path``; when the block succeeds, move what it holds into ``path``.
+
+    For an output folder that may already hold earlier results (an export): on an exception inside
+    the block the temporary folder is deleted and ``path`` is left as it was (never half-written).
+    On success a missing ``path`` is the temporary folder renamed; into an existing ``path`` each
+    file is moved with :func:`os.replace` (a file of the same name is replaced), a folder that
+    cardbench wrote with :func:`atomic_dir` (it holds :data:`OWNER_FILE`) replaces one of the same
+    name only when that one is empty or cardbench wrote it too, and other folders are merged the same
+    way. Every such check is done before the first move.
+
+    Raises:
+        FileExistsError: ``path`` is a file, or a folder in it that a folder of the result would
+            replace was not written by cardbench (nothing is moved; the message names the fix).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: a shared folder must stay readable
+        yield tmp
+        if not path.exists() and not path.is_symlink():
+            os.replace(tmp, path)
+            return
+        if not path.is_dir():
+            raise FileExistsError(f"{path}: exists and is a file; choose another folder")
+        moves: list[tuple[Path, Path]] = []
+        _plan_merge(tmp, path, moves)
+        for src, dst in moves:
+            if src.is_dir() and dst.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+                old.rmdir()
+                os.replace(dst, old)
+                os.replace(src, dst)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _plan_merge(src: Path, dst: Path, moves: list) -> None:
+    """The moves that put the content of ``src`` into the existing folder ``dst`` (see :func:`staged_dir`)."""
+    for item in sorted(src.iterdir()):
+        target = dst / item.name
+        if target.is_symlink() or (target.exists() and item.is_dir() != target.is_dir()):
+            raise FileExistsError(f"{target}: exists and is not what cardbench writes there (a "
+                                  f"{'link' if target.is_symlink() else 'file' if item.is_dir() else 'folder'}); "
+                                  "choose another folder or move it away first")
+        if item.is_dir() and target.exists():
+            if is_cardbench_output(item):
+                if any(target.iterdir()) and not is_cardbench_output(target):
+                    raise FileExistsError(f"{target}: exists and was not written by cardbench; cardbench replaces "
+                                          "only its own output folders: choose another folder")
+            else:
+                _plan_merge(item, target, moves)
+                continue
+        moves.append((item, target))
+
+
 def yaml_error_text(e: Exception) -> str:
     """A PyYAML error as one line: ``at line L, column C: <problem>`` (PyYAML's own message spans
     several lines with a caret drawing)."""

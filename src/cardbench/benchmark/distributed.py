@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
+import tempfile
 from concurrent.futures import Executor
 from typing import Iterator
 
@@ -50,7 +52,8 @@ def dask_executor(spec: str, timeout_s: float = 30.0) -> Iterator[Executor]:
 
     Args:
         spec: ``local:N`` (a LocalCluster of N worker processes, one thread each, no dashboard,
-            closed on exit) or ``tcp://HOST:PORT`` of a running scheduler (left running).
+            its scratch space in a temporary folder; closed and the folder removed on exit, also
+            after an error) or ``tcp://HOST:PORT`` of a running scheduler (left running).
         timeout_s: seconds to wait for the scheduler to answer.
 
     Raises:
@@ -63,10 +66,17 @@ def dask_executor(spec: str, timeout_s: float = 30.0) -> Iterator[Executor]:
     except ImportError as e:
         raise ValueError("--scheduler needs Dask distributed: pip install 'cardbench[distributed]'") from e
     cluster = None
+    scratch = None
     try:
         if kind == "local":
-            cluster = LocalCluster(n_workers=int(val), threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            # the workers' scratch space (dask-scratch-space/, spilled data, locks) in a folder of our own,
+            # removed when the run ends, also after an error: nothing is left in $TMPDIR
+            import dask
+
+            scratch = tempfile.mkdtemp(prefix="cardbench-dask-")
+            with dask.config.set({"temporary-directory": scratch}):  # the scheduler's too
+                cluster = LocalCluster(n_workers=int(val), threads_per_worker=1, processes=True,
+                                       dashboard_address=None, local_directory=scratch)
             client = Client(cluster, timeout=timeout_s)
         else:
             try:
@@ -79,5 +89,9 @@ def dask_executor(spec: str, timeout_s: float = 30.0) -> Iterator[Executor]:
         finally:
             client.close()
     finally:
-        if cluster is not None:
-            cluster.close()
+        try:
+            if cluster is not None:
+                cluster.close()
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)

@@ -137,7 +137,7 @@ def export_public(lb, out: str | os.PathLike, bench: str | None = None, metric: 
                  "ranked.json": render(ranked, "json", info.title),
                  "aggregates.csv": public_aggregates(agg).to_csv(index=False, float_format="%.10g"),
                  "submissions.yaml": yaml.safe_dump(
-                     {n: _meta(lb.entry(b, n).meta) for n in lb.entry_names(b)}, sort_keys=False, allow_unicode=True)}
+                     {n: _meta(lb.entry(b, n).meta) for n in entries["entry"]}, sort_keys=False, allow_unicode=True)}
         try:
             ru = rank_uncertainty(lb, b, ranked.attrs.get("metric", "dice") + "_" + ranked.attrs.get("class", "LV"))
             d = ru.to_dict()

@@ -267,7 +267,8 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
         "protocol"}``.
 
     Raises:
-        RankingError: unknown metric/class/group, a clinical statistic, or no per-subject values.
+        RankingError: unknown metric/class/group, a clinical statistic, no valid entry (every entry
+            skipped as corrupt, or none), or no per-subject values.
     """
     from cardbench.benchmark.leaderboard import (
         CLINICAL_INDICES, CLINICAL_STATS, metric_direction, parse_metric, read_per_case,
@@ -283,7 +284,10 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
     cls = cls or "LV"
     level = info.protocol.get("level", "image")
     vals, counts = {}, {}
-    for name in lb.entry_names(bench):
+    valid = list(lb.index(bench))  # a corrupt entry is skipped (named by lb.problems()), as in the ranked table
+    if not valid:
+        raise RankingError(str(lb._no_valid_entry(bench)))
+    for name in valid:
         path = lb.root / bench / "entries" / name
         if group == "all" and (path / "per_subject.csv").is_file():
             ps = read_per_subject(path)

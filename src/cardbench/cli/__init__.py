@@ -82,7 +82,7 @@ def _run_with_one_line_usage_errors(command) -> int:
         if named(e, "UsageError"):
             ctx = getattr(e, "ctx", None)
             where = f"`{ctx.command_path} --help`" if ctx is not None else "`cardbench --help`"
-            print(f"error: {' '.join(e.format_message().split())} (see {where})", file=sys.stderr)
+            print(f"error: {' '.join(e.format_message().split())}{_out_hint(ctx, e)} (see {where})", file=sys.stderr)
             return 2
         if named(e, "ClickException"):
             print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
@@ -92,6 +92,26 @@ def _run_with_one_line_usage_errors(command) -> int:
             return 1
         raise
     return rv if isinstance(rv, int) else 0
+
+
+def _out_hint(ctx, e: BaseException) -> str:
+    """``; did you mean --out DIR?`` for one extra positional argument given to a command that takes
+    the folder as ``--out`` (``cardbench data prepare NAME DIR``), when ``--out`` was not given."""
+    import re
+    import shlex
+
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    cmd = getattr(ctx, "command", None)
+    if cmd is None or not msg.startswith("Got unexpected extra argument"):
+        return ""
+    out = next((p for p in getattr(cmd, "params", []) if "--out" in getattr(p, "opts", [])), None)
+    extra = list(getattr(ctx, "args", None) or [])
+    if not extra:  # click names them in the message: "Got unexpected extra argument(s) (DIR)"
+        m = re.search(r"\(([^()]*)\)\s*$", msg)
+        extra = shlex.split(m.group(1)) if m else []
+    if out is None or len(extra) != 1 or (ctx.params or {}).get(out.name) is not None:
+        return ""
+    return f"; did you mean --out {shlex.quote(extra[0])}?"
 
 
 def _use_system_allocator_for_arrow() -> None:

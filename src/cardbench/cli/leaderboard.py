@@ -112,14 +112,19 @@ def show_cmd(
                                             "with --ranks (default: the protocol's, else 1000)."),
 ) -> None:
     """Print the leaderboard ranked by a metric, with 95 % confidence intervals where the protocol has them."""
-    from cardbench.benchmark.leaderboard import LeaderboardError, display_table, render
+    from cardbench.benchmark.leaderboard import LeaderboardError, NoValidEntryError, display_table, render
 
     lb = _open(_folder(folder_pos, folder, "show"))
     if ranks:
         from cardbench.cli.ranks import show_ranks
 
+        def fail_after_problems(msg: str, code: int = 2) -> None:
+            _print_problems(lb)  # the corrupt entries first, each in its own line
+            _fail(msg, code)
+
         show_ranks(lb, _resolve_benchmark(lb, benchmark), metric, ranking, resamples, fmt.value,
-                   explicit=benchmark is not None, fail=_fail)
+                   explicit=benchmark is not None, fail=fail_after_problems)
+        _print_problems(lb)
         return
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []
@@ -130,7 +135,8 @@ def show_cmd(
             df = lb.ranked(b, metric, metrics=extra)
         except LeaderboardError as e:
             if benchmark is not None:
-                _fail(str(e))
+                _print_problems(lb)  # the corrupt entries first, each in its own line
+                _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems(b) else 2)
             if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, below
                 err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
@@ -225,7 +231,8 @@ def export_cmd(
     """Write each benchmark's ranked table as CSV, Markdown and JSON (and optionally the full entries)."""
     from cardbench.benchmark.private import export_public, is_private
 
-    from cardbench.benchmark.leaderboard import LeaderboardError
+    from cardbench._util import staged_dir
+    from cardbench.benchmark.leaderboard import LeaderboardError, NoValidEntryError
     from cardbench.benchmark.leaderboard.rendering import check_export_target
 
     lb = _open(folder)
@@ -233,16 +240,28 @@ def export_cmd(
     written = []
     try:
         check_export_target(lb.root, out)  # before anything is written
-        for b in benches:
-            if public or is_private(lb, b):
-                if with_entries:
-                    _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: its "
-                          "entries (per-case tables) are not exported; leave out --with-entries")
-                written += export_public(lb, out, b, metric=metric)
-                continue
-            written += lb.export(out, b, metric=metric, with_entries=with_entries)
+        # everything goes into a folder next to OUT, moved into OUT at the end: a failure leaves OUT as it was
+        with staged_dir(out) as stage:
+            for b in benches:
+                try:
+                    if public or is_private(lb, b):
+                        if with_entries:
+                            _print_problems(lb)
+                            _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: "
+                                  "its entries (per-case tables) are not exported; leave out --with-entries")
+                        written += [out / p.relative_to(stage) for p in export_public(lb, stage, b, metric=metric)]
+                        continue
+                    written += [out / p.relative_to(stage) for p in lb.export(stage, b, metric=metric,
+                                                                            with_entries=with_entries)]
+                except NoValidEntryError as e:
+                    if benchmark is not None:
+                        raise
+                    err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False,
+                              soft_wrap=True)
     except (LeaderboardError, FileExistsError, ValueError) as e:
-        _fail(str(e))
+        _print_problems(lb)
+        _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems() else 2)
+    _print_problems(lb)
     con = Console()
     for p in written:
         con.print(f"wrote {escape(str(p))}")

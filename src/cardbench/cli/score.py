@@ -52,11 +52,21 @@ def parse_nsd_tolerance(text: str) -> "float | dict[str, float]":
 
 def _load_protocol(protocol: str, nsd_tol: "str | None"):
     """The protocol of a CLI call (built-in name or YAML file, with --nsd-tol); exit 2 with one line if invalid."""
-    from cardbench.benchmark.protocols import ProtocolError, get_protocol
+    from cardbench.benchmark.protocols import ProtocolError, _check_tolerance, get_protocol
+
+    def bad(key, value, allowed):  # the flag the user typed, not the protocol's internal key
+        cls = key.partition(".")[2]
+        allowed = allowed.replace("a mapping class -> mm", "CLASS=MM,... per class")
+        raise ValueError(f"--nsd-tol {nsd_tol}: " + (f"class {cls}: " if cls else "") + f"bad value {value!r}; "
+                         f"allowed: {allowed}; e.g. --nsd-tol 2 or --nsd-tol LV=2,MY=1.5,default=2")
 
     try:
         proto = get_protocol(protocol)
-        return proto.with_nsd_tolerance(parse_nsd_tolerance(nsd_tol)) if nsd_tol is not None else proto
+        if nsd_tol is None:
+            return proto
+        tau = parse_nsd_tolerance(nsd_tol)
+        _check_tolerance(tau, "--nsd-tol", bad)
+        return proto.with_nsd_tolerance(tau)
     except (ProtocolError, ValueError) as e:
         fail(str(e))
 

@@ -78,7 +78,44 @@ class DownloadError(RuntimeError):
 
     def __init__(self, path: str, url: str, cause: str, fix: str):
         self.path, self.url, self.cause, self.fix = path, url, cause, fix
-        super().__init__(f"{path}: could not download from {url} ({cause}). {fix}")
+        super().__init__(f"{path}: could not download from {url} ({cause}); {fix}")
+
+
+#: (words in the error chain, the reason shown): the first match names why a download failed.
+_REASONS = (
+    (("nameresolution", "name or service not known", "temporary failure in name resolution",
+      "failed to resolve", "nodename nor servname", "getaddrinfo failed"),
+     "no network connection (name resolution failed)"),
+    (("network is unreachable", "no route to host"), "no network connection (network unreachable)"),
+    (("connection refused", "errno 111", "winerror 10061"), "connection refused"),
+    (("connection reset", "connection aborted", "remotedisconnected"), "connection reset by the server"),
+    (("timed out", "timeout"), "timed out"),
+    (("certificate", "ssl"), "TLS/SSL error (certificate or protocol)"),
+)
+
+
+def download_reason(exc: BaseException) -> str:
+    """A short reason for a failed download (``connection refused``, ``no network connection (name
+    resolution failed)``, ``HTTP 404 Not Found``, ``timed out``...), without the object reprs that
+    requests/urllib3 put into their messages; unknown errors give their type and first line."""
+    import requests
+
+    resp = getattr(exc, "response", None)
+    if isinstance(exc, requests.exceptions.HTTPError) and resp is not None:
+        return f"HTTP {resp.status_code} {resp.reason or ''}".strip()
+    chain, seen, x = [], set(), exc
+    while x is not None and id(x) not in seen:  # requests wraps urllib3 wraps socket errors
+        seen.add(id(x))
+        chain.append(f"{type(x).__name__} {x}")
+        x = x.__cause__ or x.__context__
+    text = " ".join(chain).lower()
+    for needles, why in _REASONS:
+        if any(n in text for n in needles):
+            return why
+    if isinstance(exc, FileNotFoundError):
+        return "not found on the mirror"
+    first = (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- locations
@@ -472,8 +509,9 @@ def fetch(name: str | DatasetCard, *, cache: str | os.PathLike | None = None,
         except (requests.exceptions.RequestException, OSError) as exc:
             fix = ("check the network connection, or download from a mirror with --mirror (a local folder or an "
                    "http base URL holding the registry layout; also CARDBENCH_MIRROR)") if m is None else \
-                  ("check that the mirror holds this file at that path (the registry layout) and is reachable")
-            raise DownloadError(e.local_path, url, f"{type(exc).__name__}: {exc}", fix) from exc
+                  ("check that the mirror given with --mirror (or CARDBENCH_MIRROR) holds this file at that path "
+                   "(the registry layout) and is reachable")
+            raise DownloadError(e.local_path, url, download_reason(exc), fix) from exc
         return e
 
     with _quiet_pooch(), _progress(progress) as bar:

@@ -63,8 +63,8 @@ Adding an entry from Python (what ``cardbench score --leaderboard DIR --name NAM
 
 from cardbench.benchmark.leaderboard.folder import (
     BENCHMARK_FILE, CLINICAL_INDICES, CLINICAL_STATS, ENTRIES, ENV_VAR, FORMAT_VERSION, INDEX_FILE, MARKER,
-    META_KEYS, PER_CASE_REQUIRED, PHASES, BenchmarkInfo, Entry, LeaderboardError, _locked, benchmark_id,
-    check_name, default_root, read_entry, read_per_case, safe_name,
+    META_KEYS, PER_CASE_REQUIRED, PHASES, BenchmarkInfo, Entry, LeaderboardError, NoValidEntryError, _locked,
+    benchmark_id, check_name, default_root, read_entry, read_per_case, safe_name,
 )
 from cardbench.benchmark.leaderboard.prefill import PREFILL_SOURCES, PrefillSource, register_prefill_source
 from cardbench.benchmark.leaderboard.ranking import direction_text, metric_direction, parse_metric, rank_table
@@ -74,7 +74,8 @@ from cardbench.benchmark.leaderboard.store import Leaderboard, add_entry, open_l
 __all__ = [
     "BENCHMARK_FILE", "CLINICAL_INDICES", "CLINICAL_STATS", "ENTRIES", "ENV_VAR", "FORMAT_VERSION", "INDEX_FILE",
     "MARKER", "META_KEYS", "PER_CASE_REQUIRED", "PHASES", "PREFILL_SOURCES", "BenchmarkInfo", "Entry", "Leaderboard",
-    "LeaderboardError", "PrefillSource", "add_entry", "benchmark_id", "check_name", "default_root", "direction_text",
+    "LeaderboardError", "NoValidEntryError", "PrefillSource", "add_entry", "benchmark_id", "check_name",
+    "default_root", "direction_text",
     "display_table", "metric_direction", "open_leaderboard", "parse_metric", "rank_table", "read_entry",
     "read_per_case", "register_prefill_source", "render", "safe_name",
 ]

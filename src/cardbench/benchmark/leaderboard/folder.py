@@ -47,6 +47,11 @@ class LeaderboardError(ValueError):
     """A leaderboard operation cannot be done; the message names the folder, the problem and the fix."""
 
 
+class NoValidEntryError(LeaderboardError):
+    """A benchmark has no entry to rank: none yet, or every entry was skipped as corrupt (each named
+    by :meth:`~cardbench.benchmark.leaderboard.Leaderboard.problems`)."""
+
+
 # --------------------------------------------------------------------------------------------
 # names and ids
 

@@ -9,7 +9,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from cardbench.benchmark.leaderboard.folder import CLINICAL_INDICES, CLINICAL_STATS, PHASES, LeaderboardError
+from cardbench.benchmark.leaderboard.folder import (
+    CLINICAL_INDICES, CLINICAL_STATS, PHASES, LeaderboardError, NoValidEntryError,
+)
 from cardbench.benchmark.metric_registry import direction_of, unit_of
 from cardbench.labelmaps import CLASSES
 
@@ -44,8 +46,12 @@ def rank_table(aggregates: pd.DataFrame, entries: pd.DataFrame, metric: str = "d
     """Rank entries from the long aggregates table; see :meth:`Leaderboard.ranked` for the columns.
 
     Raises:
+        NoValidEntryError: ``entries`` is empty (no entry yet, or every entry skipped as corrupt).
         LeaderboardError: the metric, class or group is not in the table (lists the valid ones).
     """
+    if not len(entries):
+        raise NoValidEntryError(f"benchmark '{bench}': no valid entry to rank (none yet, or every entry was "
+                                "skipped as corrupt: see the warnings)")
     m, cls, grp = parse_metric(metric)
     group = group or grp
     agg = aggregates
@@ -138,6 +144,16 @@ def direction_text(direction: int) -> str:
 class RankingMixin:
     """:class:`~cardbench.benchmark.leaderboard.Leaderboard` methods that rank entries."""
 
+    def _no_valid_entry(self, bench: str) -> NoValidEntryError:
+        """The error for a benchmark without a valid entry: how many were skipped as corrupt, or how to
+        add one."""
+        n_bad = len(self.problems(bench))
+        return NoValidEntryError(
+            f"benchmark '{bench}': no valid entry to rank; " + (
+                f"its {n_bad} corrupt entr{'y was' if n_bad == 1 else 'ies were'} skipped (see the warning "
+                f"line{'' if n_bad == 1 else 's'})" if n_bad else
+                f"add one with: cardbench score ... --leaderboard {self.root} --name NAME"))
+
     def metrics(self, bench: str) -> list[str]:
         """Metric names present in the benchmark's aggregates, in protocol order then the rest."""
         agg = self.aggregates_table(bench)
@@ -169,11 +185,15 @@ class RankingMixin:
             ``rank_column`` and ``has_ci``.
 
         Raises:
+            NoValidEntryError: the benchmark has no entry, or every entry was skipped as corrupt
+                (each named by :meth:`problems`).
             LeaderboardError: unknown benchmark, metric, class or group (lists the valid ones).
         """
         info = self.benchmark(bench)
         if aggregates is None or entries is None:
             entries, aggregates = self.tables(bench)
         agg, ent = aggregates, entries
+        if not len(ent):
+            raise self._no_valid_entry(bench)
         return rank_table(agg, ent, metric, metrics=metrics, group=group, protocol=info.protocol,
                           bench=bench)

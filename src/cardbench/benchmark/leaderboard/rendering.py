@@ -12,8 +12,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from cardbench._util import atomic_dir, atomic_write_text
-from cardbench.benchmark.leaderboard.folder import BENCHMARK_FILE, ENTRIES, LeaderboardError
+from cardbench._util import atomic_dir, atomic_write_text, staged_dir
+from cardbench.benchmark.leaderboard.folder import BENCHMARK_FILE, ENTRIES, LeaderboardError, NoValidEntryError
 from cardbench.benchmark.leaderboard.ranking import direction_text
 from cardbench.benchmark.metric_registry import digits_of, unit_of
 from cardbench.benchmark.results import to_json
@@ -112,33 +112,41 @@ class RenderingMixin:
         Writes ``<out>/<benchmark>.csv`` / ``.md`` / ``.json`` for each benchmark (or only
         ``bench``), ranked by ``metric`` (benchmarks without that metric are ranked by their first
         metric and class), plus, with ``with_entries``, a copy of each benchmark folder under
-        ``<out>/leaderboard/`` (a leaderboard another user can open). Every file is written
-        atomically. Returns the written paths.
+        ``<out>/leaderboard/`` (a leaderboard another user can open). A corrupt entry is left out
+        (named by :meth:`problems`); without ``bench``, a benchmark with no valid entry is left out
+        too. Everything is written into a temporary folder next to ``out`` and moved into ``out``
+        at the end (:func:`cardbench._util.staged_dir`): a failed export changes nothing in ``out``.
+        Returns the written paths.
 
         Raises:
             LeaderboardError: ``out`` is, is inside or holds the leaderboard folder.
+            NoValidEntryError: ``bench`` has no valid entry.
             FileExistsError: ``<out>/leaderboard/<benchmark>`` exists and cardbench did not write it.
         """
         out = check_export_target(self.root, out)
-        out.mkdir(parents=True, exist_ok=True)
         written = []
         benches = [bench] if bench else self.benchmark_ids()
-        for b in benches:
-            try:
-                df = self.ranked(b, metric)
-            except LeaderboardError:
-                ms = self.metrics(b)
-                df = self.ranked(b, ms[0] if ms else "dice")
-            for fmt in formats:
-                ext = {"csv": "csv", "markdown": "md", "json": "json"}[fmt]
-                p = out / f"{b}.{ext}"
-                atomic_write_text(p, render(df, fmt, title=self.benchmark(b).title))
-                written.append(p)
-            if with_entries:
-                dst = out / "leaderboard" / b
-                with atomic_dir(dst, overwrite=True) as tmp:  # a user's folder of that name is never replaced
-                    shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
-                    for n in self.entry_names(b):
-                        shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)
-                written.append(dst)
+        with staged_dir(out) as stage:
+            for b in benches:
+                try:
+                    df = self.ranked(b, metric)
+                except NoValidEntryError:
+                    if bench:
+                        raise
+                    continue
+                except LeaderboardError:
+                    ms = self.metrics(b)
+                    df = self.ranked(b, ms[0] if ms else "dice")
+                for fmt in formats:
+                    ext = {"csv": "csv", "markdown": "md", "json": "json"}[fmt]
+                    atomic_write_text(stage / f"{b}.{ext}", render(df, fmt, title=self.benchmark(b).title))
+                    written.append(out / f"{b}.{ext}")
+                if with_entries:  # a user's folder of that name in OUT is never replaced (staged_dir)
+                    with atomic_dir(stage / "leaderboard" / b, overwrite=True) as tmp:
+                        shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
+                        for n in self.entry_names(b):
+                            if str(self.root / b / ENTRIES / n) in self.skipped:
+                                continue  # corrupt: named by problems(), never copied
+                            shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)
+                    written.append(out / "leaderboard" / b)
         return written

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cardbench._util import atomic_dir, atomic_write_text
 from cardbench.benchmark.leaderboard.folder import (  # noqa: F401  (MARKER, FORMAT_VERSION: re-exported)
-    BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, MARKER, BenchmarkInfo, Entry, LeaderboardError, _legacy_version,
+    _TMP_RE, BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, MARKER, BenchmarkInfo, Entry, LeaderboardError, _legacy_version,
     _locked, _read_yaml, _recover, _submission_meta, _write_entry, benchmark_id, check_name, default_root,
     safe_name,
 )
@@ -91,12 +91,32 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
         return out
 
     def entry_names(self, bench: str) -> list[str]:
-        """Names of the complete entries of ``bench`` (hidden temporary folders ignored), sorted."""
+        """Names of the complete entries of ``bench``, sorted.
+
+        A writer's temporary folder (``.<name>.<random>.tmp``/``.old``) is ignored. A folder whose name
+        the store refuses (:func:`check_name`, e.g. ``..evil``) and an entry holding a symbolic link
+        (or being one) are left out, each named by :meth:`problems`; a link is never opened.
+        """
         d = self.root / bench / ENTRIES
         if not d.is_dir():
             return []
-        return sorted(p.name for p in os.scandir(d)
-                      if not p.name.startswith(".") and p.is_dir() and os.path.exists(os.path.join(p.path, "summary.json")))
+        out = []
+        for p in os.scandir(d):
+            if _TMP_RE.match(p.name) or not p.is_dir():
+                continue  # a writer's temporary folder (recovered under the lock), or a stray file
+            try:
+                check_name(p.name)
+            except LeaderboardError as e:
+                self.skipped[p.path] = (f"folder name not accepted: {e}; the folder is ignored (rename it to a "
+                                        "valid name, or remove it)")
+                continue
+            why = _link_in_entry(p)
+            if why:
+                self.skipped[p.path] = why
+                continue
+            if os.path.exists(os.path.join(p.path, "summary.json")):
+                out.append(p.name)
+        return sorted(out)
 
     def entry(self, bench: str, name: str) -> Entry:
         """One entry.
@@ -201,6 +221,27 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
             os.replace(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
             self.index(bench)
+
+
+def _link_in_entry(p: os.DirEntry) -> str | None:
+    """Why the entry folder ``p`` is refused for holding a symbolic link (or being one), else None.
+
+    The store writes real files only; a link in an entry may point anywhere (another user's file, a
+    device), so it is refused by what it is, never opened (as a submission refuses a link that
+    leaves its folder).
+    """
+    fix = "replace the link by a copy of the file, or remove the entry and add it again"
+    if p.is_symlink():
+        return f"{p.path}: the entry folder is a symbolic link; it was not opened: {fix}"
+    try:
+        with os.scandir(p.path) as it:
+            for f in it:
+                if f.is_symlink():
+                    return (f"{f.path}: is a symbolic link; it was not opened (a leaderboard entry holds its own "
+                            f"files, never links): {fix}")
+    except OSError as e:
+        return f"{p.path}: the entry folder cannot be read ({e.strerror or e}); make it readable or remove it"
+    return None
 
 
 def open_leaderboard(root: str | os.PathLike | None = None, prefill: bool = True,

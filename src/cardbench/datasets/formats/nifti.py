@@ -22,7 +22,9 @@ NIfTI becomes ``(x, y, 1)``, a 4D image with one volume is squeezed to 3D.
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,40 @@ QFORM_SFORM_TOL = 1e-2
 _HEADER_BYTES = 540  # NIfTI-2 header; NIfTI-1 is 348 (+4 extension flag)
 #: most bytes of header extensions before the data (vox_offset) accepted in a label mask.
 _MAX_VOX_OFFSET = 16 * 1024 * 1024
+
+
+_QUIET = threading.local()
+
+
+class _QuietWhileReading(logging.Filter):
+    """Drops nibabel's own header-repair messages (``pixdim[1,2,3] should be non-zero; setting 0 dims
+    to 1`` on its ``nibabel.global`` logger) in the thread reading a mask: cardbench checks the header
+    itself and reports a problem in its one line, with the header's values as stored."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_QUIET, "on", False)
+
+
+_FILTER = _QuietWhileReading()
+
+
+def _quiet_nibabel():
+    """Context manager: nibabel's header-check log lines are dropped in this thread while it is open."""
+    import contextlib
+
+    logger = logging.getLogger("nibabel.global")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+
+    @contextlib.contextmanager
+    def cm():
+        before = getattr(_QUIET, "on", False)
+        _QUIET.on = True
+        try:
+            yield
+        finally:
+            _QUIET.on = before
+    return cm()
 
 
 def parse_volume_stem(stem: str) -> CaseKey:
@@ -108,7 +144,7 @@ class NiftiFormat(MaskFormat):
         head = self._head(data, path)
         if _nifti_version(head) is None:
             if len(head) < 348:
-                raise MaskReadError(path, f"too short to be NIfTI ({len(head)} header bytes), truncated?",
+                raise MaskReadError(path, f"too short to be NIfTI ({len(head)} header bytes: a truncated file?)",
                                     "re-export or re-copy the file")
             raise self.not_this_format(head, path, "NIfTI (no NIfTI magic n+1/n+2 in its header)")
 
@@ -146,7 +182,8 @@ class NiftiFormat(MaskFormat):
             raise MaskReadError(path, f"image data truncated ({len(raw) - offset} of {nbytes} bytes)",
                                 "re-export or re-copy the file")
         try:
-            img = icls.from_bytes(raw)
+            with _quiet_nibabel():  # nibabel repairs a zero pixdim with a log line; cardbench has its own
+                img = icls.from_bytes(raw)
             arr = np.asanyarray(img.dataobj)
         except Exception as e:
             raise MaskReadError(path, f"not a readable NIfTI file ({e})", "re-export the mask as NIfTI-1 (.nii.gz)") from e
@@ -158,7 +195,7 @@ class NiftiFormat(MaskFormat):
             raise MaskReadError(path, f"expected a 3D label volume, got shape {arr.shape}",
                                 "save one 3D file per frame (<subject>_frame<FF>.nii.gz)")
         arr, notes = integral(np.asarray(arr), path)
-        affine, spacing, gnotes = nifti_geometry(img.header, path)
+        affine, spacing, gnotes = nifti_geometry(img.header, path, raw_pixdim=hdr["pixdim"][1:4])
         return LabelImage(arr, path, self.name, digest, affine=affine, spacing=spacing,
                           source_dtype=str(img.get_data_dtype()), notes=notes + gnotes,
                           summary_notes=gnotes)
@@ -170,11 +207,14 @@ def _what(data: bytes) -> str:
     return _looks_like(data)
 
 
-def nifti_geometry(hdr, path: Path) -> tuple[np.ndarray, tuple[float, float, float], list[str]]:
+def nifti_geometry(hdr, path: Path, raw_pixdim=None) -> tuple[np.ndarray, tuple[float, float, float], list[str]]:
     """Affine, spacing and notes of a NIfTI header, on finite, consistent values.
 
     Rule (NIfTI-1 standard, ``nifti1.h``; nibabel ``get_best_affine``): the sform when
     ``sform_code > 0``, else the qform when ``qform_code > 0``, else ``diag(pixdim)``.
+
+    ``raw_pixdim``: ``pixdim[1:4]`` as stored in the file, before nibabel's repair of the header
+    (a zero becomes 1, a negative value its absolute value); messages show these values.
 
     Returns:
         (4x4 affine in mm, RAS+; spacing ``pixdim[1:4]`` in mm per array axis; notes).
@@ -189,8 +229,11 @@ def nifti_geometry(hdr, path: Path) -> tuple[np.ndarray, tuple[float, float, flo
     ndim = len(zooms)
     zooms = zooms + (1.0,) * (3 - len(zooms))
     used = "sform" if sform_code > 0 else "qform" if qform_code > 0 else "pixdim"
+    shown = zooms[:ndim] if raw_pixdim is None else tuple(float(x) for x in list(raw_pixdim)[:ndim])
+    repaired = "" if raw_pixdim is None or np.allclose(shown, zooms[:ndim], equal_nan=True) else \
+        " as stored in the header (a zero is no spacing)" if 0.0 in shown else " as stored in the header"
     if not all(np.isfinite(zooms)):
-        raise MaskReadError(path, f"pixdim holds a non-finite value {zooms}", "write the mask with the reference's "
+        raise MaskReadError(path, f"pixdim holds a non-finite value {shown}", "write the mask with the reference's "
                                                                              "header (copy its affine)")
     if used == "sform":
         aff = np.asarray(hdr.get_sform(), dtype=float)
@@ -199,17 +242,17 @@ def nifti_geometry(hdr, path: Path) -> tuple[np.ndarray, tuple[float, float, flo
             try:
                 aff = np.asarray(hdr.get_best_affine(), dtype=float)
             except Exception as e:
-                raise MaskReadError(path, f"the {used} cannot be computed ({e})",
+                raise MaskReadError(path, f"{used} affine cannot be computed ({e})",
                                     "write the mask with the reference's header (copy its affine)") from e
     if not np.all(np.isfinite(aff)):
-        raise MaskReadError(path, f"the {used} transform (the affine) holds NaN or infinite values: "
+        raise MaskReadError(path, f"{used} transform (the affine) holds NaN or infinite values: "
                                   f"{tuple(tuple(float(x) for x in row) for row in aff[:3])}",
                             "write the mask with the reference's affine (e.g. nibabel.Nifti1Image(pred, "
                             "ref_img.affine, ref_img.header))")
     norms = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
     z = np.asarray(zooms)
     if not np.allclose(z[:ndim], norms[:ndim], rtol=SPACING_RTOL, atol=0):
-        raise MaskReadError(path, f"pixdim spacing {tuple(float(x) for x in z[:ndim])} mm disagrees with the "
+        raise MaskReadError(path, f"pixdim spacing {shown} mm{repaired} disagrees with the "
                                   f"{used} transform's voxel size {tuple(round(float(x), 6) for x in norms[:ndim])} mm",
                             "rewrite the header so pixdim matches the affine (nibabel: img.set_sform(img.affine); "
                             "img.header.set_zooms(...)); cardbench will not guess which one is right")

@@ -49,7 +49,8 @@ class PngFormat(MaskFormat):
         if not data.startswith(PNG_SIGNATURE):
             raise self.not_this_format(data, path, "PNG")
         if len(data) < 33 or data[12:16] != b"IHDR":
-            raise MaskReadError(path, "not a readable PNG (no IHDR chunk), truncated?", "re-export or re-copy the file")
+            raise MaskReadError(path, "not a readable PNG (no IHDR chunk: a truncated file?)",
+                                "re-export or re-copy the file")
 
     def read(self, path: Path, data: bytes, expected_shape=None, limits: Limits | None = None) -> LabelImage:
         from PIL import Image, UnidentifiedImageError
@@ -80,7 +81,8 @@ class PngFormat(MaskFormat):
         except MaskReadError:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise MaskReadError(path, f"not a readable PNG, truncated? ({e})", "re-export or re-copy the file") from e
+            raise MaskReadError(path, f"not a readable PNG ({e}: a truncated file?)",
+                                "re-export or re-copy the file") from e
         if arr.ndim != 2:
             raise MaskReadError(path, f"expected a 2D mask, got shape {arr.shape}", "save a single-channel PNG")
         arr, notes = integral(arr, path)
