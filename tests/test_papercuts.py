@@ -67,5 +67,5 @@ def test_per_case_csv_has_a_case_id_and_whole_slice_numbers(tmp_path, sunnybrook
         else:
             assert r["slice"] == ""
         assert r["case"] == want
-    # the in-memory table is unchanged: same rows, no case column
-    assert len(rows) == len(res.per_case) and "case" not in res.per_case.columns
+    # the in-memory table has the same rows and the same columns (the case id included)
+    assert len(rows) == len(res.per_case) and list(rows[0]) == list(res.per_case.columns)

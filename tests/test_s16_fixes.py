@@ -317,3 +317,30 @@ def test_local_cluster_scratch_space_is_removed(tmp_path, monkeypatch):
             raise RuntimeError("stopped")
     assert len(during) == 1 and during[0].startswith("cardbench-dask-")  # the workers' scratch space is ours
     assert list(tmp.iterdir()) == []  # and it is gone (no dask-scratch-space/)
+
+
+# ---- 8. ScoreResult.per_case has the columns of per_case.csv (the case id included)
+
+
+def test_per_case_has_the_case_column_of_the_csv(sunnybrook_prepared, tmp_path):
+    import csv
+
+    import pandas as pd
+
+    from cardbench.benchmark import score
+    from cardbench.benchmark.results import ScoreResult
+
+    res = score(sunnybrook_prepared / "labels", sunnybrook_prepared, progress=False)
+    res.write(tmp_path / "out")
+    with open(tmp_path / "out" / "per_case.csv", newline="") as f:
+        header = next(csv.reader(f))
+    pc = res.per_case
+    assert list(pc.columns) == header and header[:3] == ["level", "subject", "case"]
+    # the id spelled by hand from subject, frame and slice (the reference's file naming)
+    for r in pc.head(50).itertuples():
+        want = f"{r.subject}_frame{int(r.frame):02d}" + ("" if pd.isna(r.slice) else f"_slice{int(r.slice):03d}")
+        assert r.case == want
+    # a table given as a DataFrame is not changed; the result shows it with the case column
+    raw = pc.drop(columns="case")
+    given = ScoreResult(res.summary, raw, res.per_subject, res.aggregates)
+    assert "case" not in raw.columns and list(given.per_case.columns) == header

@@ -65,9 +65,11 @@ class ScoreResult:
 
     Attributes:
         summary: the content of summary.json (a JSON-ready dict).
-        per_case: per-case table (see :mod:`cardbench.benchmark.casetable`). ``cardbench score``
-            keeps it in a Parquet file (:attr:`per_case_store`) and reads it into memory only when
-            this attribute is used, so a large cohort's result is written without ever holding it.
+        per_case: per-case table (see :mod:`cardbench.benchmark.casetable`) with a ``case`` id
+            column after ``subject`` (:func:`case_id`: ``<subject>_frame<FF>[_slice<SSS>]``), so it
+            has the columns of ``per_case.csv``. ``cardbench score`` keeps the table in a Parquet file
+            (:attr:`per_case_store`) and reads it into memory only when this attribute is used, so a
+            large cohort's result is written without ever holding it.
         per_case_store: that file (:class:`~cardbench.benchmark.casestore.PerCaseStore`), or None
             when the table was given as a DataFrame.
         per_subject: per-subject means.
@@ -85,9 +87,9 @@ class ScoreResult:
 
     @property
     def per_case(self) -> pd.DataFrame:
-        if self._per_case is None:
-            self._per_case = self.per_case_store.to_frame()
-        return self._per_case
+        if self._per_case_view is None:
+            self._per_case_view = with_case_ids(self._raw_per_case())
+        return self._per_case_view
 
     @per_case.setter
     def per_case(self, value: "pd.DataFrame | PerCaseStore") -> None:
@@ -97,6 +99,14 @@ class ScoreResult:
             self.per_case_store, self._per_case = value, None
         else:
             self.per_case_store, self._per_case = None, value
+        self._per_case_view = None
+
+    def _raw_per_case(self) -> pd.DataFrame:
+        """The per-case table as scored (or as given), without the added ``case`` column: what the
+        writers spell out (:func:`write_tables`)."""
+        if self._per_case is None:
+            self._per_case = self.per_case_store.to_frame()
+        return self._per_case
 
     def close(self) -> None:
         """Remove the stored per-case file now (instead of when the result is garbage-collected); the
@@ -174,7 +184,7 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
     folder = Path(folder)
     (folder / "summary.json").write_text(to_json(result.summary) + "\n", encoding="utf-8")
     if per_case_format == "parquet":
-        result.per_case.to_parquet(folder / "per_case.parquet", index=False)
+        result._raw_per_case().to_parquet(folder / "per_case.parquet", index=False)
     elif result._per_case is None and result.per_case_store is not None:
         # a stored table is written row group by row group (the same text as one to_csv of the whole table)
         with open(folder / "per_case.csv", "w", encoding="utf-8", newline="") as f:
@@ -186,8 +196,9 @@ def write_tables(folder: str | Path, result: ScoreResult, *, per_case_format: st
                 empty = pd.DataFrame(columns=result.per_case_store.columns)
                 (per_case_export(empty) if case_ids else empty).to_csv(f, index=False)
     else:
-        (per_case_export(result.per_case) if case_ids else result.per_case).to_csv(
-            folder / "per_case.csv", index=False, float_format="%.10g")
+        raw = result._raw_per_case()
+        (per_case_export(raw) if case_ids else raw).to_csv(folder / "per_case.csv", index=False,
+                                                           float_format="%.10g")
     if not skip_empty_per_subject or (result.per_subject is not None and len(result.per_subject.columns)):
         result.per_subject.to_csv(folder / "per_subject.csv", index=False, float_format="%.10g")
     (result.aggregates if aggregates is None else aggregates).to_csv(folder / "aggregates.csv", index=False,
@@ -210,6 +221,21 @@ def case_id(subject, frame=None, slice_=None) -> str:
     return out
 
 
+def with_case_ids(per_case: pd.DataFrame) -> pd.DataFrame:
+    """``per_case`` with a ``case`` id column (:func:`case_id`) after ``subject``, as in ``per_case.csv``
+    (values and dtypes of the other columns unchanged; a shallow copy: ``per_case`` itself is not
+    changed). A table that has a ``case`` column already, or no ``subject``, is returned as it is."""
+    if "subject" not in per_case.columns or "case" in per_case.columns:
+        return per_case
+    df = per_case.copy(deep=False)
+    n = len(df)
+    fr = df["frame"] if "frame" in df.columns else pd.Series([None] * n, index=df.index)
+    sl = df["slice"] if "slice" in df.columns else pd.Series([None] * n, index=df.index)
+    ids = [case_id(s, f, x) for s, f, x in zip(df["subject"], fr, sl)]
+    df.insert(df.columns.get_loc("subject") + 1, "case", ids)
+    return df
+
+
 def per_case_export(per_case: pd.DataFrame) -> pd.DataFrame:
     """The per-case table as written to ``per_case.csv``: a ``case`` id column after ``subject``
     (:func:`case_id`) and ``frame`` / ``slice`` as whole numbers (blank where a volume has no slice),
@@ -220,12 +246,7 @@ def per_case_export(per_case: pd.DataFrame) -> pd.DataFrame:
             v = df[c]
             if bool(((v.dropna() % 1) == 0).all()):
                 df[c] = v.astype("Int64")
-    if "subject" in df.columns and "case" not in df.columns:
-        fr = df["frame"] if "frame" in df.columns else pd.Series([None] * len(df), index=df.index)
-        sl = df["slice"] if "slice" in df.columns else pd.Series([None] * len(df), index=df.index)
-        ids = [case_id(s, f, x) for s, f, x in zip(df["subject"], fr, sl)]
-        df.insert(df.columns.get_loc("subject") + 1, "case", ids)
-    return df
+    return with_case_ids(df)
 
 
 def read_per_case(folder: str | Path) -> pd.DataFrame:
