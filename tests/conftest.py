@@ -90,3 +90,17 @@ def sunnybrook_prepared(tmp_path_factory) -> Path:
     before = _manifest(out)
     yield out
     assert _manifest(out) == before, f"a test changed the shared Sunnybrook sample {out}: copy it first"
+
+
+#: test files that take longest (seconds of one idle core, measured with ``pytest --durations=0``),
+#: run first so that under pytest-xdist no long test starts last while the other worker idles;
+#: every other file keeps its place after them. A file's tests stay together (module fixtures are
+#: built once).
+HEAVY_FIRST = ["test_ddp.py", "test_baselines.py", "test_datasets_datalad.py", "test_volume_track.py",
+               "test_docs_runnable.py", "test_dashboard_browser.py", "test_reproduce.py", "test_intake.py",
+               "test_dashboard.py", "test_hostile.py", "test_scoring_distributed.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items[:] = sorted(items, key=lambda it: rank.get(it.path.name, len(HEAVY_FIRST)))  # stable: order kept within
