@@ -158,3 +158,34 @@ def test_demo_runs_offline(tmp_path):
     assert "7 of 7 rows match" in res.stdout
     assert (tmp_path / "demo" / "reproduce-ankenbrand2021" / "reproduction.csv").exists()
     assert (tmp_path / "demo" / "label-quality" / "ankenbrand2021" / "summary.json").exists()
+
+
+def test_a_published_table_is_scored_once_per_process_and_callers_get_copies(monkeypatch):
+    """`cardbench demo` reproduces the table, then pre-fills the leaderboard from the same tables: the
+    second pass reuses the first's results (the table's bytes are registry-checked each time), and a
+    caller changing its result changes nobody else's."""
+    from cardbench.reproductions.ankenbrand2021 import seven_tesla as st
+
+    monkeypatch.setattr(st, "_SCORED", {})
+    calls = []
+    real = st._score_published
+    monkeypatch.setattr(st, "_score_published", lambda *a, **k: calls.append(a[0].key) or real(*a, **k))
+    comp = st.PUBLISHED[0]
+    a = st.score_published(comp, "ankenbrand2021")
+    want = a.aggregates.copy()
+    a.aggregates.loc[0, "mean"] = -1.0
+    a.summary["submission"]["name"] = "changed"
+    b = st.score_published(comp, "ankenbrand2021")
+    st.score_published(comp, "cardbench-v1")
+    assert calls == [comp.key, comp.key]  # once per (table, protocol)
+    pd.testing.assert_frame_equal(b.aggregates, want)
+    assert b.summary["submission"]["name"] == comp.key
+    fresh = real(comp, *open_for(st, comp), "ankenbrand2021", "test", None)
+    pd.testing.assert_frame_equal(b.per_case, fresh.per_case)
+
+
+def open_for(st, comp):
+    from cardbench.datasets.embedded import open_published
+
+    data, entry, where = open_published(st._BASE + comp.table)
+    return data, entry, where

@@ -12,6 +12,7 @@ the target, never used to compute anything.
 
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,25 @@ def score_published(comp: Comparison, protocol: str, split: str | None = "test",
         IntegrityError: the table's sha256 differs from the registry.
     """
     data, entry, where = open_published(_BASE + comp.table, data_dir)
+    # the bytes were checked against the registry's sha256, so this key fixes every input of the result
+    key = (comp, entry.sha256, protocol, split, where)
+    if isinstance(protocol, str) and key in _SCORED:
+        return copy.deepcopy(_SCORED[key])
+    res = _score_published(comp, data, entry, where, protocol, split, data_dir)
+    if isinstance(protocol, str):
+        if len(_SCORED) >= 128:
+            _SCORED.pop(next(iter(_SCORED)))
+        _SCORED[key] = copy.deepcopy(res)
+    return res
+
+
+#: results of :func:`score_published` in this process (a reproduction and a leaderboard pre-fill
+#: score the same published tables: ``cardbench demo`` does both); callers get copies.
+_SCORED: dict[tuple, ScoreResult] = {}
+
+
+def _score_published(comp: Comparison, data: bytes, entry, where: str, protocol: str, split: str | None,
+                     data_dir: str | Path | None) -> ScoreResult:
     counts, info = read_confusion_table(data, name=comp.table)
     return score_counts(
         counts, protocol, classes=["LV", "MY"], split=split, phases=esed_phases(data_dir),
