@@ -48,8 +48,7 @@ def _dom_with(page, url: str, texts: list[str], timeout_s: float = 120.0) -> str
 
 
 def test_dashboard_in_chromium(prefilled_dir, tmp_path):
-    """One Chromium (Playwright) for the page checks; the first screenshot by the chromium command line
-    (:func:`cardbench.dashboard.serve.screenshot`, what ``docs/make_screenshots.py`` uses)."""
+    """One Chromium (Playwright) loads the pages and takes the screenshots."""
     pw = pytest.importorskip("playwright.sync_api")
     from typer.testing import CliRunner
 
@@ -65,8 +64,8 @@ def test_dashboard_in_chromium(prefilled_dir, tmp_path):
         # wait until the ranked table (grid cells with the best entry) is on the page
         dom = _dom_with(page, url + "/", ['role="gridcell"', best, "Ranked by dice LV"])
         assert np.min(np.abs(_numbers(dom) - best_lv)) < 1e-9
-        png = screenshot(url + "/", tmp_path / "dashboard-leaderboard.png", size=(1400, 1000))
-        sd, dark = blankness(png)
+        page.screenshot(path=str(tmp_path / "dashboard-leaderboard.png"))
+        sd, dark = blankness(tmp_path / "dashboard-leaderboard.png")
         assert sd > 15 and dark > 0.005, (sd, dark)
 
         # a new entry scored by the command line appears after a reload
@@ -82,7 +81,34 @@ def test_dashboard_in_chromium(prefilled_dir, tmp_path):
         assert "Page not found" not in dom2
         assert np.min(np.abs(_numbers(dom) - X.paper_protocol(X.seven_t("base", SHARED), "LV"))) < 1e-9
         _dom_with(page, f"{url}/?benchmark={bench}", ['role="gridcell"', "my-rescore"])
-        png = page.screenshot(path=str(tmp_path / "dashboard-new-entry.png"))
+        page.screenshot(path=str(tmp_path / "dashboard-new-entry.png"))
         sd, dark = blankness(tmp_path / "dashboard-new-entry.png")
         assert sd > 15 and dark > 0.005, (sd, dark)
         browser.close()
+
+
+def test_command_line_screenshot_waits_for_the_page_script(tmp_path):
+    """:func:`cardbench.dashboard.serve.screenshot` (what ``docs/make_screenshots.py`` uses: the
+    chromium command line, no Playwright) on a loopback page that draws itself after 300 ms of
+    script time: the capture shows the drawing (a capture of the blank page before it would have
+    a grey-level SD of 0)."""
+    import functools
+    import http.server
+    import threading
+
+    html = ("<html><body style='margin:0;background:#fff'><div id=d></div><script>setTimeout(function(){"
+            "document.getElementById('d').innerHTML = \"<div style='margin-left:400px;width:600px;height:400px;"
+            "background:#000'></div>\";}, 300);</script></body></html>")
+    (tmp_path / "index.html").write_text(html)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+        png = screenshot(url, tmp_path / "shot.png", size=(1200, 800), budget_ms=2000)
+    finally:
+        httpd.shutdown()
+    sd, dark = blankness(png)
+    # 600 x 400 black px in the 880 x 800 main area right of the 320 px sidebar strip
+    assert dark == pytest.approx(600 * 400 / (880 * 800), abs=0.01), dark
+    assert sd > 15
