@@ -322,6 +322,62 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
     return meta
 
 
+def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem], limits=None) -> None:
+    """Check submission.yaml's ``label_map``: a built-in name and an inline mapping are kept; a file
+    name is read only when it is a regular file inside the submission (``root``), at most
+    ``max_meta_bytes``, holding a YAML mapping, which then replaces the name in ``meta``. Anything
+    else (an absolute path, ``..``, a device, a link leaving the submission) is a problem and the key
+    is dropped: a stranger's submission never makes cardbench open a file outside it."""
+    import stat
+
+    import yaml
+
+    from cardbench.labelmaps import BUILTIN
+    from cardbench.limits import get_limits
+
+    spec = meta.get("label_map")
+    if spec is None or isinstance(spec, dict) or (isinstance(spec, str) and spec.lower() in BUILTIN):
+        return
+    lim = limits or get_limits()
+    fix = (f"give a built-in name ({', '.join(BUILTIN)}), a mapping (label_map: {{background: 0, LV: 1}}) or "
+           "the name of a YAML file inside the submission")
+
+    def refuse(what: str) -> None:
+        problems.append(Problem(shown, f"label_map {str(spec)[:80]!r}: {what}", fix, "metadata"))
+        meta.pop("label_map", None)
+
+    if not isinstance(spec, str) or not spec.strip():
+        return refuse("not a name, a mapping or a file name")
+    rel = Path(spec)
+    if rel.is_absolute() or ".." in rel.parts:
+        return refuse("a path outside the submission; it was not read")
+    path = root / rel
+    real = root.resolve()
+    try:
+        target = path.resolve()
+        if target != real and real not in target.parents:
+            return refuse("leads outside the submission; it was not read")
+        st = os.stat(target)
+    except (OSError, RuntimeError):
+        return refuse("no such file in the submission")
+    if not stat.S_ISREG(st.st_mode):
+        return refuse("not a regular file; it was not read")
+    if st.st_size > lim.max_meta_bytes:
+        return refuse(f"{st.st_size} bytes exceed the limit of {lim.max_meta_bytes} for a label map file")
+    try:
+        with open(target, "rb") as fh:
+            text = fh.read(lim.max_meta_bytes + 1).decode("utf-8")
+        bad = _yaml_limits_problem(text, lim)
+        data = None if bad else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        return refuse(f"cannot be read as YAML ({type(e).__name__})")
+    if bad or not isinstance(data, dict):
+        return refuse("must be a YAML mapping like {name: x, labels: {background: 0, LV: 1}}")
+    data.setdefault("name", rel.stem)
+    data.setdefault("source", str(rel))
+    meta["label_map"] = data
+
+
 def _link_stays_inside(link: Path, root: Path) -> bool:
     """True when the symbolic link ``link`` resolves inside ``root`` (resolved), or into a git-annex
     object store (``.git/annex/objects``: an annexed file of a DataLad dataset the submission is part of)."""
@@ -372,10 +428,17 @@ def load_submission(path: str | Path, workdir: str | Path | None = None) -> Subm
     meta_path = None
     walk_errors: list[OSError] = []
     found: list[Path] = []
+    linked_dirs: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=walk_errors.append):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        linked_dirs.extend(Path(dirpath) / d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
         found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
     tmp_shown = Submission(source=source, root=root, files={}, _tmp=tmp)
+    for d in linked_dirs:  # os.walk does not follow them: say so rather than report their files missing
+        where = "outside the submission folder" if not _link_stays_inside(d, root.resolve()) else "in the submission"
+        problems.append(Problem(tmp_shown.display(str(d)), f"symbolic link to a folder {where}; it was not read",
+                                "copy the folder into the submission instead of linking to it",
+                                "outside" if where.startswith("outside") else "metadata"))
     for e in walk_errors:
         why = "permission denied" if isinstance(e, PermissionError) else (e.strerror or str(e))
         problems.append(Problem(tmp_shown.display(str(e.filename or root)),
@@ -394,6 +457,7 @@ def load_submission(path: str | Path, workdir: str | Path | None = None) -> Subm
         if p.name in _META_NAMES and p.parent == root:
             meta_path = p
             meta = _read_meta(p, problems, display=tmp_shown.display(str(p)))
+            _label_map_inside(meta, root, tmp_shown.display(str(p)), problems)
             continue
         if mask_format(p) is None:
             ignored.append(p)
