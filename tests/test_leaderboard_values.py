@@ -26,7 +26,9 @@ def _edit_first_dice(lb, value):
 
 
 @pytest.mark.parametrize("value,why", [("1.5", "outside [0, 1]"), ("-5", "outside [0, 1]"),
-                                       ("Infinity", "not finite"), ('"abc"', "not a number")])
+                                       ("Infinity", "not finite"), ('"abc"', "not a number"),
+                                       # no value where values were aggregated (n_values > 0 in the entry)
+                                       ("NaN", "no value although"), ("null", "no value although")])
 def test_impossible_dice_is_refused_not_ranked(prefilled_dir, tmp_path, value, why):
     lb = tmp_path / "lb"
     shutil.copytree(prefilled_dir, lb)
@@ -46,3 +48,13 @@ def test_bad_value_by_hand():
     assert dice.bad_value(1.0000001) and dice.bad_value(-0.1) and dice.bad_value(float("inf"))
     assert dice.bad_value(True) and dice.bad_value("0.9")
     assert hd95.bad_value(250.0) is None and hd95.bad_value(-1.0) and hd95.bad_value(float("inf"))
+
+
+def test_a_mean_must_agree_with_its_count():
+    from cardbench.benchmark.leaderboard.index import _count_mismatch
+
+    assert _count_mismatch(float("nan"), 0) is None and _count_mismatch(None, 0) is None  # all excluded
+    assert _count_mismatch(0.9, 12) is None
+    assert "no value although 12" in _count_mismatch(float("nan"), 12)
+    assert "from 0 values" in _count_mismatch(0.9, 0)
+    assert _count_mismatch(float("nan"), None) is None  # no count to compare with

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 
 import pandas as pd
@@ -193,7 +194,22 @@ def _check_results(results: list[dict], where) -> None:
             continue
         for key in ("mean", "ci_low", "ci_high", "median"):
             why = spec.bad_value(r.get(key))
+            if why is None and key in ("mean", "median"):
+                why = _count_mismatch(r.get(key), r.get("n_values"))
             if why is not None:
                 raise LeaderboardError(f"{where}: {r.get('metric')} {key} of class {r.get('class')} "
                                        f"(group {r.get('group')}): {why}; the entry is corrupt: remove it and "
                                        "add it again")
+
+
+def _count_mismatch(value, n_values) -> str | None:
+    """Why a mean or median cannot go with ``n_values`` aggregated values: none although values were
+    aggregated (a JSON ``NaN`` or ``null`` written over a score), or a value from no value."""
+    if isinstance(n_values, bool) or not isinstance(n_values, int):
+        return None  # an entry of an older format: nothing to compare with
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    if missing and n_values > 0:
+        return f"no value although {n_values} values were aggregated"
+    if not missing and n_values == 0:
+        return f"{value!r} from 0 values"
+    return None
