@@ -95,3 +95,19 @@ def test_linked_folder_is_named_not_reported_as_missing_files(sunnybrook_prepare
     probs = _label_map_problems(pred, ref)
     linked = [p for p in probs if "symbolic link to a folder outside the submission" in p]
     assert len(linked) == 1 and subject in linked[0], probs
+
+
+def test_export_with_an_unknown_metric_is_refused(prefilled_dir, tmp_path):
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    out = tmp_path / "ex"
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "-m", "nonsense"])
+    assert r.exit_code == 2 and "no metric 'nonsense'" in r.output and "dice" in r.output, r.output
+    assert not out.exists()  # nothing written
+    bench = "cmr-7t__test__ankenbrand2021"
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "-b", bench, "-m", "dice_rv"])
+    assert r.exit_code == 2 and not out.exists(), r.output  # that benchmark has no RV: no silent fallback
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "-m", "iou_my"])
+    assert r.exit_code == 0, r.output
+    rows = (out / f"{bench}.csv").read_text().splitlines()
+    assert "iou_MY" in rows[0]

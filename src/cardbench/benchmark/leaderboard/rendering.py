@@ -13,8 +13,10 @@ from typing import Iterable
 import pandas as pd
 
 from cardbench._util import atomic_dir, atomic_write_text, staged_dir
-from cardbench.benchmark.leaderboard.folder import BENCHMARK_FILE, ENTRIES, LeaderboardError, NoValidEntryError
-from cardbench.benchmark.leaderboard.ranking import direction_text
+from cardbench.benchmark.leaderboard.folder import (
+    BENCHMARK_FILE, CLINICAL_STATS, ENTRIES, LeaderboardError, NoValidEntryError,
+)
+from cardbench.benchmark.leaderboard.ranking import direction_text, parse_metric
 from cardbench.benchmark.metric_registry import digits_of, unit_of
 from cardbench.benchmark.results import to_json
 
@@ -126,6 +128,11 @@ class RenderingMixin:
         out = check_export_target(self.root, out)
         written = []
         benches = [bench] if bench else self.benchmark_ids()
+        wanted = parse_metric(metric)[0]
+        known = sorted({m for b in benches for m in self.metrics(b)})
+        if known and wanted not in known and wanted not in CLINICAL_STATS:
+            raise LeaderboardError(f"no metric '{metric}' in {'benchmark ' + bench if bench else 'any benchmark'}; "
+                                   f"use one of {known} (with a class, e.g. {known[0]}_lv)")
         with staged_dir(out) as stage:
             for b in benches:
                 try:
@@ -135,7 +142,9 @@ class RenderingMixin:
                         raise
                     continue
                 except LeaderboardError:
-                    ms = self.metrics(b)
+                    if bench:  # the one benchmark asked for: its own error (no such class or group)
+                        raise
+                    ms = self.metrics(b)  # another benchmark without that metric: its first one
                     df = self.ranked(b, ms[0] if ms else "dice")
                 for fmt in formats:
                     ext = {"csv": "csv", "markdown": "md", "json": "json"}[fmt]
