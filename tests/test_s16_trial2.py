@@ -111,3 +111,20 @@ def test_export_with_an_unknown_metric_is_refused(prefilled_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rows = (out / f"{bench}.csv").read_text().splitlines()
     assert "iou_MY" in rows[0]
+
+
+def test_a_class_the_reference_annotates_nowhere_is_refused(sunnybrook_prepared):
+    """The Sunnybrook sample annotates LV and MY (its card): --classes RV would exclude every value."""
+    ref = sunnybrook_prepared
+    r = CliRunner().invoke(app, ["score", str(ref / "labels"), "--reference", str(ref), "--classes", "RV",
+                                 "--no-save"])
+    assert r.exit_code == 2 and "--classes RV" in r.output and "LV, MY" in r.output, r.output
+    assert len([ln for ln in r.output.splitlines() if ln.strip()]) == 1
+
+
+def test_a_class_left_out_on_purpose_gives_no_mix_up_warning(sunnybrook_prepared):
+    """--classes LV: the predictions' MY is in the reference too, so it is no label-map mix-up."""
+    ref = sunnybrook_prepared
+    r = score(ref / "labels", ref, classes=["LV"], progress=False)
+    assert not any("MY" in w for w in r.summary.get("warnings", [])), r.summary.get("warnings")
+    assert set(r.per_case["class"]) == {"LV"}

@@ -731,6 +731,33 @@ def _requested_structures(classes: Iterable[str] | None, ref_map: LabelMap,
     return sorted(set(out_cls), key=space.__getitem__) + list(dict.fromkeys(out_reg))
 
 
+def _check_asked_annotated(asked: list[str] | None, ref: Reference) -> None:
+    """Refuse a class asked for with ``classes`` that the reference annotates nowhere (by its card's
+    ``classes`` or its ``annotations.csv``): every value of it would be excluded, a result of no
+    values. A region counts as its classes.
+
+    Raises:
+        ValueError: one line naming the class, the reference and the classes it does annotate.
+    """
+    if not asked:
+        return
+    if ref.classes is not None:
+        have = set(ref.classes)
+        how = "its card.yaml"
+    elif ref.annotations is not None:
+        have = set().union(*ref.annotations.values()) if ref.annotations else set()
+        how = "its annotations.csv"
+    else:
+        return  # every class counts as annotated everywhere; absent ones are scored as absent
+    for name in asked:
+        members = ref.label_map.regions.get(name) or tuple(name.split("+"))
+        missing = [m for m in members if m not in have]
+        if missing:
+            raise ValueError(f"--classes {name}: the reference {ref.root} annotates {', '.join(missing)} in no "
+                             f"case ({how}), so every value would be excluded; score the classes it annotates "
+                             f"({', '.join(sorted(have, key=lambda c: (c not in CLASSES, c))) or 'none'})")
+
+
 def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str] | None,
                      pred_map: LabelMap, space: dict[str, int] | None = None) -> tuple[list[str], list[str], list[str]]:
     """Decide which classes (and regions) are reported and which are not annotated by the reference.
@@ -858,6 +885,7 @@ def score(
         # the class set comes from the label maps: LV, MY, RV keep 1, 2, 3; further classes (LA) follow
         space = class_space(ref.label_map, pred_map)
         asked = _requested_structures(classes, ref.label_map, space)
+        _check_asked_annotated(asked, ref)
         structures = {c: (v,) for c, v in space.items()}
         for r in list(ref.label_map.regions) + [a for a in (asked or []) if a not in space]:
             structures[r] = ref.label_map.structure_values(r, space)

@@ -123,7 +123,7 @@ def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pre
     (``c<ref><pred>`` columns of the counts table), say so:
 
     1. most reference voxels of a scored class are predicted as another label (swapped labels);
-    2. predictions contain a label whose class the reference does not annotate (not scored);
+    2. predictions contain a label whose class the reference has nowhere (not scored);
     3. a scored class has no reference voxel at all but predicted voxels (reference map mix-up).
 
     Args:
@@ -165,6 +165,8 @@ def label_map_warnings(counts, classes: list[str], not_annotated: list[str], pre
         if c in scored:
             continue
         k = CLASS_VALUES[c]
+        if sum(tot[f"c{k}{q}"] for q in range(nl)):
+            continue  # the reference has this class: it was left out on purpose (--classes), not mixed up
         p = sum(tot[f"c{r}{k}"] for r in range(nl))
         if p:
             out.append(f"the predictions contain {p} voxels of {raw(k, pred_map)}, a class the reference does not "
