@@ -732,12 +732,13 @@ def _requested_structures(classes: Iterable[str] | None, ref_map: LabelMap,
 
 
 def _check_asked_annotated(asked: list[str] | None, ref: Reference) -> None:
-    """Refuse a class asked for with ``classes`` that the reference annotates nowhere (by its card's
-    ``classes`` or its ``annotations.csv``): every value of it would be excluded, a result of no
-    values. A region counts as its classes.
+    """Refuse ``classes`` when the reference annotates none of them anywhere (by its card's
+    ``classes`` or its ``annotations.csv``): every value would be excluded, a result of no values.
+    A class among others that is annotated nowhere is reported as ``not_annotated``; a region
+    counts as its classes.
 
     Raises:
-        ValueError: one line naming the class, the reference and the classes it does annotate.
+        ValueError: one line naming the classes, the reference and the classes it does annotate.
     """
     if not asked:
         return
@@ -749,13 +750,13 @@ def _check_asked_annotated(asked: list[str] | None, ref: Reference) -> None:
         how = "its annotations.csv"
     else:
         return  # every class counts as annotated everywhere; absent ones are scored as absent
-    for name in asked:
-        members = ref.label_map.regions.get(name) or tuple(name.split("+"))
-        missing = [m for m in members if m not in have]
-        if missing:
-            raise ValueError(f"--classes {name}: the reference {ref.root} annotates {', '.join(missing)} in no "
-                             f"case ({how}), so every value would be excluded; score the classes it annotates "
-                             f"({', '.join(sorted(have, key=lambda c: (c not in CLASSES, c))) or 'none'})")
+    nowhere = [name for name in asked
+               if any(m not in have for m in (ref.label_map.regions.get(name) or tuple(name.split("+"))))]
+    if len(nowhere) == len(asked):  # some classes annotated nowhere are reported as not_annotated
+        raise ValueError(f"--classes {','.join(asked)}: the reference {ref.root} annotates "
+                         f"{'it' if len(asked) == 1 else 'them'} in no case ({how}), so every value would be "
+                         "excluded; score the classes it annotates "
+                         f"({', '.join(sorted(have, key=lambda c: (c not in CLASSES, c))) or 'none'})")
 
 
 def _resolve_classes(ref: Reference, counts: pd.DataFrame, classes: Iterable[str] | None,
