@@ -104,3 +104,57 @@ def test_demo_at_80_columns_cuts_no_title(tmp_path):
     assert "vs 816 manual masks of 9 patients" in flat
     assert "7 of 7 rows match" in out
     _intervals_whole(out)
+
+
+# ---------------------------------------------------------------- messages
+
+def _nifti_error(path):
+    from cardbench.datasets.formats.base import MaskReadError, read_file_bytes
+    from cardbench.datasets.formats.nifti import NiftiFormat
+
+    with pytest.raises(MaskReadError) as ei:
+        NiftiFormat().check_bytes(read_file_bytes(path), path)
+    return str(ei.value)
+
+
+@pytest.mark.parametrize("name", ["zeros.nii.gz", "zeros.nii"])
+def test_all_zero_nifti_is_not_called_text(tmp_path, name):
+    import gzip
+
+    p = tmp_path / name
+    raw = bytes(100_000)  # like `head -c 100000 /dev/zero`
+    p.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    msg = _nifti_error(p)
+    assert "\n" not in msg and str(p) in msg
+    assert "text" not in msg and "zeros only" in msg
+    assert msg.count("no NIfTI magic n+1/n+2") == 1  # the reason once, in the problem; the fix names the format
+    assert "save the mask as a real NIfTI file" in msg
+
+
+def test_text_and_binary_named_nii_are_still_told_apart(tmp_path):
+    t = tmp_path / "notes.nii"
+    t.write_bytes(b"subject,frame,label\n" * 40)
+    assert "the content is text" in _nifti_error(t)
+    b = tmp_path / "blob.nii"
+    b.write_bytes(bytes(range(256)) * 4)  # NUL and control bytes: binary, not text
+    assert "unknown binary data" in _nifti_error(b)
+
+
+def test_a_file_as_reference_is_named_a_file(tmp_path):
+    (tmp_path / "pred").mkdir()
+    ref = tmp_path / "passwd"
+    ref.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    res = runner.invoke(app, ["score", str(tmp_path / "pred"), "--reference", str(ref)])
+    assert res.exit_code == 2
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(ref) in err and "is a file, not a folder" in err and "not found" not in err
+    assert "card.yaml" in err and ".nii.gz" in err  # what a reference folder holds
+
+
+def test_verify_of_a_dataset_never_fetched_says_so_at_once(tmp_path):
+    res = runner.invoke(app, ["data", "verify", "kaggle-dsb-ukbb", "--cache", str(tmp_path / "cache")])
+    assert res.exit_code == 1
+    out = (res.stdout + res.stderr).strip()
+    assert len(out.splitlines()) == 1, out  # no progress lines before it
+    assert "%" not in out and "not fetched yet" in out and "cardbench data fetch kaggle-dsb-ukbb" in out
