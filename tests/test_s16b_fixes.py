@@ -158,3 +158,17 @@ def test_verify_of_a_dataset_never_fetched_says_so_at_once(tmp_path):
     out = (res.stdout + res.stderr).strip()
     assert len(out.splitlines()) == 1, out  # no progress lines before it
     assert "%" not in out and "not fetched yet" in out and "cardbench data fetch kaggle-dsb-ukbb" in out
+
+
+def test_evaluate_model_reference_file_is_named_a_file(tmp_path, capsys):
+    import typer
+
+    from cardbench.cli.evaluate import resolve_reference
+
+    ref = tmp_path / "ref.nii.gz"
+    ref.write_bytes(b"\x1f\x8b")
+    with pytest.raises(typer.Exit) as ei:
+        resolve_reference(None, ref)
+    assert ei.value.exit_code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is a file, not a folder" in err and "card.yaml" in err and "not found" not in err
