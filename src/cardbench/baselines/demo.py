@@ -77,7 +77,7 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
     from cardbench.baselines.predict import predict_dataset
     from cardbench.baselines.train import train
     from cardbench.benchmark import score
-    from cardbench.benchmark.report import print_summary
+    from cardbench.benchmark.report import print_section, print_summary
     from cardbench.datasets.prepare import prepare_dataset
 
     con = console or Console()
@@ -86,7 +86,7 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
     t_all = time.time()
     secs: dict[str, float] = {}
 
-    con.rule(f"[bold]Baseline loop 1/5: prepare {DEMO_DATASET} (embedded raw DICOM + contours -> standard layout)")
+    print_section(con, f"[bold]Baseline loop 1/5: prepare {DEMO_DATASET} (embedded raw DICOM + contours -> standard layout)")
     t = time.time()
     ds = out / DEMO_DATASET
     prepare_dataset(DEMO_DATASET, ds, progress=progress, overwrite=True)
@@ -95,8 +95,8 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
 
     ov = {"dataset": str(ds), "out": str(out / "baseline-run"), **(overrides or {})}
     cfg = load_config(config, ov)
-    con.rule(f"[bold]Baseline loop 2/5: train a U-Net ({cfg.encoder}, {cfg.image_size} px, init {cfg.init}) on the "
-             "training split")
+    print_section(con, f"[bold]Baseline loop 2/5: train a U-Net ({cfg.encoder}, {cfg.image_size} px, init {cfg.init}) "
+                  "on the training split")
     t = time.time()
     tr = train(cfg, progress=progress, overwrite=True, console=Console(stderr=True))
     secs["train"] = time.time() - t
@@ -105,7 +105,7 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
               + "(" + ", ".join(f"{s.name} {s.epochs} @ lr {s.lr:g}" for s in tr.schedule) + "), "
               f"final train loss {last['train_loss']:.4f}; {secs['train']:.0f} s", highlight=False)
 
-    con.rule("[bold]Baseline loop 3/5: predict the test split")
+    print_section(con, "[bold]Baseline loop 3/5: predict the test split")
     t = time.time()
     pred_dir = out / "predictions"
     pr = predict_dataset(tr.checkpoint, ds, pred_dir, split="test", name=entry_name, progress=progress)
@@ -113,7 +113,7 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
     con.print(f"{pr.n_volumes} volumes ({pr.n_slices} slices) written to {pred_dir} ({secs['predict']:.1f} s)",
               highlight=False)
 
-    con.rule("[bold]Baseline loop 4/5: score the predictions against the reference")
+    print_section(con, "[bold]Baseline loop 4/5: score the predictions against the reference")
     t = time.time()
     results = {}
     for proto in PROTOCOLS:
@@ -123,7 +123,7 @@ def run_demo_loop(out: str | Path = "cardbench-demo", *, console: Console | None
     secs["score"] = time.time() - t
     print_summary(results["cardbench-v1"], con)
 
-    con.rule("[bold]Baseline loop 5/5: leaderboard")
+    print_section(con, "[bold]Baseline loop 5/5: leaderboard")
     t = time.time()
     lb_dir = Path(leaderboard) if leaderboard is not None else out / "leaderboard"
     entries: dict = {}

@@ -74,9 +74,10 @@ def fits(console: Console, table: Table) -> bool:
 
 
 def summary_tables_narrow(result: ScoreResult,
-                          groupings: tuple[str, ...] = ("all", "split", "phase")) -> list[Table]:
+                          groupings: tuple[str, ...] = ("all", "split", "phase", "position")) -> list[Table]:
     """The summary for a narrow terminal (80 columns): one table per metric, one row per group and
-    class, with the mean and its 95 % CI in columns of their own (nothing is cut)."""
+    class, with the mean and its 95 % CI in columns of their own (nothing is cut). The groupings are
+    those of :func:`summary_table`, so no row shown in a wide terminal is dropped in a narrow one."""
     s = result.summary
     proto = s["protocol"]
     agg = result.aggregates
@@ -140,23 +141,104 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
         console.print(f"[yellow]note:[/yellow] {escape(str(n))}")
 
 
+_REPRO_TITLE = "Ankenbrand et al. 2021, 7T test set (volunteers 26, 27, 28): Dice LV / MY"
+
+
+def _v1_cells(r) -> list[str]:
+    """cardbench-v1 cells of one reproduction row: LV mean, LV 95 % CI, MY mean, MY 95 % CI ("" if absent)."""
+    if "cardbench-v1_LV" not in r:
+        return ["", "", "", ""]
+    cells = []
+    for c in ("LV", "MY"):
+        cells += [_fmt(r[f"cardbench-v1_{c}"]),
+                  _ci(r.get(f"cardbench-v1_{c}_ci_low"), r.get(f"cardbench-v1_{c}_ci_high")).strip() or "-"]
+    return cells
+
+
+def _match_cell(r) -> str:
+    match = r.get("match")
+    return "" if match is None else ("[green]yes[/green]" if match else "[red]NO[/red]")
+
+
 def reproduction_table(table: pd.DataFrame) -> Table:
-    """Rich table of :func:`cardbench.reproductions.ankenbrand2021.seven_tesla.reproduce_ankenbrand2021`'s output."""
-    t = Table(title="Ankenbrand et al. 2021, 7T test set (volunteers 26, 27, 28): Dice LV / MY",
-              title_justify="left")
-    t.add_column("model")
-    t.add_column("published", justify="right")
-    t.add_column("ankenbrand2021\n(per image)", justify="right")
-    t.add_column("match", justify="center")
-    t.add_column("cardbench-v1 (per volume, per volunteer)\nLV [95% CI] / MY [95% CI]", justify="right")
+    """Rich table of :func:`cardbench.reproductions.ankenbrand2021.seven_tesla.reproduce_ankenbrand2021`'s output.
+
+    One row per model: published Dice LV / MY, the same under protocol ankenbrand2021 (per image), whether
+    they match at 3 decimals, and cardbench-v1's LV and MY Dice (per volume, per volunteer) with their
+    95 % intervals in columns of their own. No cell wraps: where it does not fit the terminal
+    (:func:`fits`), print :func:`reproduction_tables_narrow` instead (:func:`print_reproduction` chooses)."""
+    t = Table(title=_REPRO_TITLE, title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("model", no_wrap=True)
+    t.add_column("published\nLV / MY", justify="right", no_wrap=True)
+    t.add_column("ankenbrand2021\n(per image)", justify="right", no_wrap=True)
+    t.add_column("match", justify="center", no_wrap=True)
+    for c in ("LV", "MY"):
+        t.add_column(f"cardbench-v1\n{c}", justify="right", no_wrap=True)
+        t.add_column("\n95% CI", justify="right", no_wrap=True)
     for _, r in table.iterrows():
-        v1 = ""
-        if "cardbench-v1_LV" in r:
-            v1 = (_fmt(r["cardbench-v1_LV"]) + _ci(r.get("cardbench-v1_LV_ci_low"), r.get("cardbench-v1_LV_ci_high"))
-                  + " / " + _fmt(r["cardbench-v1_MY"])
-                  + _ci(r.get("cardbench-v1_MY_ci_low"), r.get("cardbench-v1_MY_ci_high")))
-        match = r.get("match")
-        t.add_row(r["label"], f"{r['published_LV']:.3f} / {r['published_MY']:.3f}",
-                  f"{_fmt(r.get('ankenbrand2021_LV'))} / {_fmt(r.get('ankenbrand2021_MY'))}",
-                  "" if match is None else ("[green]yes[/green]" if match else "[red]NO[/red]"), v1)
+        t.add_row(escape(str(r["label"])), f"{r['published_LV']:.3f} / {r['published_MY']:.3f}",
+                  f"{_fmt(r.get('ankenbrand2021_LV'))} / {_fmt(r.get('ankenbrand2021_MY'))}", _match_cell(r),
+                  *_v1_cells(r))
     return t
+
+
+def reproduction_tables_narrow(table: pd.DataFrame, split_classes: bool = False) -> list[Table]:
+    """The reproduction table for a narrow terminal (80 or 120 columns): one table per protocol (and,
+    with ``split_classes``, cardbench-v1's LV and MY in tables of their own), every row and number of
+    :func:`reproduction_table`, each value and interval whole on one line."""
+    def simple(title: str) -> Table:
+        return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+
+    a = simple("protocol ankenbrand2021 (per image): Dice LV / MY")
+    a.add_column("model", no_wrap=True)
+    a.add_column("published", justify="right", no_wrap=True)
+    a.add_column("ankenbrand2021", justify="right", no_wrap=True)
+    a.add_column("match", justify="center", no_wrap=True)
+    title = "protocol cardbench-v1 (per volume, per volunteer): Dice"
+    v1 = [simple(f"{title} {c}") for c in ("LV", "MY")] if split_classes else [simple(title)]
+    for i, t in enumerate(v1):
+        t.add_column("model", no_wrap=True)
+        for c in ("LV", "MY") if not split_classes else (("LV", "MY")[i],):
+            t.add_column(c if not split_classes else "Dice", justify="right", no_wrap=True)
+            t.add_column("95% CI", justify="right", no_wrap=True)
+    for _, r in table.iterrows():
+        label = escape(str(r["label"]))
+        a.add_row(label, f"{r['published_LV']:.3f} / {r['published_MY']:.3f}",
+                  f"{_fmt(r.get('ankenbrand2021_LV'))} / {_fmt(r.get('ankenbrand2021_MY'))}", _match_cell(r))
+        cells = _v1_cells(r)
+        if split_classes:
+            v1[0].add_row(label, *cells[:2])
+            v1[1].add_row(label, *cells[2:])
+        else:
+            v1[0].add_row(label, *cells)
+    return [a, *v1] if "cardbench-v1_LV" in table.columns else [a]
+
+
+def print_reproduction(table: pd.DataFrame, console: Console | None = None) -> None:
+    """Print :func:`reproduction_table` where it fits ``console``'s width, else (e.g. at 80 or 120
+    columns) its title as text and :func:`reproduction_tables_narrow` (cardbench-v1's LV and MY in
+    separate tables where even that does not fit)."""
+    console = console or Console()
+    wide = reproduction_table(table)
+    if fits(console, wide):
+        console.print(wide)
+        return
+    console.print(_REPRO_TITLE, highlight=False)
+    tables = reproduction_tables_narrow(table)
+    if not all(fits(console, t) for t in tables):
+        tables = reproduction_tables_narrow(table, split_classes=True)
+    for t in tables:
+        console.print(t)
+
+
+def print_section(console: Console, title: str) -> None:
+    """A section heading: a rule with ``title`` (rich markup allowed) where the title fits on it, else a
+    plain rule with the title printed below it, wrapped at words (never cut with an ellipsis)."""
+    from rich.text import Text
+
+    plain = Text.from_markup(title).plain
+    if len(plain) + 4 <= console.width:
+        console.rule(title)
+    else:
+        console.rule()
+        console.print(title, highlight=False)

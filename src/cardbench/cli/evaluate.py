@@ -28,6 +28,11 @@ def resolve_reference(dataset: Optional[str], reference: Optional[Path]) -> Path
     if (dataset is None) == (reference is None):
         _fail("give exactly one of --dataset NAME (a prepared dataset) or --reference DIR")
     if reference is not None:
+        if reference.exists() and not reference.is_dir():
+            from cardbench.datasets.reference import REFERENCE_FILES
+
+            _fail(f"{reference}: is a file, not a folder; pass --reference a folder: a prepared dataset "
+                  f"(card.yaml, subjects.csv, images/, labels/) or a folder of reference masks ({REFERENCE_FILES})")
         if not reference.is_dir():
             _fail(f"{reference}: reference folder not found")
         return reference

@@ -245,7 +245,7 @@ def reproduce_cmd(
     """
     if paper != "ankenbrand2021":
         fail(f"unknown paper '{paper}'; available: ankenbrand2021")
-    from cardbench.benchmark.report import reproduction_table
+    from cardbench.benchmark.report import print_reproduction
     from cardbench.reproductions.ankenbrand2021.seven_tesla import reproduce_ankenbrand2021
     from cardbench.benchmark.results import to_json
 
@@ -259,7 +259,7 @@ def reproduce_cmd(
         typer.echo(to_json(table.to_dict(orient="records")))
         return
     con = Console()
-    con.print(reproduction_table(table))
+    print_reproduction(table, con)
     if split == "test":
         n = int(table["match"].sum())
         con.print(f"{n} of {len(table)} rows match the published values at 3 decimals.")
@@ -293,42 +293,44 @@ def demo_cmd(
     3. Baseline loop (when torch is installed): prepare the Sunnybrook sample, fine-tune a U-Net on its 3
        training patients, predict the 2 test patients, score them, add them to a leaderboard, print it.
     """
-    from cardbench.benchmark.report import print_summary, reproduction_table
+    from rich.markup import escape
+
+    from cardbench.benchmark.report import print_reproduction, print_section, print_summary
     from cardbench.reproductions.ankenbrand2021.seven_tesla import reproduce_ankenbrand2021, score_label_quality
 
     con = Console()
-    con.rule("[bold]1. Reproducing Ankenbrand et al. 2021 (7T test set) from the published confusion tables")
+    print_section(con, "[bold]1. Reproducing Ankenbrand et al. 2021 (7T test set) from the published confusion tables")
     table, results = reproduce_ankenbrand2021()
     write_reproduction(out / "reproduce-ankenbrand2021", table, results)
-    con.print(reproduction_table(table))
+    print_reproduction(table, con)
     con.print(f"{int(table['match'].sum())} of {len(table)} rows match the published values at 3 decimals.")
-    con.rule("[bold]2. Label quality: public Kaggle labels (ukbb_cardiac) vs 816 manual masks of 9 patients")
+    print_section(con, "[bold]2. Label quality: public Kaggle labels (ukbb_cardiac) vs 816 manual masks of 9 patients")
     for proto in ("ankenbrand2021", "cardbench-v1"):
         res = score_label_quality(proto)
         res.write(out / "label-quality" / proto)
         print_summary(res, con)
     baseline_done = False
     if baseline:
-        con.rule("[bold]3. Baseline loop: U-Net on 3 Sunnybrook patients, predict 2, score, leaderboard")
+        print_section(con, "[bold]3. Baseline loop: U-Net on 3 Sunnybrook patients, predict 2, score, leaderboard")
         from cardbench.cli.baseline import torch_missing
 
         missing = torch_missing()
         if missing:
-            from rich.markup import escape
-
             con.print(f"[yellow]skipped:[/yellow] {escape(missing)}", highlight=False, soft_wrap=True)
         else:
             from cardbench.baselines.demo import run_demo_loop
 
             run_demo_loop(out / "baseline", console=con, progress=True)
             baseline_done = True
-    con.rule("[bold]Outputs")
-    con.print(f"written to [bold]{out}[/bold]:")
-    con.print(f"  {out}/reproduce-ankenbrand2021/reproduction.csv   the table above")
-    con.print(f"  {out}/reproduce-ankenbrand2021/<protocol>/<model>/  summary.json, per_case.csv, ...")
-    con.print(f"  {out}/label-quality/<protocol>/                     the Kaggle label-quality scores")
+    print_section(con, "[bold]Outputs")
+    con.print(f"written to [bold]{escape(str(out))}[/bold] (paths below are inside it):")
+    con.print("  reproduce-ankenbrand2021/reproduction.csv: the table above", highlight=False)
+    con.print("  reproduce-ankenbrand2021/<protocol>/<model>/: summary.json, per_case.csv, ...", highlight=False)
+    con.print("  label-quality/<protocol>/: the Kaggle label-quality scores", highlight=False)
     if baseline_done:
-        con.print(f"  {out}/baseline/                                   U-Net run, predictions, scores, leaderboard")
+        con.print("  baseline/: U-Net run, predictions, scores, leaderboard", highlight=False)
     con.print("Next: score your own predictions with\n"
-              "  cardbench score PREDICTIONS/ --reference REFERENCE/ [--protocol ankenbrand2021]\n"
-              "or a per-image confusion table with  cardbench score confusion.tsv")
+              "  cardbench score PREDICTIONS/ --reference REFERENCE/\n"
+              "  (add --protocol ankenbrand2021 for the paper's protocol)\n"
+              "or a per-image confusion table with\n"
+              "  cardbench score confusion.tsv", highlight=False)

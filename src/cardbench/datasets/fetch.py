@@ -389,11 +389,17 @@ def verify(name: str | DatasetCard, cache: str | os.PathLike | None = None, prog
     root = cache_dir(cache)
     rep = VerifyReport(card.name, root)
     files = card.files
-    with _progress(progress) as bar:
-        t = bar.add_task(f"verify {card.name}", total=sum(e.bytes for e in files), unit="bytes", info="")
+    present = [e for e in files if (root / e.local_path).is_file()]  # checked first: a missing file needs no hash
+    if not present:  # never fetched: every file missing, said at once, without a progress bar
+        rep.files.extend(FileStatus(e, root / e.local_path, "missing") for e in files)
+        return rep
+    with _progress(progress) as bar:  # the bar counts the bytes that are hashed, the present files' only
+        t = bar.add_task(f"verify {card.name}", total=sum(e.bytes for e in present), unit="bytes", info="")
         for i, e in enumerate(files):
-            rep.files.append(_status(e, root))
-            bar.update(t, advance=e.bytes, info=f"{i + 1}/{len(files)} files")
+            st = _status(e, root)
+            rep.files.append(st)
+            if st.status != "missing":
+                bar.update(t, advance=e.bytes, info=f"{i + 1}/{len(files)} files")
     return rep
 
 

@@ -115,6 +115,9 @@ class Reference:
         return self.annotations.get((subject, frame), frozenset())
 
 
+#: what a folder of reference masks holds, for messages
+REFERENCE_FILES = ".nii.gz, .nii, .nrrd or .png label maps, one per subject and frame"
+
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype={"subject": str}, sep=None, engine="python")
@@ -167,6 +170,9 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
     import yaml
 
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ReferenceError(f"{root}: is a file, not a folder; pass --reference a folder: a prepared dataset "
+                             f"(card.yaml, subjects.csv, images/, labels/) or a folder of reference masks ({REFERENCE_FILES})")
     if not root.is_dir():
         raise ReferenceError(f"{root}: reference folder not found; pass --reference with a prepared "
                              "dataset folder or a folder of reference masks")

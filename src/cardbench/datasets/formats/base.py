@@ -132,7 +132,10 @@ def _looks_like(data: bytes) -> str:
             return what
     if len(data) > 132 and data[128:132] == b"DICM":
         return "DICOM"
-    if data[:1] in (b"<", b"{", b"[") or data[:64].isascii():
+    if not data.strip(b"\x00"):
+        return "zeros only (no header at all)"
+    head = data[:64]
+    if head.isascii() and all(b >= 32 or b in (9, 10, 13) for b in head):  # printable ASCII: NUL is no text
         return "text"
     return "unknown binary data"
 
@@ -231,9 +234,13 @@ class MaskFormat:
         raise NotImplementedError
 
     def not_this_format(self, data: bytes, path: Path, expected: str) -> MaskReadError:
-        """The error for bytes that are not this format."""
+        """The error for bytes that are not this format.
+
+        ``expected``: the format's name, optionally with the reason in parentheses
+        (``"NRRD (no NRRD000x magic)"``); the reason goes into the problem, the fix names the format only."""
+        name = expected.split(" (", 1)[0]
         return MaskReadError(path, f"named {self.suffixes[-1]} but the content is {_looks_like(data)}, not "
-                                   f"{expected}", f"save the mask as a real {expected} file (a renamed file is not "
+                                   f"{expected}", f"save the mask as a real {name} file (a renamed file is not "
                                                   "converted)")
 
 
