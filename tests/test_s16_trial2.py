@@ -4,7 +4,6 @@ export metric accepted, a scored class the reference does not annotate."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path

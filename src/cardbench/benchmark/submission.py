@@ -273,10 +273,55 @@ def _yaml_limits_problem(text: str, lim) -> tuple[str, str] | None:
     return None
 
 
-def _read_meta(path: Path, problems: list[Problem], display: str | None = None, limits=None) -> dict:
+class _YamlRefused(Exception):
+    """A small YAML file that cannot be used: ``what`` (the problem) and ``fix``."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(what)
+        self.what, self.fix = what, fix
+
+
+def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
+    """The parsed content of a small YAML file written by a stranger: at most ``lim.max_meta_bytes``,
+    UTF-8, within the nesting, alias and scalar limits (checked before parsing), safe_load only.
+
+    Raises:
+        _YamlRefused: the problem and its fix (``noun`` names the file in the size message).
+    """
     import yaml
 
-    from cardbench.limits import Limits, get_limits
+    from cardbench.limits import Limits
+
+    try:
+        size = path.stat().st_size
+        if size > lim.max_meta_bytes:
+            raise _YamlRefused(f"{size} bytes exceed the limit of {lim.max_meta_bytes} for {noun}",
+                               f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
+        with path.open("rb") as fh:
+            raw = fh.read(lim.max_meta_bytes + 1)
+        text = raw.decode("utf-8")
+    except PermissionError:
+        raise _YamlRefused("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
+    except UnicodeDecodeError:
+        raise _YamlRefused("not UTF-8 text", "save it as UTF-8 (see docs/scoring.md, submission.yaml)")
+    except OSError as e:
+        raise _YamlRefused(f"cannot be read ({e.strerror or e})", "check the file")
+    try:
+        bad = _yaml_limits_problem(text, lim)
+        if bad is not None:
+            raise _YamlRefused(bad[0], f"write plain keys and values, or raise {Limits.env_name(bad[1])}")
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise _YamlRefused(f"nested deeper than {lim.max_meta_depth} levels", "write plain keys and values")
+    except yaml.YAMLError as e:
+        from cardbench._util import yaml_error_text
+
+        raise _YamlRefused(f"not valid YAML {yaml_error_text(e)}",
+                           "fix the syntax (see docs/scoring.md, submission.yaml)")
+
+
+def _read_meta(path: Path, problems: list[Problem], display: str | None = None, limits=None) -> dict:
+    from cardbench.limits import get_limits
 
     lim = limits or get_limits()
     shown = display or str(path)
@@ -286,32 +331,9 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
         return {}
 
     try:
-        size = path.stat().st_size
-        if size > lim.max_meta_bytes:
-            return refuse(f"{size} bytes exceed the limit of {lim.max_meta_bytes} for submission.yaml",
-                          f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
-        with path.open("rb") as fh:
-            raw = fh.read(lim.max_meta_bytes + 1)
-        text = raw.decode("utf-8")
-    except PermissionError:
-        return refuse("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
-    except UnicodeDecodeError:
-        return refuse("not UTF-8 text", "save it as UTF-8 (see docs/scoring.md, submission.yaml)")
-    except OSError as e:
-        return refuse(f"cannot be read ({e.strerror or e})", "check the file")
-    try:
-        bad = _yaml_limits_problem(text, lim)
-        if bad is not None:
-            return refuse(bad[0], f"write plain keys and values, or raise {Limits.env_name(bad[1])}")
-        meta = yaml.safe_load(text) or {}
-    except RecursionError:
-        return refuse(f"nested deeper than {lim.max_meta_depth} levels",
-                      "write plain keys and values")
-    except yaml.YAMLError as e:
-        from cardbench._util import yaml_error_text
-
-        return refuse(f"not valid YAML {yaml_error_text(e)}",
-                      "fix the syntax (see docs/scoring.md, submission.yaml)")
+        meta = _load_small_yaml(path, lim) or {}
+    except _YamlRefused as e:
+        return refuse(e.what, e.fix)
     if not isinstance(meta, dict):
         return refuse("must be a mapping of keys (name, team, method, ...)",
                       "see docs/scoring.md, submission.yaml")
@@ -329,8 +351,6 @@ def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem
     else (an absolute path, ``..``, a device, a link leaving the submission) is a problem and the key
     is dropped: a stranger's submission never makes cardbench open a file outside it."""
     import stat
-
-    import yaml
 
     from cardbench.labelmaps import BUILTIN
     from cardbench.limits import get_limits
@@ -362,16 +382,11 @@ def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem
         return refuse("no such file in the submission")
     if not stat.S_ISREG(st.st_mode):
         return refuse("not a regular file; it was not read")
-    if st.st_size > lim.max_meta_bytes:
-        return refuse(f"{st.st_size} bytes exceed the limit of {lim.max_meta_bytes} for a label map file")
     try:
-        with open(target, "rb") as fh:
-            text = fh.read(lim.max_meta_bytes + 1).decode("utf-8")
-        bad = _yaml_limits_problem(text, lim)
-        data = None if bad else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
-        return refuse(f"cannot be read as YAML ({type(e).__name__})")
-    if bad or not isinstance(data, dict):
+        data = _load_small_yaml(target, lim, noun="a label map file")
+    except _YamlRefused as e:
+        return refuse(e.what)
+    if not isinstance(data, dict):
         return refuse("must be a YAML mapping like {name: x, labels: {background: 0, LV: 1}}")
     data.setdefault("name", rel.stem)
     data.setdefault("source", str(rel))
