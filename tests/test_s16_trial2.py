@@ -94,6 +94,7 @@ def test_linked_folder_is_named_not_reported_as_missing_files(sunnybrook_prepare
     probs = _label_map_problems(pred, ref)
     linked = [p for p in probs if "symbolic link to a folder outside the submission" in p]
     assert len(linked) == 1 and subject in linked[0], probs
+    assert len(probs) == 1, probs  # its files are not also reported as missing predictions
 
 
 def test_export_with_an_unknown_metric_is_refused(prefilled_dir, tmp_path):
@@ -101,7 +102,7 @@ def test_export_with_an_unknown_metric_is_refused(prefilled_dir, tmp_path):
     shutil.copytree(prefilled_dir, lb)
     out = tmp_path / "ex"
     r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "-m", "nonsense"])
-    assert r.exit_code == 2 and "no metric 'nonsense'" in r.output and "dice" in r.output, r.output
+    assert r.exit_code == 2 and "no metric 'nonsense' in any benchmark" in r.output and "dice" in r.output, r.output
     assert not out.exists()  # nothing written
     bench = "cmr-7t__test__ankenbrand2021"
     r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "-b", bench, "-m", "dice_rv"])
@@ -127,3 +128,23 @@ def test_a_class_left_out_on_purpose_gives_no_mix_up_warning(sunnybrook_prepared
     r = score(ref / "labels", ref, classes=["LV"], progress=False)
     assert not any("MY" in w for w in r.summary.get("warnings", [])), r.summary.get("warnings")
     assert set(r.per_case["class"]) == {"LV"}
+
+
+def test_export_ranks_a_benchmark_without_the_metric_by_its_first(prefilled_dir, sunnybrook_prepared, tmp_path):
+    """hd95 is in the Sunnybrook benchmark (masks), not in the pre-filled ones (confusion tables: Dice,
+    IoU): exporting by hd95_lv ranks the latter by Dice; asked for with -b, one of them is refused."""
+    from cardbench.benchmark.leaderboard import add_entry
+
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    ref = sunnybrook_prepared
+    add_entry(score(ref / "labels", ref, progress=False), lb, "self")
+    out = tmp_path / "ex"
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(out), "-L", str(lb), "-m", "hd95_lv"])
+    assert r.exit_code == 0, r.output
+    sb = next(out.glob("sunnybrook-sample__*__cardbench-v1.csv"))
+    assert "hd95_LV" in sb.read_text().splitlines()[0]
+    assert "dice_LV" in (out / "cmr-7t__test__ankenbrand2021.csv").read_text().splitlines()[0]
+    r = CliRunner().invoke(app, ["leaderboard", "export", str(tmp_path / "ex2"), "-L", str(lb), "-b",
+                                 "cmr-7t__test__ankenbrand2021", "-m", "hd95_lv"])
+    assert r.exit_code == 2 and not (tmp_path / "ex2").exists(), r.output

@@ -914,8 +914,10 @@ def score(
                     for k, root in (("reference", ref.root), ("predictions", sub.root)):
                         # kept by path relative to its root (one copy of each path string, not two)
                         hashes[k].update({_rel(f, root): h for f, h in r["hashes"][k].items()})
-                if any(p.kind == "unreadable" and "folder cannot be read" in p.problem for p in sub.problems):
-                    problems = [p for p in problems if p.kind != "missing"]  # the unreadable folder is the cause
+                if any((p.kind == "unreadable" and "folder cannot be read" in p.problem)
+                       or "symbolic link to a folder" in p.problem for p in sub.problems):
+                    # the unreadable or linked (not followed) folder is the cause of the missing files
+                    problems = [p for p in problems if p.kind != "missing"]
                 refused = {Path(p.file).name for p in sub.problems if p.kind == "outside"}
                 if refused:  # a refused link is its case's one problem, not also a "missing prediction"
                     problems = [p for p in problems if not (p.kind == "missing" and Path(p.file).name in refused)]

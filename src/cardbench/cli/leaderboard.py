@@ -240,6 +240,7 @@ def export_cmd(
     written = []
     try:
         check_export_target(lb.root, out)  # before anything is written
+        lb.check_metric(metric, benches)
         # everything goes into a folder next to OUT, moved into OUT at the end: a failure leaves OUT as it was
         with staged_dir(out) as stage:
             for b in benches:
@@ -251,8 +252,8 @@ def export_cmd(
                                   "its entries (per-case tables) are not exported; leave out --with-entries")
                         written += [out / p.relative_to(stage) for p in export_public(lb, stage, b, metric=metric)]
                         continue
-                    written += [out / p.relative_to(stage) for p in lb.export(stage, b, metric=metric,
-                                                                            with_entries=with_entries)]
+                    written += [out / p.relative_to(stage) for p in lb.export(
+                        stage, b, metric=metric, with_entries=with_entries, strict=benchmark is not None)]
                 except NoValidEntryError as e:
                     if benchmark is not None:
                         raise

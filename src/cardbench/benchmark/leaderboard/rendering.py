@@ -107,8 +107,23 @@ def check_export_target(root: str | os.PathLike, out: str | os.PathLike) -> Path
 class RenderingMixin:
     """:class:`~cardbench.benchmark.leaderboard.Leaderboard` methods that export ranked tables."""
 
+    def check_metric(self, metric: str, benches: Iterable[str]) -> None:
+        """Refuse ``metric`` when none of ``benches`` has it (a clinical agreement statistic passes).
+
+        Raises:
+            LeaderboardError: one line naming the metric and the metrics there are.
+        """
+        benches = list(benches)
+        wanted = parse_metric(metric)[0]
+        known = sorted({m for b in benches for m in self.metrics(b)})
+        if known and wanted not in known and wanted not in CLINICAL_STATS:
+            where = f"benchmark {benches[0]}" if len(benches) == 1 else "any benchmark"
+            raise LeaderboardError(f"no metric '{metric}' in {where}; use one of {known} (with a class, e.g. "
+                                   f"{known[0]}_lv)")
+
     def export(self, out: str | os.PathLike, bench: str | None = None, metric: str = "dice_lv",
-               formats: Iterable[str] = ("csv", "markdown", "json"), with_entries: bool = False) -> list[Path]:
+               formats: Iterable[str] = ("csv", "markdown", "json"), with_entries: bool = False, *,
+               strict: bool | None = None) -> list[Path]:
         """Export ranked tables (and optionally full entries) to a folder.
 
         Writes ``<out>/<benchmark>.csv`` / ``.md`` / ``.json`` for each benchmark (or only
@@ -120,29 +135,30 @@ class RenderingMixin:
         at the end (:func:`cardbench._util.staged_dir`): a failed export changes nothing in ``out``.
         Returns the written paths.
 
+        ``strict`` (default: True when ``bench`` is given) refuses a benchmark without ``metric``
+        instead of ranking it by its first metric; a ``metric`` that no benchmark has is always refused.
+
         Raises:
-            LeaderboardError: ``out`` is, is inside or holds the leaderboard folder.
+            LeaderboardError: ``out`` is, is inside or holds the leaderboard folder; the metric is
+                missing (see ``strict``).
             NoValidEntryError: ``bench`` has no valid entry.
             FileExistsError: ``<out>/leaderboard/<benchmark>`` exists and cardbench did not write it.
         """
         out = check_export_target(self.root, out)
         written = []
         benches = [bench] if bench else self.benchmark_ids()
-        wanted = parse_metric(metric)[0]
-        known = sorted({m for b in benches for m in self.metrics(b)})
-        if known and wanted not in known and wanted not in CLINICAL_STATS:
-            raise LeaderboardError(f"no metric '{metric}' in {'benchmark ' + bench if bench else 'any benchmark'}; "
-                                   f"use one of {known} (with a class, e.g. {known[0]}_lv)")
+        strict = bench is not None if strict is None else strict
+        self.check_metric(metric, benches if strict else self.benchmark_ids())
         with staged_dir(out) as stage:
             for b in benches:
                 try:
                     df = self.ranked(b, metric)
                 except NoValidEntryError:
-                    if bench:
+                    if bench:  # the caller names that benchmark's skip (the CLI prints it)
                         raise
                     continue
                 except LeaderboardError:
-                    if bench:  # the one benchmark asked for: its own error (no such class or group)
+                    if strict:  # the one benchmark asked for: its own error (no such class or group)
                         raise
                     ms = self.metrics(b)  # another benchmark without that metric: its first one
                     df = self.ranked(b, ms[0] if ms else "dice")

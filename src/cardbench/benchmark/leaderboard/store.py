@@ -168,7 +168,7 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
             if dest.exists() and not replace:
                 raise LeaderboardError(f"{bdir}: entry '{name}' already exists; choose another name (--name) or "
                                        f"remove it first: cardbench leaderboard remove {name} --benchmark {bench} "
-                                       f"{self.root}")
+                                       f"-L {self.root}")
             sub_meta = _submission_meta(result, name, meta, source)
             with atomic_dir(dest, overwrite=True, owned_only=False) as tmp:
                 _write_entry(tmp, result, sub_meta, per_case_format)
