@@ -519,10 +519,13 @@ def _stop_pool(ex: ProcessPoolExecutor) -> None:
     procs = list((getattr(ex, "_processes", None) or {}).values())
     ex.shutdown(wait=False, cancel_futures=True)
     for p in procs:
-        if p.is_alive():
+        if p.exitcode is None:  # alive, or still starting
             p.terminate()
     for p in procs:
         p.join(timeout=5)
+        if p.exitcode is None:  # SIGTERM not acted on in time (a loaded machine): SIGKILL
+            p.kill()
+            p.join(timeout=5)
 
 
 def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
