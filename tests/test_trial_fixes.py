@@ -51,4 +51,9 @@ def test_stop_pool_does_not_wait_for_running_tasks():
     t0 = time.monotonic()
     _stop_pool(ex)
     assert time.monotonic() - t0 < 10  # not the 60 s a waiting shutdown would take
-    assert procs and not any(p.is_alive() for p in procs)
+    assert procs
+    # a worker reaped by the pool's manager thread can read as alive for a moment (two threads
+    # call waitpid on one pid); what matters is that every worker is gone within seconds
+    while any(p.is_alive() for p in procs) and time.monotonic() - t0 < 20:
+        time.sleep(0.05)
+    assert not any(p.is_alive() for p in procs)

@@ -526,6 +526,11 @@ def _stop_pool(ex: ProcessPoolExecutor) -> None:
         if p.exitcode is None:  # SIGTERM not acted on in time (a loaded machine): SIGKILL
             p.kill()
             p.join(timeout=5)
+    # the pool's own manager thread also reaps the workers it sees die; until it has, a worker it
+    # reaped can still read as alive here (both call waitpid on one pid), so let it finish
+    manager = getattr(ex, "_executor_manager_thread", None)
+    if manager is not None and manager.is_alive():
+        manager.join(timeout=5)
 
 
 def run_tasks(tasks: Sequence[VolumeTask], jobs: int = 1, progress: bool = True,
