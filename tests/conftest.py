@@ -95,10 +95,15 @@ def sunnybrook_prepared(tmp_path_factory) -> Path:
 #: test files that take longest (seconds of one idle core, measured with ``pytest --durations=0``),
 #: run first so that under pytest-xdist no long test starts last while the other worker idles;
 #: every other file keeps its place after them. A file's tests stay together (module fixtures are
-#: built once).
-HEAVY_FIRST = ["test_ddp.py", "test_baselines.py", "test_datasets_datalad.py", "test_volume_track.py",
-               "test_docs_runnable.py", "test_dashboard_browser.py", "test_reproduce.py", "test_intake.py",
-               "test_dashboard.py", "test_hostile.py", "test_scoring_distributed.py"]
+#: built once). The files that import torch come first (MONAI imports torch too): under ``--dist
+#: worksteal`` the first half of the list goes to one worker and the other steals from its end, so
+#: torch and segmentation-models-pytorch (about 6 s of CPU) are imported by one worker, not both
+#: (the test files import them lazily, tests/helpers.py ``LazyModule``).
+HEAVY_FIRST = ["test_ddp.py", "test_baselines.py", "test_evaluate_model.py", "test_surface.py", "test_nsd.py",
+               "test_scoring_surface.py",
+               "test_datasets_datalad.py", "test_volume_track.py", "test_docs_runnable.py",
+               "test_dashboard_browser.py", "test_reproduce.py", "test_intake.py", "test_dashboard.py",
+               "test_hostile.py", "test_scoring_distributed.py"]
 
 
 def pytest_collection_modifyitems(config, items):

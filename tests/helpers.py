@@ -74,3 +74,26 @@ def erode_lv_boundary(lab: np.ndarray, to: int) -> np.ndarray:
         lv = lab[:, :, z] == 1
         out[:, :, z][lv & ~ndimage.binary_erosion(lv)] = to
     return out
+
+
+class LazyModule:
+    """A module imported on first attribute access, so that collecting a test file does not import
+    it: under pytest-xdist every worker collects every file, and torch with segmentation-models-
+    pytorch takes about 6 s of CPU to import. Only the workers that run such tests import it."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_"):  # pytest probes every module global for markers (``_pytest...``)
+            raise AttributeError(attr)
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+def has_modules(*names: str) -> bool:
+    """Whether every module in ``names`` is installed (found without importing it)."""
+    from importlib.util import find_spec
+
+    return all(find_spec(n) is not None for n in names)

@@ -14,16 +14,22 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-smp = pytest.importorskip("segmentation_models_pytorch")
-pytestmark = pytest.mark.torch
+from cardbench.baselines.config import AugmentConfig, load_config
+from helpers import LazyModule, has_modules
 
-import torch.nn.functional as F  # noqa: E402
+pytestmark = [pytest.mark.torch,
+              pytest.mark.skipif(not has_modules("torch", "segmentation_models_pytorch"),
+                                 reason="needs torch and segmentation-models-pytorch (the [baselines] extra)")]
+# imported when a test first uses them, not when the file is collected (tests/helpers.py)
+torch = LazyModule("torch")
+smp = LazyModule("segmentation_models_pytorch")
+F = LazyModule("torch.nn.functional")
+losses = LazyModule("cardbench.baselines.losses")
 
-from cardbench.baselines import losses  # noqa: E402
-from cardbench.baselines.config import AugmentConfig, load_config  # noqa: E402
 
-torch.set_num_threads(1)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

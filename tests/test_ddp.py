@@ -1,5 +1,6 @@
 """DDP training on CPU: 2 gloo processes under torchrun take the same steps as 1 process with the
-same global batch (losses within 1e-5), only rank 0 writes, and a DDP run resumes.
+same global batch (losses within 1e-5), only rank 0 writes, and a DDP run resumes. The launches use
+torchrun's own code in the test process (see ``_torchrun``).
 
 Real data: 12 images of the Sunnybrook sample (2 subjects), 64 px, the ``cpu-smoke`` config
 (resnet18 U-Net, random init, cross-entropy, augmentation on, global batch 4 = 2 processes x 2).
@@ -8,18 +9,18 @@ Real data: 12 images of the Sunnybrook sample (2 subjects), 64 px, the ``cpu-smo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("segmentation_models_pytorch")
+from cardbench.baselines.config import load_config
+from helpers import LazyModule, has_modules
 
-from cardbench.baselines.config import load_config  # noqa: E402
+pytestmark = [pytest.mark.torch,
+              pytest.mark.skipif(not has_modules("torch", "segmentation_models_pytorch"),
+                                 reason="needs torch and segmentation-models-pytorch (the [baselines] extra)")]
+torch = LazyModule("torch")  # imported when a test first uses it, not when the file is collected
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +38,37 @@ def _subset(sb: Path, path: Path) -> Path:
     return path
 
 
-def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "cardbench.baselines.train", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+def _torchrun(args: list[str]) -> None:
+    """``torchrun --standalone --nproc-per-node 2 -m cardbench.baselines.train ARGS``, launched in this
+    process through torchrun's own code: its argument parser, its ``--standalone`` settings
+    (``torch.distributed.run.run``) and ``config_from_args``, then ``elastic_launch``, the launcher
+    torchrun calls. One difference: the two workers are forked from a forkserver that has imported
+    torch, smp and the training module once, instead of two fresh interpreters that each import them
+    (about 7 s of CPU each, every launch), so they run ``cardbench.baselines.train.main(ARGS)``, what
+    ``-m cardbench.baselines.train`` runs. The command line the CLI's ``--nproc`` builds is tested in
+    ``test_cli_nproc_launches_torchrun_with_the_same_config``.
+
+    Raises:
+        torch.distributed.elastic.multiprocessing.errors.ChildFailedError: a worker failed.
+    """
+    import multiprocessing
+    import uuid
+
+    import torch.distributed.run as torchrun
+    from torch.distributed.launcher.api import elastic_launch
+
+    from cardbench.baselines import train as train_module
+
+    ns = torchrun.get_args_parser().parse_args(
+        ["--standalone", "--nproc-per-node", "2", "-m", "cardbench.baselines.train", *args])
+    ns.rdzv_backend, ns.rdzv_endpoint, ns.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())  # as run() does
+    ns.master_port = 29500 if ns.master_port is None else ns.master_port
+    config, _cmd, cmd_args = torchrun.config_from_args(ns)
+    assert cmd_args[-len(args):] == args
+    config.start_method = "forkserver"
+    multiprocessing.set_forkserver_preload(["torch", "segmentation_models_pytorch", "cardbench.baselines.train"])
+    result = elastic_launch(config, entrypoint=train_module.main)(args)
+    assert result == {0: 0, 1: 0}  # exit code 0 (main's return value) on both ranks
 
 
 def test_two_gloo_processes_equal_one_process(sunnybrook, tmp_path):
@@ -60,16 +86,14 @@ def test_two_gloo_processes_equal_one_process(sunnybrook, tmp_path):
 
     ddp_out = tmp_path / "ddp"
     argv = ["--config", "cpu-smoke", *sum((["--set", f"{k}={v}"] for k, v in {**sets, "out": ddp_out}.items()), [])]
-    r = _torchrun([*argv, "--stop-after", "1", "--step-losses", str(tmp_path / "steps1.json")], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _torchrun([*argv, "--stop-after", "1", "--step-losses", str(tmp_path / "steps1.json")])
     first = json.loads((tmp_path / "steps1.json").read_text())
     assert len(first) == 3
     assert first == pytest.approx(one.step_losses[:3], abs=1e-5, rel=0)
     log = pd.read_csv(ddp_out / "train_log.csv")
     assert len(log) == 1  # one writer: one row per epoch
     # resume the DDP run in its second epoch (second stage): the same steps as the 1-process run
-    r = _torchrun([*argv, "--resume", "--step-losses", str(tmp_path / "steps2.json")], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    _torchrun([*argv, "--resume", "--step-losses", str(tmp_path / "steps2.json")])
     second = json.loads((tmp_path / "steps2.json").read_text())
     assert second == pytest.approx(one.step_losses[3:], abs=1e-5, rel=0)
     log = pd.read_csv(ddp_out / "train_log.csv")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -137,16 +135,17 @@ def test_scheduler_spec_is_checked():
             parse_scheduler(bad)
 
 
-def _cli(args, cwd):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
-    exe = Path(sys.executable).parent / "cardbench"  # the console script, as a user runs it
-    if not exe.exists():
-        pytest.skip("the cardbench console script is not installed next to this Python")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+def _cli(args, cwd, monkeypatch):
+    """``cardbench ARGS`` in folder ``cwd``, in this process (typer's test runner)."""
+    from typer.testing import CliRunner
+
+    from cardbench.cli import app
+
+    monkeypatch.chdir(cwd)
+    return CliRunner().invoke(app, args)
 
 
-def test_cli_scheduler_local_and_archive_workdir(sunnybrook, serial, tmp_path):
+def test_cli_scheduler_local_and_archive_workdir(sunnybrook, serial, tmp_path, monkeypatch):
     import tarfile
 
     ref, pred = sunnybrook
@@ -155,9 +154,10 @@ def test_cli_scheduler_local_and_archive_workdir(sunnybrook, serial, tmp_path):
         for p in sorted(pred.iterdir()):
             tf.add(p, arcname=f"pred/{p.name}")
     work = tmp_path / "shared-work"
-    r = _cli(["score", str(arch), "-r", str(ref), "--scheduler", "local:2", "--workdir", str(work),
-              "--no-save", "--json"], tmp_path)
-    assert r.returncode == 0, r.stderr
+    # one worker process: two workers give the same results (test_local_cluster_gives_identical_results)
+    r = _cli(["score", str(arch), "-r", str(ref), "--scheduler", "local:1", "--workdir", str(work),
+              "--no-save", "--json"], tmp_path, monkeypatch)
+    assert r.exit_code == 0, r.stderr
     got = json.loads(r.stdout)
     from cardbench.benchmark.results import to_json
 
@@ -166,6 +166,6 @@ def test_cli_scheduler_local_and_archive_workdir(sunnybrook, serial, tmp_path):
     assert got["counts"] == want["counts"]
     assert sorted(got["inputs"]["predictions"].values()) == sorted(want["inputs"]["predictions"].values())
     assert work.is_dir() and not list(work.iterdir())  # extracted there, removed afterwards
-    bad = _cli(["score", str(pred), "-r", str(ref), "--scheduler", "localhost", "--no-save"], tmp_path)
-    assert bad.returncode == 2
+    bad = _cli(["score", str(pred), "-r", str(ref), "--scheduler", "localhost", "--no-save"], tmp_path, monkeypatch)
+    assert bad.exit_code == 2
     assert len([ln for ln in bad.stderr.splitlines() if ln.strip()]) == 1 and "local:N" in bad.stderr

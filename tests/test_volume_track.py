@@ -83,6 +83,15 @@ def test_pixel_table_errors_name_the_problem():
         read_pixel_counts(_table([(ok, 1, 1), (ok, 2, 2)]), "t.tsv")
     with pytest.raises(VolumeTrackError, match="no entry in"):
         frame_volumes_from_pixels(read_pixel_counts(_table([(ok.replace("/7/7-", "/8/8-"), 1, 1)])), _dims(), 256)
+    # the table's own shape: a row with a field missing, a column named twice, no rows, text counts
+    with pytest.raises(VolumeTrackError, match="t.tsv: cannot be read as a tab-separated table"):
+        read_pixel_counts(b"file\tlv_pixels\tmy_pixels\n" + ok.encode() + b"\t1\n", "t.tsv")
+    with pytest.raises(VolumeTrackError, match=r"t.tsv: the header names \['lv_pixels'\] more than once"):
+        read_pixel_counts(b"file\tlv_pixels\tlv_pixels\tmy_pixels\n" + ok.encode() + b"\t1\t1\t1\n", "t.tsv")
+    with pytest.raises(VolumeTrackError, match="t.tsv: cannot be read"):
+        read_pixel_counts(b"", "t.tsv")
+    with pytest.raises(VolumeTrackError, match="missing, negative or fractional lv_pixels"):
+        read_pixel_counts(_table([(ok, "many", 1)]), "t.tsv")
 
 
 def test_series_resolution_rules():
