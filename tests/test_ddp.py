@@ -38,6 +38,16 @@ def _subset(sb: Path, path: Path) -> Path:
     return path
 
 
+def _start_forkserver() -> None:
+    """Start this process's forkserver with torch, smp and the training module imported (no-op when
+    it runs): the DDP workers are forked from it."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.set_forkserver_preload(["torch", "segmentation_models_pytorch", "cardbench.baselines.train"])
+    forkserver.ensure_running()
+
+
 def _torchrun(args: list[str]) -> None:
     """``torchrun --standalone --nproc-per-node 2 -m cardbench.baselines.train ARGS``, launched in this
     process through torchrun's own code: its argument parser, its ``--standalone`` settings
@@ -51,7 +61,6 @@ def _torchrun(args: list[str]) -> None:
     Raises:
         torch.distributed.elastic.multiprocessing.errors.ChildFailedError: a worker failed.
     """
-    import multiprocessing
     import uuid
 
     import torch.distributed.run as torchrun
@@ -66,7 +75,7 @@ def _torchrun(args: list[str]) -> None:
     config, _cmd, cmd_args = torchrun.config_from_args(ns)
     assert cmd_args[-len(args):] == args
     config.start_method = "forkserver"
-    multiprocessing.set_forkserver_preload(["torch", "segmentation_models_pytorch", "cardbench.baselines.train"])
+    _start_forkserver()
     result = elastic_launch(config, entrypoint=train_module.main)(args)
     assert result == {0: 0, 1: 0}  # exit code 0 (main's return value) on both ranks
 
@@ -75,6 +84,7 @@ def test_two_gloo_processes_equal_one_process(sunnybrook, tmp_path):
     from cardbench.baselines.model import read_checkpoint
     from cardbench.baselines.train import train
 
+    _start_forkserver()  # it imports torch while the 1-process run trains
     sub = _subset(sunnybrook, tmp_path / "subset.csv")
     # encoder depth 5 (every parameter used): the losses agree within 1e-5 at this depth; at depth 3
     # (cpu-smoke's default) the synchronised BatchNorm's float64 statistics already move the first
