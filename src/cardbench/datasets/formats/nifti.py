@@ -2,7 +2,8 @@
 
 Order of work, each step before the next one's cost:
 
-1. magic bytes: gzip ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1`` (NIfTI-1)
+1. magic bytes, on the file's first KiB before the rest is read (:meth:`NiftiFormat.check_head`): gzip
+   ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1`` (NIfTI-1)
    or 540 with ``n+2`` (NIfTI-2);
 2. only the header is decompressed; its declared shape is compared with the reference's shape and
    its declared data size with :attr:`cardbench.limits.Limits.max_mask_bytes`;
