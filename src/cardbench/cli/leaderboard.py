@@ -65,9 +65,16 @@ def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
     return open_leaderboard(folder, prefill=prefill, progress=True)  # lines in a log only after 5 s
 
 
-def _print_problems(lb) -> None:
-    """Name every corrupt benchmark, entry or marker the leaderboard skipped (one line each, stderr)."""
+def _print_problems(lb, printed: set[str] | None = None) -> None:
+    """Name every corrupt benchmark, entry or marker the leaderboard skipped (one line each, stderr).
+
+    ``printed``: the lines already printed (updated), so that a command can print the warnings found
+    so far before a line that refers to them and the remaining ones at its end, each once."""
     for line in lb.problems():
+        if printed is not None:
+            if line in printed:
+                continue
+            printed.add(line)
         err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
 
 
@@ -118,17 +125,21 @@ def show_cmd(
     if ranks:
         from cardbench.cli.ranks import show_ranks
 
+        printed: set[str] = set()
+
         def fail_after_problems(msg: str, code: int = 2) -> None:
-            _print_problems(lb)  # the corrupt entries first, each in its own line
+            _print_problems(lb, printed)  # the corrupt entries first, each in its own line
             _fail(msg, code)
 
         show_ranks(lb, _resolve_benchmark(lb, benchmark), metric, ranking, resamples, fmt.value,
-                   explicit=benchmark is not None, fail=fail_after_problems)
-        _print_problems(lb)
+                   explicit=benchmark is not None, fail=fail_after_problems,
+                   warn=lambda: _print_problems(lb, printed))
+        _print_problems(lb, printed)
         return
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []
     shown = 0
+    printed = set()
     for b in _resolve_benchmark(lb, benchmark):
         try:
             info = lb.benchmark(b)
@@ -137,7 +148,8 @@ def show_cmd(
             if benchmark is not None:
                 _print_problems(lb)  # the corrupt entries first, each in its own line
                 _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems(b) else 2)
-            if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, below
+            _print_problems(lb, printed)  # the warning a skipped line refers to comes before it
+            if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, above
                 err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         shown += 1
@@ -150,7 +162,7 @@ def show_cmd(
             out.append(df)
         else:
             out.append(render(df, fmt.value, info.title))
-    _print_problems(lb)
+    _print_problems(lb, printed)
     if not out and fmt != Format.table or fmt == Format.table and not shown:
         _fail(f"no benchmark in {lb.root} has the metric '{metric}'; see the skipped lines above")
     if fmt == Format.csv:
@@ -238,6 +250,7 @@ def export_cmd(
     lb = _open(folder)
     benches = _resolve_benchmark(lb, benchmark)
     written = []
+    printed: set[str] = set()  # warnings printed so far: each before the skipped line that refers to it
     try:
         check_export_target(lb.root, out)  # before anything is written
         lb.check_metric(metric, benches)
@@ -247,7 +260,7 @@ def export_cmd(
                 try:
                     if public or is_private(lb, b):
                         if with_entries:
-                            _print_problems(lb)
+                            _print_problems(lb, printed)
                             _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: "
                                   "its entries (per-case tables) are not exported; leave out --with-entries")
                         written += [out / p.relative_to(stage) for p in export_public(lb, stage, b, metric=metric)]
@@ -257,12 +270,13 @@ def export_cmd(
                 except NoValidEntryError as e:
                     if benchmark is not None:
                         raise
+                    _print_problems(lb, printed)  # the warning the skipped line refers to comes first
                     err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False,
                               soft_wrap=True)
     except (LeaderboardError, FileExistsError, ValueError) as e:
-        _print_problems(lb)
+        _print_problems(lb, printed)
         _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems() else 2)
-    _print_problems(lb)
+    _print_problems(lb, printed)
     con = Console()
     for p in written:
         con.print(f"wrote {escape(str(p))}")

@@ -8,13 +8,16 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err = Console(stderr=True)
 
 
 def show_ranks(lb, benches: list[str], metric: str, method: str, resamples: int | None, fmt: str,
-               explicit: bool, fail: Callable) -> None:
-    """Print the rank uncertainty of each benchmark (``fmt``: table, csv, markdown or json)."""
+               explicit: bool, fail: Callable, warn: Callable | None = None) -> None:
+    """Print the rank uncertainty of each benchmark (``fmt``: table, csv, markdown or json).
+
+    ``warn``: called before a benchmark's skipped line, to print the warnings it refers to first."""
     from cardbench.benchmark.leaderboard import LeaderboardError
     from cardbench.benchmark.ranking import METHODS, RankingError, display_ranks, rank_uncertainty
 
@@ -28,7 +31,9 @@ def show_ranks(lb, benches: list[str], metric: str, method: str, resamples: int 
         except (RankingError, LeaderboardError) as e:
             if explicit:
                 fail(str(e))
-            err.print(f"[yellow]skipped[/yellow] {b}: {e}", highlight=False, soft_wrap=True)
+            if warn is not None:
+                warn()
+            err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
         note = (f"{ru.method}; {len(ru.subjects)} subjects"
                 + (f" ({ru.n_dropped_subjects} without a value for every entry left out)" if ru.n_dropped_subjects

@@ -89,7 +89,15 @@ def _default_out(name: str, protocol: str) -> Path:
     return Path("cardbench-results") / f"{safe_name(name)}__{protocol}"
 
 
-@app.command("score")
+#: ``cardbench score --help``: paragraphs without hard line breaks (typer keeps a docstring's single line
+#: breaks after its first paragraph, and they break the text mid-sentence at any terminal width)
+_SCORE_HELP = ("Validate a submission against a reference and score it: Dice, IoU, HD95, ASSD, EDV/ESV/EF per "
+               "class.\n\nEvery problem (missing, extra or duplicate cases, shape/spacing/affine mismatch, label "
+               "values outside the map, unreadable files) is printed on one line; then the command exits with "
+               "code 2 and writes nothing.")
+
+
+@app.command("score", help=_SCORE_HELP)
 def score_cmd(
     predictions: Path = typer.Argument(..., help="Submission folder, .zip/.tar.gz of one, or a per-image "
                                                  "confusion table (.tsv, the seed's format)."),
@@ -115,11 +123,11 @@ def score_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Score on Dask distributed instead of "
                                             "--jobs: local:N (N worker processes, started for the run) or "
                                             "tcp://HOST:PORT of a running scheduler; inputs must be on storage "
-                                            "every worker sees (needs the [distributed] extra)."),
+                                            "every worker sees (needs the \\[distributed] extra)."),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Folder where an archive is extracted "
                                            "(default: a temporary folder; shared storage with --scheduler)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Result folder (default: "
-                                       "cardbench-results/<submission>__<protocol>)."),
+                                       "<submission>__<protocol> in cardbench-results)."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not write a result folder."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json to stdout instead of the table."),
     leaderboard: Optional[Path] = typer.Option(None, "--leaderboard", help="Also add the result as an entry of "

@@ -82,13 +82,26 @@ def annex_fix(path: Path) -> str:
     return f"run `datalad get {path}` (or `git annex get {path}`) in the dataset, then score again"
 
 
-def read_file_bytes(path: str | Path, limits: Limits | None = None) -> bytes:
+#: bytes read first, before the rest of a file: enough for a git-annex pointer and every format's header
+#: (NIfTI-2: 540 bytes, PNG signature + IHDR: 33 bytes, NRRD magic: 8 bytes)
+HEAD_BYTES = 1024
+
+
+def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=None) -> bytes:
     """The bytes of a mask file, after the checks every format shares.
+
+    Args:
+        path: the file.
+        limits: the size limits (default :func:`cardbench.limits.get_limits`).
+        check_head: optional ``check_head(head, path, whole)`` (e.g. :meth:`MaskFormat.check_head`),
+            called with the file's first :data:`HEAD_BYTES` bytes (``whole``: they are the whole
+            file) before the rest is read, so that content of another format is refused after
+            reading its header only, never the whole file (up to ``max_file_bytes``).
 
     Raises:
         MaskReadError: a dangling symlink (an annex link whose content is not retrieved, or any
             other broken link), a git-annex pointer file, an empty file, a file above
-            ``limits.max_file_bytes``, or a read error.
+            ``limits.max_file_bytes``, a read error, or whatever ``check_head`` raises.
     """
     path = Path(path)
     lim = limits or get_limits()
@@ -111,14 +124,19 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None) -> bytes:
                             "check the file; raise CARDBENCH_MAX_FILE_BYTES only if it is genuine")
     try:
         with open(path, "rb") as fh:
-            data = fh.read(lim.max_file_bytes + 1)
+            head = fh.read(HEAD_BYTES)
+            whole = len(head) < HEAD_BYTES
+            if whole and _ANNEX_POINTER.match(head.strip()):
+                raise MaskReadError(path, "content not retrieved: the file is a git-annex pointer "
+                                          f"({head.strip()[:60].decode('ascii', 'replace')}...), not the mask",
+                                    annex_fix(path), "not_retrieved")
+            if check_head is not None:
+                check_head(head, path, whole)
+            if whole:
+                return head
+            return head + fh.read(lim.max_file_bytes + 1 - len(head))
     except OSError as e:
         raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
-    if len(data) < 1024 and _ANNEX_POINTER.match(data.strip()):
-        raise MaskReadError(path, "content not retrieved: the file is a git-annex pointer "
-                                  f"({data.strip()[:60].decode('ascii', 'replace')}...), not the mask", annex_fix(path),
-                            "not_retrieved")
-    return data
 
 
 def _looks_like(data: bytes) -> str:
@@ -179,6 +197,10 @@ def capped_gunzip(data: bytes, cap: int, path: Path, what: str = "its header dec
     return b"".join(out)
 
 
+#: suffixes of a compressed file; the suffix before one of them is part of the name's suffix (``.nii.gz``)
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".z", ".lz4")
+
+
 class MaskFormat:
     """One mask file format.
 
@@ -203,6 +225,20 @@ class MaskFormat:
                 return name[: -len(suf)]
         return None
 
+    def suffix_of(self, path: str | Path) -> str:
+        """The suffix ``path`` is named with, as written: this format's longest matching suffix
+        (``.nii.gz``, not ``.nii``), else the last suffix with the one before it when the last is a
+        compression suffix (``.tar.gz``), else the last suffix (for messages)."""
+        name = Path(path).name
+        low = name.lower()
+        for suf in self.suffixes:
+            if low.endswith(suf):
+                return name[len(name) - len(suf):]
+        sufs = Path(name).suffixes
+        if len(sufs) >= 2 and sufs[-1].lower() in _COMPRESSION_SUFFIXES:
+            return "".join(sufs[-2:])
+        return sufs[-1] if sufs else name
+
     def parse_case(self, stem: str, path: Path) -> CaseKey:
         """The case key of a file from its name without suffix.
 
@@ -218,6 +254,20 @@ class MaskFormat:
             MaskReadError: the first bytes say it is something else (the message says what).
         """
         raise NotImplementedError
+
+    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
+        """Refuse, from the file's first bytes alone, content that is not this format, before the
+        rest of the file is read (:func:`read_file_bytes`). The default checks nothing (a
+        format whose check needs the whole file); a format that overrides it must refuse only
+        what :meth:`check_bytes` refuses on the whole file, with the same message.
+
+        Args:
+            head: the first :data:`HEAD_BYTES` bytes of the file (fewer when ``whole``).
+            whole: ``head`` is the whole file.
+
+        Raises:
+            MaskReadError: as :meth:`check_bytes`.
+        """
 
     def read(self, path: Path, data: bytes, expected_shape: tuple[int, ...] | None = None,
              limits: Limits | None = None) -> LabelImage:
@@ -239,7 +289,7 @@ class MaskFormat:
         ``expected``: the format's name, optionally with the reason in parentheses
         (``"NRRD (no NRRD000x magic)"``); the reason goes into the problem, the fix names the format only."""
         name = expected.split(" (", 1)[0]
-        return MaskReadError(path, f"named {self.suffixes[-1]} but the content is {_looks_like(data)}, not "
+        return MaskReadError(path, f"named {self.suffix_of(path)} but the content is {_looks_like(data)}, not "
                                    f"{expected}", f"save the mask as a real {name} file (a renamed file is not "
                                                   "converted)")
 

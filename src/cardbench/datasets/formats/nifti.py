@@ -2,7 +2,8 @@
 
 Order of work, each step before the next one's cost:
 
-1. magic bytes: gzip ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1`` (NIfTI-1)
+1. magic bytes, on the file's first KiB before the rest is read (:meth:`NiftiFormat.check_head`): gzip
+   ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1`` (NIfTI-1)
    or 540 with ``n+2`` (NIfTI-2);
 2. only the header is decompressed; its declared shape is compared with the reference's shape and
    its declared data size with :attr:`cardbench.limits.Limits.max_mask_bytes`;
@@ -141,12 +142,38 @@ class NiftiFormat(MaskFormat):
         return data[:_HEADER_BYTES]
 
     def check_bytes(self, data: bytes, path: Path) -> None:
-        head = self._head(data, path)
+        self._check_header(self._head(data, path), path)
+
+    def _check_header(self, head: bytes, path: Path) -> None:
         if _nifti_version(head) is None:
             if len(head) < 348:
                 raise MaskReadError(path, f"too short to be NIfTI ({len(head)} header bytes: a truncated file?)",
                                     "re-export or re-copy the file")
             raise self.not_this_format(head, path, "NIfTI (no NIfTI magic n+1/n+2 in its header)")
+
+    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
+        """The magic-byte check on the file's first bytes, before the rest is read: an uncompressed
+        file's header is those bytes; of a gzip, the header is decompressed from them when they
+        hold all of it. Refuses exactly what :meth:`check_bytes` refuses on the whole file, with
+        the same message; what the first bytes cannot decide (a corrupt gzip, a header not yet
+        complete, zeros so far in a ``.gz`` that is no gzip) is left to :meth:`check_bytes`."""
+        if whole:
+            self.check_bytes(head, path)
+            return
+        if head[:2] == b"\x1f\x8b":
+            import zlib
+
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                out = d.decompress(head, _HEADER_BYTES)
+            except zlib.error:
+                return  # the whole file's check names the error
+            if d.eof or len(out) >= _HEADER_BYTES:
+                self._check_header(out, path)
+            return
+        if path.name.lower().endswith(".gz") and not head.strip(b"\x00"):
+            return  # zeros so far: whether the content is zeros only needs the rest of the file
+        self.check_bytes(head, path)
 
     def read(self, path: Path, data: bytes, expected_shape=None, limits: Limits | None = None) -> LabelImage:
         import nibabel as nib

@@ -53,6 +53,12 @@ class NrrdFormat(MaskFormat):
     def parse_case(self, stem: str, path: Path) -> CaseKey:
         return parse_volume_stem(stem)
 
+    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
+        """:meth:`check_bytes` on the file's first bytes, before the rest is read, unless they are all
+        zeros (whether the content is zeros only then needs the rest of the file)."""
+        if whole or head.strip(b"\x00"):
+            self.check_bytes(head, path)
+
     def check_bytes(self, data: bytes, path: Path) -> None:
         if not data.startswith(b"NRRD000"):
             raise self.not_this_format(data, path, "NRRD (no NRRD000x magic)")

@@ -45,6 +45,12 @@ class PngFormat(MaskFormat):
             "or <subject>-frame<FFF>-slice<SSS>.png"
         )
 
+    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
+        """:meth:`check_bytes` on the file's first bytes, before the rest is read, unless they are all
+        zeros (whether the content is zeros only then needs the rest of the file)."""
+        if whole or head.strip(b"\x00"):
+            self.check_bytes(head, path)
+
     def check_bytes(self, data: bytes, path: Path) -> None:
         if not data.startswith(PNG_SIGNATURE):
             raise self.not_this_format(data, path, "PNG")
