@@ -19,15 +19,18 @@ import yaml
 from typer.testing import CliRunner
 
 from cardbench.cli import app
+from cardbench.evaluate import Limits, ModelCardError, evaluate_model, load_model_card
+from cardbench.evaluate.modelcard import parse_model_card
+from cardbench.evaluate.preprocess import placement, resize_matrix
+from cardbench.evaluate.runners import ModelRunError, OnnxRunner
+from helpers import LazyModule, has_modules
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper  # noqa: E402
+pytestmark = pytest.mark.skipif(not has_modules("onnx", "onnxruntime"),
+                                reason="needs onnx and onnxruntime (the [onnx] extra)")
+# imported when a test first uses them, not when the file is collected (tests/helpers.py)
+onnx = LazyModule("onnx")
+helper = LazyModule("onnx.helper")
 
-from cardbench.evaluate import Limits, ModelCardError, evaluate_model, load_model_card  # noqa: E402
-from cardbench.evaluate.modelcard import parse_model_card  # noqa: E402
-from cardbench.evaluate.preprocess import placement, resize_matrix  # noqa: E402
-from cardbench.evaluate.runners import ModelRunError, OnnxRunner  # noqa: E402
 
 CARD = {"cardbench_model_card": 1, "name": "tiny", "format": "onnx",
         "input": {"channels": 1, "size": [64, 64], "fit": "resize-pad", "interpolation": "bilinear",
@@ -47,12 +50,12 @@ def _graph(path: Path, *, in_shape=("N", 1, 64, 64), out_channels=3, op="thresho
     threshold: background = 0.5, LV = x, MY = 1 - x  -> LV where x > 0.5, MY where x < 0.5 (hand-checkable).
     nan: the output is x * NaN. shape: returns a tensor of ``out_shape``.
     """
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(in_shape))
     nodes, inits = [], []
     if op == "threshold":
-        inits += [helper.make_tensor("half", TensorProto.FLOAT, [1, 1, 1, 1], [0.5]),
-                  helper.make_tensor("one", TensorProto.FLOAT, [1, 1, 1, 1], [1.0]),
-                  helper.make_tensor("zero", TensorProto.FLOAT, [1, 1, 1, 1], [0.0])]
+        inits += [helper.make_tensor("half", onnx.TensorProto.FLOAT, [1, 1, 1, 1], [0.5]),
+                  helper.make_tensor("one", onnx.TensorProto.FLOAT, [1, 1, 1, 1], [1.0]),
+                  helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1, 1, 1, 1], [0.0])]
         nodes += [helper.make_node("Mul", ["x", "zero"], ["z"]),
                   helper.make_node("Add", ["z", "half"], ["bg"]),
                   helper.make_node("Sub", ["one", "x"], ["my"])]
@@ -60,15 +63,15 @@ def _graph(path: Path, *, in_shape=("N", 1, 64, 64), out_channels=3, op="thresho
         nodes.append(helper.make_node("Concat", chans, ["y"], axis=1))
         y_shape = [in_shape[0], out_channels, in_shape[2], in_shape[3]]
     elif op == "nan":
-        inits.append(helper.make_tensor("nan", TensorProto.FLOAT, [1, 1, 1, 1], [float("nan")]))
+        inits.append(helper.make_tensor("nan", onnx.TensorProto.FLOAT, [1, 1, 1, 1], [float("nan")]))
         nodes += [helper.make_node("Mul", ["x", "nan"], ["n1"]), helper.make_node("Concat", ["n1"] * 3, ["y"], axis=1)]
         y_shape = [in_shape[0], 3, in_shape[2], in_shape[3]]
     else:  # output of another spatial size than declared at run time (dynamic output shape)
-        inits.append(helper.make_tensor("k", TensorProto.INT64, [4], [1, 1, 2, 2]))
+        inits.append(helper.make_tensor("k", onnx.TensorProto.INT64, [4], [1, 1, 2, 2]))
         nodes += [helper.make_node("Concat", ["x", "x", "x"], ["c"], axis=1),
                   helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
         y_shape = out_shape or ["N", 3, "h", "w"]
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(y_shape))
     g = helper.make_graph(nodes, "tiny", [x], [y], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
