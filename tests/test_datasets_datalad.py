@@ -200,13 +200,11 @@ def test_release_help_recipe_works_as_written(released, tmp_path):
     assert set(fx) == set(fo) and all(fx[k] == fo[k] for k in fx)
 
 
-def test_release_from_prepared_folder(tmp_path, shared_data, monkeypatch):
+def test_release_from_prepared_folder(tmp_path, sunnybrook_prepared, monkeypatch):
     for k, v in IDENTITY.items():
         monkeypatch.setenv(k, v)
-    from cardbench.datasets.prepare import prepare_dataset
-
     prep = tmp_path / "prepared"
-    prepare_dataset("sunnybrook-sample", prep, source=shared_data)
+    shutil.copytree(sunnybrook_prepared, prep)  # prepared once per test run (conftest)
     rep = release_mod.release("sunnybrook-sample", tmp_path / "R", prepared=prep, sourcedata=False, progress=False)
     assert rep.conversion == "prepared" and rep.source_files == 0 and rep.run_commit
     r = _files(tmp_path / "R")

@@ -113,8 +113,6 @@ def test_public_dashboard_refuses_per_case_pages(board, monkeypatch):
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
-    from cardbench.benchmark import leaderboard as L
-
     monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(board))
     monkeypatch.setenv("CARDBENCH_DASHBOARD_PUBLIC", "1")
     app_py = str(Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "app.py")
@@ -147,13 +145,11 @@ def page_path(page: str) -> str:
     return f"views/{page}.py"
 
 
-def test_create_private_benchmark_then_entries_join_it(tmp_path):
+def test_create_private_benchmark_then_entries_join_it(tmp_path, sunnybrook_prepared):
     from cardbench.benchmark import score
     from cardbench.benchmark.leaderboard import add_entry
-    from cardbench.datasets.prepare import prepare_dataset
 
-    ref = tmp_path / "sunnybrook-sample"
-    prepare_dataset("sunnybrook-sample", ref)
+    ref = sunnybrook_prepared  # prepared once per test run (conftest); read only
     root = tmp_path / "lb"
     r = CliRunner().invoke(app, ["leaderboard", "create", str(root), "--reference", str(ref), "--split", "test",
                                  "--protocol", "ankenbrand2021", "--private"])
