@@ -175,21 +175,49 @@ def show_cmd(
         typer.echo("\n".join(out), nl=False)
 
 
-def _print_rich(df, info, disp) -> None:
+def _rich_table(disp, title: str, narrow: bool):
+    """The ranked table for a terminal. ``narrow`` (it does not fit the terminal): no vertical
+    rules, the label under the entry name, and a value's interval on a line of its own, so that
+    at 80 columns no entry name, value or interval is broken across lines."""
+    from rich import box
+    from rich.markup import escape as esc
     from rich.table import Table
 
+    cols = [c for c in disp.columns if not (narrow and c == "label")]
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
+    for c in cols:
+        if narrow and c == "entry":
+            t.add_column(c, justify="left", min_width=max([len(c), *(len(str(v)) for v in disp[c])]))
+        elif narrow and c not in ("rank", "subjects", "values"):
+            t.add_column(c, justify="right", no_wrap=True)
+        else:
+            t.add_column(c, justify="left" if c in ("entry", "label") else "right",
+                         overflow="fold", max_width=40 if c == "label" else None)
+    for _, r in disp.iterrows():
+        cells = []
+        for c in cols:
+            v = str(r[c])
+            if narrow and c == "entry" and "label" in disp.columns and str(r["label"]):
+                v = f"{esc(v)}\n[dim]{esc(str(r['label']))}[/dim]"
+            elif narrow and " [" in v:
+                v = esc(v.replace(" [", "\n[", 1))
+            else:
+                v = esc(v)
+            cells.append(v)
+        t.add_row(*cells)
+    return t
+
+
+def _print_rich(df, info, disp) -> None:
     from cardbench.benchmark.leaderboard import direction_text
 
     a = df.attrs
     proto = info.protocol
     con = Console()
-    t = Table(title=f"{info.title}  |  ranked by {a['rank_column']} ({a['group']}), "
-                    f"{direction_text(a['direction'])}", title_justify="left")
-    for c in disp.columns:
-        t.add_column(c, justify="left" if c in ("entry", "label") else "right",
-                     overflow="fold", max_width=40 if c == "label" else None)
-    for _, r in disp.iterrows():
-        t.add_row(*[str(v) for v in r])
+    title = f"{info.title}  |  ranked by {a['rank_column']} ({a['group']}), {direction_text(a['direction'])}"
+    t = _rich_table(disp, title, narrow=False)
+    if con.measure(t, options=con.options.update(max_width=100_000)).maximum > con.width:  # natural width
+        t = _rich_table(disp, title, narrow=True)
     con.print(t)
     ci = ("95 % CI in brackets: " + str(proto.get("bootstrap", {}).get("resamples")) + " subject bootstrap resamples"
           if a.get("has_ci") else "no confidence interval under this protocol")

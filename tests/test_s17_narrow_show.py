@@ -1,0 +1,65 @@
+"""`cardbench leaderboard show` in a terminal of 80 columns: no entry name, value or interval broken
+across lines (they were: "second_obs" / "erver", "[0.943," / "0.951]"), and the label kept.
+
+Expected strings come from the ranked table (``Leaderboard.ranked``, numbers), formatted here."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from cardbench.benchmark.leaderboard import Leaderboard
+from cardbench.cli import app
+
+BENCH = "cmr-7t__test__cardbench-v1"
+
+
+@pytest.fixture(scope="module")
+def board(prefilled_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("narrow") / "lb"
+    shutil.copytree(prefilled_dir, root)  # the shared pre-filled leaderboard is read only
+    return root
+
+
+def _show(board, columns: int) -> list[str]:
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(board), "-b", BENCH], env={"COLUMNS": str(columns)})
+    assert r.exit_code == 0, r.output
+    return r.stdout.splitlines()
+
+
+def _expected(board):
+    ranked = Leaderboard(board).ranked(BENCH, "dice_lv")
+    rows = []
+    for _, r in ranked.iterrows():
+        cis = [f"[{r[f'dice_{c}_ci_low']:.3f}, {r[f'dice_{c}_ci_high']:.3f}]" for c in ("LV", "MY")]
+        rows.append((r["entry"], str(r["label"] or ""), f"{r['dice_LV']:.3f}", cis))
+    return rows
+
+
+def test_80_columns_keep_names_values_and_intervals_whole(board):
+    lines = _show(board, 80)
+    table = lines[: next(i for i, ln in enumerate(lines) if ln.startswith("protocol "))]
+    assert all(len(ln) <= 80 for ln in lines), max(lines, key=len)
+    rows = _expected(board)
+    assert len(rows) == 7
+    for entry, label, lv, cis in rows:
+        at = next(i for i, ln in enumerate(table) if f" {entry} " in f" {ln} ")  # the whole name on one line
+        assert lv in table[at].split()  # its LV Dice on the same line
+        assert all(ci in table[at + 1] for ci in cis)  # both intervals whole, on the next line
+        # the label, under the name: the text of the name's column on the row's next lines
+        col, under = table[at].index(f" {entry} ") + 1, []
+        for ln in table[at + 1:]:
+            if ln[:col].strip():  # the next row starts (its rank)
+                break
+            under.append(re.split(r"\s{3,}", ln[col:].strip())[0])
+        assert " ".join(" ".join(under).split()) == " ".join(label.split()), (label, under)
+
+
+def test_a_wide_terminal_keeps_value_and_interval_on_one_line(board):
+    lines = _show(board, 200)
+    for entry, label, lv, cis in _expected(board):
+        line = next(ln for ln in lines if f" {entry} " in ln)
+        assert f"{lv} {cis[0]}" in line and label in line
