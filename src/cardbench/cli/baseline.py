@@ -283,8 +283,9 @@ def predict_cmd(
     dataset: Path = typer.Option(..., "--dataset", "-d", help="Dataset folder (standard layout)."),
     out: Path = typer.Option(..., "--out", "-o", help="Submission folder to write."),
     split: str = typer.Option("test", "--split", help="Split of subjects.csv ('all' for every subject)."),
-    fmt: Fmt = typer.Option(Fmt.nifti, "--format", help="nifti (volumes, like the reference) or png (the seed's "
-                            "<subject>_slice<SSS>_frame<FFF>-mask.png)."),
+    fmt: Fmt = typer.Option(Fmt.nifti, "--format", help="nifti (volumes, like the reference) or png (one file per 2D "
+                            "image, named as in the seed: subject, slice and frame, e.g. "
+                            "s01_slice003_frame020-mask.png)."),
     frames: Frames = typer.Option(Frames.labelled, "--frames", help="labelled (frames with a reference label), "
                                   "all, or edes."),
     name: Optional[str] = typer.Option(None, "--name", help="Submission name (default: the run name)."),

@@ -76,7 +76,8 @@ class Rule(str, Enum):
     seed = "seed"
 
 
-_DATA_HELP = ("Folder with the registry layout (cmr-seg-tl/analysis/kaggle/...); default: the cache of "
+_DATA_HELP = ("Folder with the registry layout (the seed's Kaggle tables under cmr-seg-tl / analysis / kaggle); "
+              "default: the cache of "
               "`cardbench data fetch ankenbrand2021-derived` ($CARDBENCH_DATA or the platform cache).")
 
 

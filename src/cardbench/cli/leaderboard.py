@@ -101,9 +101,9 @@ def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
 def show_cmd(
     folder_pos: Optional[Path] = typer.Argument(None, help=_POS_HELP, show_default=False, metavar="DIR"),
     folder: Optional[Path] = LB_OPT,
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (or a unique prefix), "
-                                            "e.g. cmr-7t__test__ankenbrand2021. Default: all."),
-    metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric <metric>_<class>[_<phase>], "
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (or a unique prefix, "
+                                            "e.g. cmr-7t); `leaderboard show` lists them. Default: all."),
+    metric: str = typer.Option("dice_lv", "--metric", "-m", help="Ranking metric: METRIC_CLASS or METRIC_CLASS_PHASE, "
                                "e.g. dice_lv, dice_my_es, hd95_lv; clinical agreement: mae_lvef, bias_lvedv, "
                                "pearson_r_lvm."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Further metric families to show as columns, "

@@ -1,4 +1,4 @@
-"""`cardbench leaderboard show` in a terminal of 80 columns: no entry name, value or interval broken
+"""80 columns: `cardbench leaderboard show` in a terminal of 80 columns: no entry name, value or interval broken
 across lines (they were: "second_obs" / "erver", "[0.943," / "0.951]"), and the label kept.
 
 Expected strings come from the ranked table (``Leaderboard.ranked``, numbers), formatted here."""
@@ -63,3 +63,25 @@ def test_a_wide_terminal_keeps_value_and_interval_on_one_line(board):
     for entry, label, lv, cis in _expected(board):
         line = next(ln for ln in lines if f" {entry} " in ln)
         assert f"{lv} {cis[0]}" in line and label in line
+
+
+def test_no_help_text_is_cut_at_80_columns():
+    """Every `--help` at 80 columns shows its help texts whole: rich cuts a word longer than its
+    column with "…" (an example benchmark id, a path, a file name were cut). One option name is
+    longer than typer's option column at 80 (``--max-seconds-per-image`` of ``evaluate-model``);
+    only its line may be cut."""
+    import typer.main
+
+    cmd = typer.main.get_command(app)
+    paths = [[]]
+    for name, sub in cmd.commands.items():
+        paths.append([name])
+        paths += [[name, s] for s in getattr(sub, "commands", {}) or {}]
+    cut = {}
+    for p in paths:
+        r = CliRunner().invoke(app, [*p, "--help"], env={"COLUMNS": "80"})
+        assert r.exit_code == 0, p
+        lines = [ln for ln in r.stdout.splitlines() if "…" in ln and "--max-seconds-per-ima…" not in ln]
+        if lines:
+            cut[" ".join(p)] = lines
+    assert not cut, cut
