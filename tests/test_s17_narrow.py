@@ -1,5 +1,5 @@
-"""80 columns: `cardbench leaderboard show` in a terminal of 80 columns: no entry name, value or interval broken
-across lines (they were: "second_obs" / "erver", "[0.943," / "0.951]"), and the label kept.
+"""80 columns: `cardbench leaderboard show` keeps every entry name, value and interval whole (they
+were broken: "second_obs" / "erver", "[0.943," / "0.951]") and the label; no `--help` cuts a word.
 
 Expected strings come from the ranked table (``Leaderboard.ranked``, numbers), formatted here."""
 
