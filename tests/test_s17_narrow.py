@@ -85,3 +85,23 @@ def test_no_help_text_is_cut_at_80_columns():
         if lines:
             cut[" ".join(p)] = lines
     assert not cut, cut
+
+
+def test_the_printed_table_says_what_position_rows_count(sunnybrook_prepared):
+    """Under a per-volume protocol the `values` of the base / mid / apex rows count 2D images, the
+    other rows volumes (a reader saw 10 for `all` next to 30 for `position=base` unexplained)."""
+    from cardbench.benchmark import score
+    from cardbench.benchmark.report import print_summary
+    from rich.console import Console
+    import io
+
+    for protocol, said in (("cardbench-v1", True), ("ankenbrand2021", False)):
+        res = score(sunnybrook_prepared / "labels", sunnybrook_prepared, protocol=protocol, progress=False)
+        pos = res.aggregates[res.aggregates["grouping"] == "position"]
+        allv = res.aggregates[res.aggregates["grouping"] == "all"]
+        assert len(pos) and len(allv)
+        if said:  # the two kinds of count differ here, which the line explains
+            assert pos["n_values"].sum() > allv["n_values"].sum()
+        out = io.StringIO()
+        print_summary(res, Console(file=out, width=120))
+        assert ("which count 2D images" in out.getvalue()) == said, protocol

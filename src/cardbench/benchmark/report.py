@@ -135,6 +135,10 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
     if st:
         parts = [f"{cls}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for cls, d in st.items()]
         console.print("status counts (" + result.summary["protocol"]["level"] + " level): " + "; ".join(parts))
+    agg = result.aggregates
+    if result.summary["protocol"]["level"] != "image" and len(agg) and (agg["grouping"] == "position").any():
+        console.print("values: volumes (subject, frame), except in the position rows (base / mid / apex), "
+                      "which count 2D images (docs/protocols.md)", highlight=False)
     for w in result.summary.get("warnings", []):
         console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(w))}", highlight=False)
     for n in result.summary.get("notes", []):
