@@ -48,6 +48,10 @@ class Limits:
             compressed file, of what decompression may produce, default 512 MiB.
         max_png_pixels: pixels (width x height) of one PNG mask, checked from its header before
             decoding, default 2**26 (8192 x 8192).
+        max_entry_file_bytes: size of one file of a leaderboard entry or benchmark read by the
+            leaderboard (summary.json, per_case.csv/.parquet, per_subject.csv, benchmark.json,
+            index.json), checked with ``os.stat`` before the file is opened, default 256 MiB (the
+            largest entry file of the pre-filled leaderboard is far below 1 MiB).
     """
 
     max_archive_bytes: int = _GiB
@@ -60,6 +64,7 @@ class Limits:
     max_file_bytes: int = _GiB
     max_mask_bytes: int = 512 * _MiB
     max_png_pixels: int = 2 ** 26
+    max_entry_file_bytes: int = 256 * _MiB
 
     @staticmethod
     def env_name(field: str) -> str:

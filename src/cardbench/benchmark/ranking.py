@@ -273,7 +273,8 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
     from cardbench.benchmark.leaderboard import (
         CLINICAL_INDICES, CLINICAL_STATS, metric_direction, parse_metric, read_per_case,
     )
-    from cardbench.benchmark.results import read_per_subject
+    from cardbench.benchmark.leaderboard import LeaderboardError
+    from cardbench.benchmark.results import ResultFolderError, read_per_subject_checked
 
     m, cls, grp = parse_metric(metric)
     group = group or grp
@@ -289,8 +290,13 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
         raise RankingError(str(lb._no_valid_entry(bench)))
     for name in valid:
         path = lb.root / bench / "entries" / name
-        if group == "all" and (path / "per_subject.csv").is_file():
-            ps = read_per_subject(path)
+        ps_file = path / "per_subject.csv"
+        if group == "all" and (ps_file.exists() or ps_file.is_symlink()):
+            try:
+                ps = read_per_subject_checked(path)  # a corrupt table is skipped and named, never ranked
+            except (ResultFolderError, OSError) as e:
+                lb.skipped[str(path)] = str(e)
+                continue
             sel = ps[(ps["class"] == cls) & (ps["metric"] == m)]
             mean = sel.set_index("subject")["mean"].astype(float)
             n = sel.set_index("subject")["n_values"].astype(float)
@@ -298,6 +304,9 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
             try:
                 pc = read_per_case(path)
             except FileNotFoundError:
+                continue
+            except (LeaderboardError, OSError) as e:
+                lb.skipped[str(path)] = str(e)
                 continue
             rows = pc[(pc["level"] == level) & (pc["class"] == cls)]
             if group != "all":

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -249,6 +251,45 @@ def per_case_export(per_case: pd.DataFrame) -> pd.DataFrame:
     return with_case_ids(df)
 
 
+def check_stored_file(path: str | Path) -> Path:
+    """Refuse a stored result/entry file by what it is, before opening it: a symbolic link (never
+    followed: it may point anywhere) or a file larger than ``max_entry_file_bytes``
+    (:mod:`cardbench.limits`, env ``CARDBENCH_MAX_ENTRY_FILE_BYTES``). Returns ``path``.
+
+    Raises:
+        ResultFolderError: the file is a link or too large (one line: file, problem, fix).
+        FileNotFoundError: the file does not exist.
+    """
+    from cardbench.limits import Limits, get_limits
+
+    path = Path(path)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise ResultFolderError(f"{path}: is a symbolic link; it was not opened (a stored result holds its own files, "
+                                "never links): replace the link by a copy of the file, or remove the entry and add "
+                                "it again")
+    cap = get_limits().max_entry_file_bytes
+    if st.st_size > cap:
+        raise ResultFolderError(f"{path}: {st.st_size} bytes, more than the limit of {cap} bytes for a stored result "
+                                f"file; it was not opened: the entry is corrupt (remove it and add it again), or "
+                                f"raise the limit with {Limits.env_name('max_entry_file_bytes')}=BYTES")
+    return path
+
+
+def _check_complete_csv(path: Path) -> None:
+    """Raise ResultFolderError unless the CSV file ends with a line break (the writer ends every row with
+    one): a file cut mid-row would otherwise be read with blanks in its last row."""
+    size = os.stat(path).st_size
+    if size == 0:
+        return  # empty: the table reader says so
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        last = fh.read(1)
+    if last not in (b"\n", b"\r"):
+        raise ResultFolderError(f"{path}: ends mid-row (no line break after the last row): the file was truncated; "
+                                "the entry is corrupt: remove it and add it again")
+
+
 def read_per_case(folder: str | Path) -> pd.DataFrame:
     """Read ``per_case.parquet`` or ``per_case.csv`` from a result folder (or a leaderboard entry), checked:
     the required columns, at least one row, numbers (or blanks) in every metric and count column; the
@@ -261,13 +302,16 @@ def read_per_case(folder: str | Path) -> pd.DataFrame:
     folder = Path(folder)
     pq = folder / "per_case.parquet"
     csv = folder / "per_case.csv"
-    if pq.exists():
+    if pq.exists() or pq.is_symlink():
+        check_stored_file(pq)
         try:
             df = pd.read_parquet(pq)
         except ImportError as e:
             raise ResultFolderError(f"{pq}: reading Parquet needs pyarrow ({e}); pip install pyarrow "
                                    "(it comes with cardbench[dashboard])") from None
-    elif csv.exists():
+    elif csv.exists() or csv.is_symlink():
+        check_stored_file(csv)
+        _check_complete_csv(csv)
         try:
             df = pd.read_csv(csv, dtype={"subject": str, "phase": str, "split": str, "status": str, "class": str})
         except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
@@ -332,9 +376,66 @@ def read_summary(folder: str | Path) -> dict:
 
 
 def read_per_subject(folder: str | Path) -> pd.DataFrame:
-    """``per_subject.csv`` of a result folder (subject as text); an empty table when the folder has none."""
+    """``per_subject.csv`` of a result folder (subject as text); an empty table when the folder has none.
+
+    Not checked beyond being a table; :func:`read_per_subject_checked` checks it for ranking.
+    """
     ps = Path(folder) / "per_subject.csv"
     return pd.read_csv(ps, dtype={"subject": str, "class": str, "metric": str}) if ps.exists() else pd.DataFrame()
+
+
+#: columns every per_subject.csv has (one row per subject, class and metric: the subject's mean).
+PER_SUBJECT_REQUIRED = ("subject", "class", "metric", "mean", "n_values")
+
+
+def read_per_subject_checked(folder: str | Path) -> pd.DataFrame:
+    """``per_subject.csv`` of a result folder or leaderboard entry, checked before its values are used
+    (e.g. to bootstrap ranks): not a link, within ``max_entry_file_bytes``, complete (ends with a line
+    break), a readable table with the columns :data:`PER_SUBJECT_REQUIRED` and at least one row,
+    ``mean`` a number (or blank) within its metric's range
+    (:meth:`~cardbench.benchmark.metric_registry.MetricSpec.bad_value`: finite, a Dice in [0, 1], a
+    distance >= 0) and ``n_values`` a count >= 0.
+
+    Raises:
+        FileNotFoundError: no per_subject.csv.
+        ResultFolderError: the table fails a check (one line naming the file, the row and the fix).
+    """
+    from cardbench.benchmark.metric_registry import METRICS
+
+    ps = Path(folder) / "per_subject.csv"
+    check_stored_file(ps)
+    _check_complete_csv(ps)
+    fix = "the entry is corrupt: remove it and add it again"
+    try:
+        df = pd.read_csv(ps, dtype={"subject": str, "class": str, "metric": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+        raise ResultFolderError(f"{ps}: not a readable table ({str(e).splitlines()[0]}); {fix}") from None
+    miss = [c for c in PER_SUBJECT_REQUIRED if c not in df.columns]
+    if miss:
+        raise ResultFolderError(f"{ps}: missing columns {miss}; {fix}")
+    if df.empty:
+        raise ResultFolderError(f"{ps}: no rows; {fix}")
+    for c in ("mean", "n_values"):
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = df.index[num.isna() & df[c].notna()]
+        if len(bad):
+            i = bad[0]
+            raise ResultFolderError(f"{ps}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
+                                    f"numbers belong; {fix}")
+        df[c] = num.astype(float)
+    n = df["n_values"]
+    bad = df.index[~((n >= 0) & (n % 1 == 0)) & n.notna()]
+    if len(bad):
+        i = bad[0]
+        raise ResultFolderError(f"{ps}: n_values {df.at[i, 'n_values']!r} in row {i + 2} is not a count; {fix}")
+    for i, metric, value in zip(df.index, df["metric"], df["mean"]):
+        spec = METRICS.get(metric)
+        why = spec.bad_value(float(value)) if spec is not None else (
+            f"{value!r} is not finite" if not math.isnan(value) and not math.isfinite(value) else None)
+        if why is not None:
+            raise ResultFolderError(f"{ps}: {metric} mean of subject {df.at[i, 'subject']} class {df.at[i, 'class']} "
+                                    f"(row {i + 2}): {why}; {fix}")
+    return df
 
 
 def read_result(folder: str | Path) -> ScoreResult:

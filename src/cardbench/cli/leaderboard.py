@@ -146,7 +146,8 @@ def show_cmd(
             df = lb.ranked(b, metric, metrics=extra)
         except LeaderboardError as e:
             if benchmark is not None:
-                _print_problems(lb)  # the corrupt entries first, each in its own line
+                # the corrupt entries first, each in its own line; a corrupt benchmark.json only in the error
+                _print_problems(lb, {f"skipped {p}: {w}" for p, w in lb.skipped.items() if str(e).startswith(w)})
                 _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems(b) else 2)
             _print_problems(lb, printed)  # the warning a skipped line refers to comes before it
             if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, above

@@ -16,7 +16,7 @@ from cardbench.benchmark.leaderboard.folder import (
     BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, INDEX_FILE, _TMP_RE, LeaderboardError, _clinical_rows,
     _read_yaml, _recover, _try_locked, read_per_case,
 )
-from cardbench.benchmark.results import to_json
+from cardbench.benchmark.results import ResultFolderError, check_stored_file, to_json
 
 
 class IndexMixin:
@@ -67,31 +67,28 @@ class IndexMixin:
         """The index record of one entry; raises LeaderboardError when the entry is corrupt."""
         path = self.root / bench / ENTRIES / name
         stamp = self._entry_stamp(bench, name)
-        try:
-            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise LeaderboardError(f"{path / 'summary.json'}: not readable JSON ({str(e).splitlines()[0]})") from None
-        if not isinstance(summary, dict):
-            raise LeaderboardError(f"{path / 'summary.json'}: not a JSON object")
-        results = summary.get("results") or []
-        counts = summary.get("counts") or {}
-        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) or \
-                not isinstance(counts, dict) or not isinstance(summary.get("clinical") or {}, dict):
-            raise LeaderboardError(f"{path / 'summary.json'}: results/counts/clinical have the wrong type")
-        _check_results(results, path / "summary.json")
+        part = _summary_part(path / "summary.json")
         read_per_case(path)  # raises LeaderboardError / FileNotFoundError naming the table
         meta = _read_yaml(path / "submission.yaml")
-        return {
-            "stamp": stamp,
-            "meta": meta,
-            "counts": {k: counts.get(k) for k in ("subjects", "volumes", "images")},
-            "classes": summary.get("classes") or [],
-            "created": summary.get("created"),
-            "cardbench_version": summary.get("cardbench_version"),
-            "results": results,
-            "clinical": {"available": bool((summary.get("clinical") or {}).get("available")),
-                         "agreement": (summary.get("clinical") or {}).get("agreement") or []},
-        }
+        return {"stamp": stamp, "meta": meta, **part}
+
+    def _read_index_file(self, bench: str) -> dict:
+        """The records of ``index.json`` (``{}`` when missing, unreadable or of another format). A link or
+        an oversize file is not opened and is named by :meth:`problems` (the index is rebuilt)."""
+        idx_path = self.root / bench / INDEX_FILE
+        try:
+            check_stored_file(idx_path)
+        except FileNotFoundError:
+            return {}
+        except (ResultFolderError, OSError) as e:
+            self.skipped[str(idx_path)] = f"{e} (the cache is rebuilt from the entries)"
+            return {}
+        try:
+            idx = json.loads(idx_path.read_text(encoding="utf-8"))
+            records = idx.get("entries", {}) if idx.get("format") == FORMAT_VERSION else {}
+        except (OSError, ValueError, RecursionError, AttributeError):
+            return {}
+        return records if isinstance(records, dict) else {}
 
     def index(self, bench: str, write: bool = True) -> dict:
         """The benchmark's index: ``{name: record}`` with metadata and aggregated figures per entry.
@@ -107,11 +104,7 @@ class IndexMixin:
             with _try_locked(bdir) as got:
                 if got:
                     _recover(edir)
-        try:
-            idx = json.loads(idx_path.read_text(encoding="utf-8"))
-            records = idx.get("entries", {}) if idx.get("format") == FORMAT_VERSION else {}
-        except (OSError, ValueError):
-            records = {}
+        records = self._read_index_file(bench)
         names = self.entry_names(bench)
         changed = set(records) - set(names)
         for n in list(changed):
@@ -122,7 +115,7 @@ class IndexMixin:
                 stamp = self._entry_stamp(bench, n)
             except OSError:
                 continue
-            if rec is None or rec.get("stamp") != stamp:
+            if not isinstance(rec, dict) or rec.get("stamp") != stamp or not _matches_summary(rec, bdir / ENTRIES / n):
                 try:
                     records[n] = self._index_record(bench, n)
                 except (LeaderboardError, FileNotFoundError, OSError) as e:
@@ -179,6 +172,54 @@ class IndexMixin:
             if c in out.columns:
                 out[c] = pd.to_numeric(out[c], errors="coerce")
         return out
+
+
+def _summary_part(f) -> dict:
+    """The index record's figures from one entry's summary.json ``f``, checked (:func:`_check_results`).
+
+    Raises:
+        LeaderboardError: the file is a link, too large, not JSON, nested too deeply, of the wrong
+            shape, or holds an impossible aggregate (names the file).
+    """
+    try:
+        check_stored_file(f)
+        summary = json.loads(f.read_text(encoding="utf-8"))
+    except ResultFolderError as e:
+        raise LeaderboardError(str(e)) from None
+    except RecursionError:
+        raise LeaderboardError(f"{f}: not readable JSON (nested too deeply); the entry is corrupt: remove it and "
+                               "add it again") from None
+    except (OSError, ValueError) as e:
+        raise LeaderboardError(f"{f}: not readable JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(summary, dict):
+        raise LeaderboardError(f"{f}: not a JSON object")
+    results = summary.get("results") or []
+    counts = summary.get("counts") or {}
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) or \
+            not isinstance(counts, dict) or not isinstance(summary.get("clinical") or {}, dict):
+        raise LeaderboardError(f"{f}: results/counts/clinical have the wrong type")
+    _check_results(results, f)
+    return {
+        "counts": {k: counts.get(k) for k in ("subjects", "volumes", "images")},
+        "classes": summary.get("classes") or [],
+        "created": summary.get("created"),
+        "cardbench_version": summary.get("cardbench_version"),
+        "results": results,
+        "clinical": {"available": bool((summary.get("clinical") or {}).get("available")),
+                     "agreement": (summary.get("clinical") or {}).get("agreement") or []},
+    }
+
+
+def _matches_summary(rec: dict, entry) -> bool:
+    """True when the cached index record ``rec`` holds exactly the figures of the entry's summary.json:
+    index.json is a cache anyone who can write the folder can edit (keeping its mtime), so its figures
+    are compared with the entry's own file (parsed, never trusted) on every read; a record that differs,
+    or an entry that no longer reads, makes the record be rebuilt (and the entry checked again)."""
+    try:
+        part = json.loads(to_json(_summary_part(entry / "summary.json"), indent=None))
+    except (LeaderboardError, ValueError, RecursionError):
+        return False
+    return all(rec.get(k) == v for k, v in part.items())
 
 
 def _check_results(results: list[dict], where) -> None:

@@ -22,7 +22,7 @@ from cardbench.benchmark.leaderboard.prefill import PREFILL_SOURCES, PrefillMixi
 from cardbench.benchmark.leaderboard.ranking import RankingMixin
 from cardbench.benchmark.leaderboard.rendering import RenderingMixin
 from cardbench.benchmark.protocols import protocols_compatible
-from cardbench.benchmark.results import ScoreResult, to_json
+from cardbench.benchmark.results import ResultFolderError, ScoreResult, check_stored_file, to_json
 
 
 class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
@@ -68,12 +68,23 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
             have = ", ".join(self.benchmark_ids()) or "none"
             raise LeaderboardError(f"{self.root}: no benchmark '{bench}' (available: {have})")
         try:
+            check_stored_file(f)  # a link is never opened, an oversize file never read
+        except (ResultFolderError, OSError) as e:
+            why = str(e).replace("(a stored result holds its own files, never links): replace the link by a copy of "
+                                 "the file, or remove the entry and add it again",
+                                 "(a benchmark folder holds its own files, never links): replace the link by a copy "
+                                 "of the file, or restore it from a backup")
+            self.skipped[str(path)] = why
+            raise LeaderboardError(why) from None
+        try:
             d = json.loads(f.read_text(encoding="utf-8"))
             if not isinstance(d, dict) or not isinstance(d.get("protocol", {}), dict) or \
                     not isinstance(d.get("dataset", {}), dict):
                 raise ValueError("not a JSON object with dataset and protocol objects")
-        except (OSError, ValueError) as e:
-            why = f"{f}: corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        except (OSError, ValueError, RecursionError) as e:
+            msg = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0] if str(e) else \
+                type(e).__name__
+            why = f"{f}: corrupt ({msg})"
             self.skipped[str(path)] = why
             raise LeaderboardError(f"{why}; restore it from a backup, or remove the benchmark folder "
                                    "(its entries can be added again)") from None
@@ -181,15 +192,22 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
         ds = summary.get("dataset") or {}
         want = {"id": bench, "dataset": {"name": ds.get("name"), "version": ds.get("version")},
                 "split": summary.get("split") or "all", "protocol": proto}
-        if not f.is_file():
+        if not f.is_file() and not f.is_symlink():
             want["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             atomic_write_text(f, to_json(want) + "\n")
             return
+        try:
+            check_stored_file(f)
+        except (ResultFolderError, OSError) as e:
+            raise LeaderboardError(f"{e}; nothing was added") from None
         try:
             have = json.loads(f.read_text(encoding="utf-8"))
             hp = have.get("protocol", {})
             if not isinstance(hp, dict):
                 raise ValueError("protocol is not an object")
+        except RecursionError:
+            raise LeaderboardError(f"{f}: corrupt (nested too deeply); nothing was added: restore it from a backup, "
+                                   "or remove the benchmark folder") from None
         except (ValueError, AttributeError) as e:  # never overwrite a benchmark we cannot read
             raise LeaderboardError(f"{f}: corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__}); nothing "
                                    "was added: restore it from a backup, or remove the benchmark folder") from None
