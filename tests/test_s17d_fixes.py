@@ -112,3 +112,122 @@ def test_file_name_with_newline_cannot_forge_an_error_line(sunnybrook_prepared, 
     assert len(forged) == 1, terminal_safe(out)
     assert "evil\\nerror: fake line" in forged[0] and forged[0].startswith("error: ")
     assert any("\\x1b[31mred.nii.gz" in line for line in lines), terminal_safe(out)
+
+
+# ---------------------------------------------------------------- 2. uncompressed NIfTI: size before reading
+
+
+@pytest.fixture
+def bytes_read(monkeypatch):
+    """Counts the bytes the mask reader reads from files it opens (a spy on its ``open``)."""
+    import builtins
+
+    from cardbench.datasets.formats import base as formats_base
+
+    count = {"n": 0}
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            b = self.fh.read(n)
+            count["n"] += len(b)
+            return b
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    monkeypatch.setattr(formats_base, "open", lambda *a, **k: Counting(builtins.open(*a, **k)), raising=False)
+    return count
+
+
+def _small_mask():
+    import numpy as np
+
+    a = np.zeros((8, 8, 3), np.uint8)
+    a[2:5, 2:4, 1] = 1  # 6 voxels of class 1
+    return a
+
+
+def _refused(path) -> str:
+    from cardbench.datasets.formats import MaskReadError, read_mask
+
+    with pytest.raises(MaskReadError) as ei:
+        read_mask(path)
+    return str(ei.value)
+
+
+def test_huge_declared_shape_is_refused_after_the_header(tmp_path, bytes_read):
+    import nibabel as nib
+    import numpy as np
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((8192, 8192, 14))
+    hdr.set_data_dtype(np.uint8)
+    hdr.set_data_offset(352)
+    p = tmp_path / "SCD0000101_frame08.nii"
+    with open(p, "wb") as fh:
+        fh.write(hdr.binaryblock + b"\x00" * 4)
+        fh.truncate(352 + 8192 * 8192 * 14)  # sparse: 939 MB as the header declares, nothing on disk
+    msg = _refused(p)
+    assert f"header declares {8192 * 8192 * 14} bytes of image data (shape (8192, 8192, 14)), above the limit" in msg
+    assert bytes_read["n"] <= 1024  # the first KiB, not the 939 MB
+
+
+def test_nifti_with_trailing_bytes_is_refused_with_the_byte_counts(tmp_path, bytes_read):
+    import nibabel as nib
+    import numpy as np
+
+    ok = tmp_path / "ok.nii"
+    nib.save(nib.Nifti1Image(_small_mask(), np.eye(4)), ok)
+    assert ok.stat().st_size == 352 + 8 * 8 * 3  # header + 4 extension-flag bytes, then 192 voxels of uint8
+    p = tmp_path / "SCD0000101_frame08.nii"
+    with open(p, "wb") as fh:
+        fh.write(ok.read_bytes())
+        fh.truncate(544 + 100 * 1024 * 1024)  # 100 MiB of junk after the data (sparse)
+    msg = _refused(p)
+    assert f"{100 * 1024 * 1024} bytes after the image data: the file has {544 + 100 * 1024 * 1024} bytes, its " \
+           "header declares 544 bytes (vox_offset 352 + shape (8, 8, 3) x 1 bytes per voxel)" in msg
+    assert "nothing may be appended" in msg
+    assert bytes_read["n"] <= 1024
+
+
+def test_truncated_nifti_names_the_bytes_there(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    ok = tmp_path / "ok.nii"
+    nib.save(nib.Nifti1Image(_small_mask(), np.eye(4)), ok)
+    p = tmp_path / "SCD0000101_frame08.nii"
+    p.write_bytes(ok.read_bytes()[:-10])
+    msg = _refused(p)
+    assert "image data truncated: the file has 534 bytes, its header declares 544 bytes" in msg
+    assert "182 of 192 bytes of image data are there" in msg
+
+
+@pytest.mark.parametrize("kind", ["nifti1", "nifti2", "extension", "gzip"])
+def test_valid_nifti_still_reads_as_nibabel_reads_it(tmp_path, kind):
+    import nibabel as nib
+    import numpy as np
+
+    from cardbench.datasets.formats import read_mask
+
+    a = _small_mask()
+    img = (nib.Nifti2Image if kind == "nifti2" else nib.Nifti1Image)(a, np.diag([1.5, 1.5, 8.0, 1.0]))
+    if kind == "extension":
+        img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"a comment extension " * 5))
+    p = tmp_path / ("m.nii.gz" if kind == "gzip" else "m.nii")
+    nib.save(img, p)
+    if kind == "extension":
+        import struct
+
+        assert struct.unpack("<f", p.read_bytes()[108:112])[0] > 352  # vox_offset (NIfTI-1 byte 108) after the extension
+    got = read_mask(p)
+    np.testing.assert_array_equal(got.array, np.asanyarray(nib.load(p).dataobj))
