@@ -231,3 +231,90 @@ def test_valid_nifti_still_reads_as_nibabel_reads_it(tmp_path, kind):
         assert struct.unpack("<f", p.read_bytes()[108:112])[0] > 352  # vox_offset (NIfTI-1 byte 108) after the extension
     got = read_mask(p)
     np.testing.assert_array_equal(got.array, np.asanyarray(nib.load(p).dataobj))
+
+
+# ---------------------------------------------------------------- 3. messages that follow the content
+
+
+def test_png_named_nii_gz_is_told_to_be_named_png(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    p = tmp_path / "SCD0000101_frame08.nii.gz"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(p, format="PNG")
+    msg = _refused(p)
+    assert "not gzip-compressed (the content is a PNG image)" in msg
+    assert "name it .png" in msg and "rename it to .nii" not in msg and "gzip it" not in msg
+
+
+def test_text_named_nii_gz_is_told_to_give_a_nifti(tmp_path):
+    p = tmp_path / "SCD0000101_frame08.nii.gz"
+    p.write_text("my mask is here\n" * 200)  # 3200 bytes: more than the first KiB
+    msg = _refused(p)
+    assert "(the content is text)" in msg and "give a NIfTI file" in msg
+    assert "rename it to .nii" not in msg and "gzip it" not in msg
+
+
+def test_uncompressed_nifti_named_nii_gz_is_still_told_to_rename_or_gzip(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    ok = tmp_path / "ok.nii"
+    nib.save(nib.Nifti1Image(_small_mask(), np.eye(4)), ok)
+    p = tmp_path / "SCD0000101_frame08.nii.gz"
+    shutil.copy(ok, p)
+    assert "it is an uncompressed NIfTI: rename it to .nii, or gzip it" in _refused(p)
+
+
+def _with_special_files(ref: Path, tmp_path: Path) -> Path:
+    import os
+
+    pred = _predictions(ref, tmp_path / "pred")
+    (pred / "SCD0000101_frame08.nii.gz").unlink()
+    os.mkfifo(pred / "SCD0000101_frame08.nii.gz")
+    (pred / "SCD0000201_frame07.nii.gz").unlink()
+    (pred / "SCD0000201_frame07.nii.gz").symlink_to("/dev/zero")
+    return pred
+
+
+@pytest.mark.parametrize("allow_missing", [False, True])
+def test_fifo_and_link_to_dev_zero_are_not_regular_files_never_missing(sunnybrook_prepared, tmp_path, allow_missing):
+    pred = _with_special_files(sunnybrook_prepared, tmp_path)
+    res = _cli(["score", pred, "--reference", sunnybrook_prepared, "--no-save",
+                *(["--allow-missing"] if allow_missing else [])])
+    out = _output(res)
+    assert res.exit_code == 2, terminal_safe(out)
+    lines = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert any("SCD0000101_frame08.nii.gz: not a regular file: a FIFO (named pipe)" in line for line in lines), out
+    assert any("SCD0000201_frame07.nii.gz: not a regular file: a symbolic link to a character device: /dev/zero"
+               in line for line in lines), out
+    assert "missing prediction" not in out and "scored as misses" not in out
+    assert len(lines) == 2, out
+
+
+def test_reading_a_fifo_directly_is_refused_without_blocking(tmp_path):
+    import os
+
+    p = tmp_path / "SCD0000101_frame08.nii.gz"
+    os.mkfifo(p)  # opening it for reading would wait for a writer forever
+    assert "not a regular file: a FIFO (named pipe)" in _refused(p)
+
+
+@pytest.mark.parametrize("name", ["SCD0000101_frame\u0661\u0669", "SCD0000101_frame\uff11\uff19",
+                                  "SCD0000101_frame1\u0669"], ids=["arabic-indic", "fullwidth", "mixed"])
+def test_non_ascii_digits_are_no_frame_number(name):
+    from cardbench.datasets.naming import CaseKey
+    from cardbench.datasets.formats.nifti import parse_volume_stem
+
+    assert parse_volume_stem("SCD0000101_frame19") == CaseKey("SCD0000101", 19)
+    key = parse_volume_stem(name)
+    assert key.frame is None and key != CaseKey("SCD0000101", 19)
+
+
+def test_arabic_indic_digits_file_is_not_matched_to_frame_19(sunnybrook_prepared, tmp_path):
+    pred = _predictions(sunnybrook_prepared, tmp_path / "pred")
+    (pred / "SCD0000101_frame19.nii.gz").rename(pred / "SCD0000101_frame\u0661\u0669.nii.gz")
+    res = _cli(["score", pred, "--reference", sunnybrook_prepared, "--no-save"])
+    out = _output(res)
+    assert res.exit_code == 2, out
+    assert "missing prediction for case SCD0000101_frame19" in out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,22 @@ def annex_fix(path: Path) -> str:
 HEAD_BYTES = 1024
 
 
+def special_file_kind(path: str | Path) -> str:
+    """What a path that is not a regular file is, for messages: ``a FIFO (named pipe)``, ``a character
+    device``, ``a symbolic link to a character device (/dev/zero)``... (``stat``, following links)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be examined: {e.strerror}"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a folder" if stat.S_ISDIR(mode) else "a special file")
+    if path.is_symlink():
+        return f"a symbolic link to {kind}: {os.readlink(path)}"
+    return kind
+
+
 def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=None, check_layout=None) -> bytes:
     """The bytes of a mask file, after the checks every format shares.
 
@@ -117,9 +134,13 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=N
         raise MaskReadError(path, f"broken symbolic link (points to {target}, which does not exist)",
                             "copy the file itself, or fix the link")
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
     except OSError as e:
         raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a device (/dev/zero) never ends
+        raise MaskReadError(path, f"not a regular file: {special_file_kind(path)}",
+                            "put the mask file itself in its place", "not_regular")
     if size == 0:
         raise MaskReadError(path, "empty file (0 bytes)", "re-export or re-copy the file; check that the upload "
                                                           "or download finished")

@@ -138,7 +138,7 @@ class NiftiFormat(MaskFormat):
             return head
         if path.name.lower().endswith(".gz"):
             raise MaskReadError(path, f"named .gz but not gzip-compressed (the content is {_what(data)})",
-                                "rename it to .nii or gzip it")
+                                _gz_fix(data))
         return data[:_HEADER_BYTES]
 
     def check_bytes(self, data: bytes, path: Path) -> None:
@@ -271,6 +271,19 @@ class NiftiFormat(MaskFormat):
         return LabelImage(arr, path, self.name, digest, affine=affine, spacing=spacing,
                           source_dtype=str(img.get_data_dtype()), notes=notes + gnotes,
                           summary_notes=gnotes)
+
+
+def _gz_fix(data: bytes) -> str:
+    """The fix for a file named ``.gz`` that is not gzip, following what its content is."""
+    if _nifti_version(data[:_HEADER_BYTES]) is not None:
+        return "it is an uncompressed NIfTI: rename it to .nii, or gzip it"
+    what = _what(data)
+    named = {"a PNG image": ".png", "an NRRD file": ".nrrd"}
+    if what in named:
+        return (f"it is {what}, not NIfTI: name it {named[what]}, or save the mask as NIfTI (.nii.gz) where "
+                "the reference is NIfTI")
+    return (f"give a NIfTI file: the content is {what}, not a NIfTI image; save the mask as NIfTI-1 "
+            "(e.g. nibabel.save(nibabel.Nifti1Image(mask, ref.affine), 'case.nii.gz'))")
 
 
 def _what(data: bytes) -> str:
