@@ -1,4 +1,4 @@
-"""Small helpers shared by every part: sha256 of files and atomic writes.
+"""Small helpers shared by every part: sha256 of files, atomic writes, and text made safe for a terminal.
 
 Writes are atomic: content goes to a temporary file in the destination folder, is flushed and
 fsync'ed, then renamed over the destination with :func:`os.replace` (atomic on POSIX and Windows
@@ -16,6 +16,32 @@ from pathlib import Path
 from typing import IO, Iterator
 
 _CHUNK = 1 << 20
+
+#: characters a terminal acts on instead of showing (or that reorder what it shows): C0 controls
+#: (NUL..US, ESC, newline, CR, tab), DEL, C1 controls (0x80-0x9f), the Unicode bidi embeddings and
+#: overrides U+202A-U+202E, the bidi isolates U+2066-U+2069, and the line/paragraph separators
+#: U+2028/U+2029.
+_UNSAFE = {c: None for c in [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F),
+                             *range(0x2066, 0x206A), 0x2028, 0x2029]}
+_NAMED = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+for _c in _UNSAFE:
+    _UNSAFE[_c] = _NAMED.get(_c, f"\\x{_c:02x}" if _c < 0x100 else f"\\u{_c:04x}")
+del _c
+
+
+def terminal_safe(text) -> str:
+    """``text`` (any object, as ``str``) with every character a terminal would act on replaced by a
+    visible escape, as Python's ``repr`` writes it: ESC becomes ``\\x1b``, a newline ``\\n``, CR ``\\r``,
+    tab ``\\t``, BEL ``\\x07``, DEL ``\\x7f``, a C1 control ``\\x9b``, a bidi override ``\\u202e``.
+
+    For every stranger-supplied string (file names, submission names and labels, leaderboard
+    entries) before it reaches a terminal line: no escape sequence can clear the screen, recolour
+    or retitle the terminal, and no newline can forge a second (``error: ...``) line. Printable text,
+    including non-ASCII letters, is kept as it is; a backslash is kept too (so the result is
+    readable, not reversible). Rich markup is a separate matter: escape with
+    :func:`rich.markup.escape` as well when printing through rich.
+    """
+    return str(text).translate(_UNSAFE)
 
 
 def current_umask() -> int:

@@ -27,7 +27,11 @@ class Problem:
     kind: str = ""
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.problem}. Fix: {self.fix}"
+        """One terminal line: the file name and the problem text (which may quote a stranger's file
+        names) through :func:`cardbench._util.terminal_safe`, so no control character is printed."""
+        from cardbench._util import terminal_safe
+
+        return terminal_safe(f"{self.file}: {self.problem}. Fix: {self.fix}")
 
     def to_dict(self) -> dict:
         return {"file": self.file, "problem": self.problem, "fix": self.fix, "kind": self.kind}

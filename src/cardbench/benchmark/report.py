@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from cardbench._util import terminal_safe
 from cardbench.benchmark.metric_registry import digits_of
 from cardbench.benchmark.results import ScoreResult
 
@@ -32,8 +33,8 @@ def summary_table(result: ScoreResult,
     """A rich table: one row per group and class, one column per metric (mean [95 % CI])."""
     s = result.summary
     proto = s["protocol"]
-    title = escape(f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}"
-                   f"  |  protocol {proto['name']} v{proto['version']}")  # user text: no markup
+    title = escape(terminal_safe(f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}"
+                                 f"  |  protocol {proto['name']} v{proto['version']}"))  # user text: no markup
     agg = result.aggregates
     reported = list(proto["metrics"]) + list(proto.get("added_metrics") or [])
     metrics = [m for m in reported if m in set(agg["metric"])]
@@ -116,8 +117,10 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
         console.print(wide)
     else:
         s = result.summary
-        console.print(escape(f"{s.get('submission', {}).get('name', '')} vs {s.get('dataset', {}).get('name', '')}  |  "
-                             f"protocol {s['protocol']['name']} v{s['protocol']['version']}"), highlight=False)
+        console.print(escape(terminal_safe(f"{s.get('submission', {}).get('name', '')} vs "
+                                           f"{s.get('dataset', {}).get('name', '')}  |  "
+                                           f"protocol {s['protocol']['name']} v{s['protocol']['version']}")),
+                      highlight=False)
         for t in summary_tables_narrow(result):
             console.print(t)
     from cardbench.benchmark.report_clinical import clinical_rich_table, clinical_rich_tables_narrow
@@ -129,7 +132,7 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
             for t in clinical_rich_tables_narrow(result.summary):
                 console.print(t)
     elif (cb := result.summary.get("clinical")) and cb.get("reason"):
-        console.print(f"clinical indices (EDV, ESV, EF, LV mass): not available: {escape(str(cb['reason']))}",
+        console.print(f"clinical indices (EDV, ESV, EF, LV mass): not available: {escape(terminal_safe(cb['reason']))}",
                       highlight=False)
     st = result.summary["counts"]["status"].get(result.summary["protocol"]["level"], {})
     if st:
@@ -140,9 +143,9 @@ def print_summary(result: ScoreResult, console: Console | None = None) -> None:
         console.print("values: volumes (subject, frame), except in the position rows (base / mid / apex), "
                       "which count 2D images (docs/protocols.md)", highlight=False)
     for w in result.summary.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/bold yellow] {escape(str(w))}", highlight=False)
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(terminal_safe(w))}", highlight=False)
     for n in result.summary.get("notes", []):
-        console.print(f"[yellow]note:[/yellow] {escape(str(n))}")
+        console.print(f"[yellow]note:[/yellow] {escape(terminal_safe(n))}")
 
 
 _REPRO_TITLE = "Ankenbrand et al. 2021, 7T test set (volunteers 26, 27, 28): Dice LV / MY"

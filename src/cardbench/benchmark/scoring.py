@@ -926,7 +926,7 @@ def score(
                        or "symbolic link to a folder" in p.problem for p in sub.problems):
                     # the unreadable or linked (not followed) folder is the cause of the missing files
                     problems = [p for p in problems if p.kind != "missing"]
-                refused = {Path(p.file).name for p in sub.problems if p.kind == "outside"}
+                refused = {Path(p.file).name for p in sub.problems if p.kind in ("outside", "not_regular")}
                 if refused:  # a refused link is its case's one problem, not also a "missing prediction"
                     problems = [p for p in problems if not (p.kind == "missing" and Path(p.file).name in refused)]
                 if problems:  # paths inside an extracted archive are named archive.zip:inner/path

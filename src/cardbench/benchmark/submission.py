@@ -463,6 +463,11 @@ def load_submission(path: str | Path, workdir: str | Path | None = None) -> Subm
     for p in sorted(found):
         # a dangling link (git-annex content not retrieved) is kept, so reading it says so
         if not (p.is_file() or (p.is_symlink() and not p.exists())):
+            if p.exists() and mask_format(p) is not None:  # a FIFO, a device or a link to one named as a mask
+                from cardbench.datasets.formats.base import special_file_kind
+
+                problems.append(Problem(tmp_shown.display(str(p)), f"not a regular file: {special_file_kind(p)}; "
+                                        "it was not read", "put the mask file itself in its place", "not_regular"))
             continue
         if p.is_symlink() and p.exists() and not _link_stays_inside(p, root_resolved):
             problems.append(Problem(tmp_shown.display(str(p)), "symbolic link to a file outside the submission "

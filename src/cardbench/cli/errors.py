@@ -9,7 +9,8 @@ Exit codes (the same for every command):
   be, a limit of :mod:`cardbench.limits` exceeded, an unknown option value.
 
 All user text (paths, names, messages quoting file content) is printed through
-:func:`rich.markup.escape`, so a name such as ``[/red]`` prints as itself. At most
+:func:`cardbench._util.terminal_safe` (control characters, ESC and newlines shown as ``\\x1b``, ``\\n``)
+and :func:`rich.markup.escape`, so a name such as ``[/red]`` prints as itself. At most
 ``Limits.max_report_lines`` problem lines are printed, then "... and K more problems".
 :class:`CardbenchGroup` turns the errors no command should show as a traceback (memory, recursion,
 permission, disk full, name too long) into one line.
@@ -49,8 +50,13 @@ def _max_lines() -> int:
 
 
 def print_error(text: str, console: Console | None = None) -> None:
-    """Print ``error: <text>`` on stderr, ``text`` escaped (shown exactly as given)."""
-    (console or err_console()).print(f"[red]error:[/red] {escape(str(text))}", highlight=False, soft_wrap=True)
+    """Print ``error: <text>`` on stderr in one line: ``text`` through
+    :func:`cardbench._util.terminal_safe` (a control character or newline shows as ``\\x1b`` / ``\\n``)
+    and rich-escaped (markup shows as itself)."""
+    from cardbench._util import terminal_safe
+
+    (console or err_console()).print(f"[red]error:[/red] {escape(terminal_safe(text))}", highlight=False,
+                                     soft_wrap=True)
 
 
 def fail(problems_or_msg, code: int = BAD_INPUT, console: Console | None = None, written: bool = False) -> NoReturn:

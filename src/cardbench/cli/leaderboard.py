@@ -9,7 +9,15 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _rich_escape
+
+from cardbench._util import terminal_safe
+
+
+def escape(text) -> str:
+    """Stranger-supplied text for one rich terminal line: control characters shown as ``\\x1b`` /
+    ``\\n`` (:func:`cardbench._util.terminal_safe`), markup shown as itself."""
+    return _rich_escape(terminal_safe(text))
 
 from cardbench.cli import app
 from cardbench.cli import errors as _errors
@@ -169,7 +177,10 @@ def show_cmd(
     if fmt == Format.csv:
         import pandas as pd
 
-        typer.echo(pd.concat(out, ignore_index=True).to_csv(index=False, float_format="%.6g"), nl=False)
+        from cardbench.benchmark.leaderboard.rendering import terminal_safe_columns
+
+        typer.echo(terminal_safe_columns(pd.concat(out, ignore_index=True)).to_csv(index=False, float_format="%.6g"),
+                   nl=False)
     elif fmt == Format.json and len(out) > 1:
         typer.echo("[\n" + ",\n".join(o.rstrip() for o in out) + "\n]")
     else:
@@ -181,7 +192,7 @@ def _rich_table(disp, title: str, narrow: bool):
     rules, the label under the entry name, and a value's interval on a line of its own, so that
     at 80 columns no entry name, value or interval is broken across lines."""
     from rich import box
-    from rich.markup import escape as esc
+    esc = _rich_escape  # the cells are display_table's: submitters' text already terminal_safe
     from rich.table import Table
 
     cols = [c for c in disp.columns if not (narrow and c == "label")]
@@ -215,7 +226,7 @@ def _print_rich(df, info, disp) -> None:
     a = df.attrs
     proto = info.protocol
     con = Console()
-    title = f"{info.title}  |  ranked by {a['rank_column']} ({a['group']}), {direction_text(a['direction'])}"
+    title = f"{escape(info.title)}  |  ranked by {a['rank_column']} ({a['group']}), {direction_text(a['direction'])}"
     t = _rich_table(disp, title, narrow=False)
     if con.measure(t, options=con.options.update(max_width=100_000)).maximum > con.width:  # natural width
         t = _rich_table(disp, title, narrow=True)
@@ -398,7 +409,7 @@ def add_to_leaderboard(result, folder: Path, name: Optional[str] = None) -> None
         where = f", rank {r} of {len(df)} by {df.attrs['rank_column']}"
     except (LeaderboardError, IndexError):
         pass
-    err.print(f"added to leaderboard [bold]{escape(str(lb.root))}[/bold] as [bold]{entry.name}[/bold] "
-              f"(benchmark {entry.benchmark}{where}); view it with: cardbench dashboard --leaderboard "
+    err.print(f"added to leaderboard [bold]{escape(str(lb.root))}[/bold] as [bold]{escape(entry.name)}[/bold] "
+              f"(benchmark {escape(entry.benchmark)}{where}); view it with: cardbench dashboard --leaderboard "
               f"{escape(str(lb.root))}",
               highlight=False, soft_wrap=True)

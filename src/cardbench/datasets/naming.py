@@ -27,9 +27,9 @@ from pathlib import Path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
-_NIFTI_FRAME = re.compile(r"^(?P<subject>.+?)_frame(?P<frame>\d+)$")
-_PNG_SEED = re.compile(r"^(?P<subject>.+?)_slice(?P<slice>\d+)_frame(?P<frame>\d+)(?:-mask)?$")
-_PNG_KAGGLE = re.compile(r"^(?P<subject>.+?)-frame(?P<frame>\d+)-slice(?P<slice>\d+)(?:-mask)?$")
+_NIFTI_FRAME = re.compile(r"^(?P<subject>.+?)_frame(?P<frame>[0-9]+)$")
+_PNG_SEED = re.compile(r"^(?P<subject>.+?)_slice(?P<slice>[0-9]+)_frame(?P<frame>[0-9]+)(?:-mask)?$")
+_PNG_KAGGLE = re.compile(r"^(?P<subject>.+?)-frame(?P<frame>[0-9]+)-slice(?P<slice>[0-9]+)(?:-mask)?$")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from cardbench._util import atomic_dir, atomic_write_text, staged_dir
+from cardbench._util import atomic_dir, atomic_write_text, staged_dir, terminal_safe
 from cardbench.benchmark.leaderboard.folder import (
     BENCHMARK_FILE, CLINICAL_STATS, ENTRIES, LeaderboardError, NoValidEntryError,
 )
@@ -28,12 +28,15 @@ def _fmt_num(x, digits: int) -> str:
 
 
 def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFrame:
-    """Readable strings: ``mean [ci_low, ci_high]`` per metric and class (CI only where present)."""
+    """Readable strings: ``mean [ci_low, ci_high]`` per metric and class (CI only where present).
+
+    The submitters' text (entry name, label) goes through
+    :func:`cardbench._util.terminal_safe`: no control character reaches a terminal or a Markdown file."""
     a = ranked.attrs
     out = pd.DataFrame({"rank": ranked["rank"].map(lambda r: "-" if pd.isna(r) else str(int(r))),
-                        "entry": ranked["entry"]})
+                        "entry": ranked["entry"].map(terminal_safe)})
     if "label" in ranked:
-        out["label"] = ranked["label"].fillna("")
+        out["label"] = ranked["label"].fillna("").map(terminal_safe)
     for mm in a.get("shown_metrics", []):
         d = digits if digits is not None else digits_of(mm, 3 if mm == "pearson_r" else 2)
         for c in a.get("classes", []):
@@ -58,6 +61,17 @@ def display_table(ranked: pd.DataFrame, digits: int | None = None) -> pd.DataFra
     return out
 
 
+def terminal_safe_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` whose text cells (the submitters' entry name, label, team, method, url...) went
+    through :func:`cardbench._util.terminal_safe`: a CSV printed to a terminal carries no control
+    character. Numbers and missing values are kept as they are."""
+    safe = df.copy()
+    for c in safe.columns:
+        if pd.api.types.is_object_dtype(safe[c]) or pd.api.types.is_string_dtype(safe[c]):
+            safe[c] = safe[c].map(lambda v: terminal_safe(v) if isinstance(v, str) else v)
+    return safe
+
+
 def render(ranked: pd.DataFrame, fmt: str = "csv", title: str = "") -> str:
     """Render a ranked table as ``csv`` (numbers), ``json`` (records + attrs) or ``markdown``.
 
@@ -65,7 +79,7 @@ def render(ranked: pd.DataFrame, fmt: str = "csv", title: str = "") -> str:
         LeaderboardError: unknown format.
     """
     if fmt == "csv":
-        return ranked.to_csv(index=False, float_format="%.10g")
+        return terminal_safe_columns(ranked).to_csv(index=False, float_format="%.10g")
     if fmt == "json":
         recs = json.loads(ranked.to_json(orient="records"))
         return to_json({"benchmark": ranked.attrs.get("benchmark"), "title": title,

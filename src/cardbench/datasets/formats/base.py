@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,23 @@ def annex_fix(path: Path) -> str:
 HEAD_BYTES = 1024
 
 
-def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=None) -> bytes:
+def special_file_kind(path: str | Path) -> str:
+    """What a path that is not a regular file is, for messages: ``a FIFO (named pipe)``, ``a character
+    device``, ``a symbolic link to a character device (/dev/zero)``... (``stat``, following links)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be examined: {e.strerror}"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a folder" if stat.S_ISDIR(mode) else "a special file")
+    if path.is_symlink():
+        return f"a symbolic link to {kind}: {os.readlink(path)}"
+    return kind
+
+
+def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=None, check_layout=None) -> bytes:
     """The bytes of a mask file, after the checks every format shares.
 
     Args:
@@ -97,6 +114,10 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=N
             called with the file's first :data:`HEAD_BYTES` bytes (``whole``: they are the whole
             file) before the rest is read, so that content of another format is refused after
             reading its header only, never the whole file (up to ``max_file_bytes``).
+        check_layout: optional ``check_layout(head, path, size, limits)`` (e.g.
+            :meth:`MaskFormat.check_layout`), called after ``check_head`` with the file's size in
+            bytes (``os.stat``), before the rest is read: a header that declares more data than the
+            limits, or a file size that differs from what the header declares, is refused there.
 
     Raises:
         MaskReadError: a dangling symlink (an annex link whose content is not retrieved, or any
@@ -113,9 +134,13 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=N
         raise MaskReadError(path, f"broken symbolic link (points to {target}, which does not exist)",
                             "copy the file itself, or fix the link")
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
     except OSError as e:
         raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a device (/dev/zero) never ends
+        raise MaskReadError(path, f"not a regular file: {special_file_kind(path)}",
+                            "put the mask file itself in its place", "not_regular")
     if size == 0:
         raise MaskReadError(path, "empty file (0 bytes)", "re-export or re-copy the file; check that the upload "
                                                           "or download finished")
@@ -132,6 +157,8 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=N
                                     annex_fix(path), "not_retrieved")
             if check_head is not None:
                 check_head(head, path, whole)
+            if check_layout is not None:
+                check_layout(head, path, size, lim)
             if whole:
                 return head
             return head + fh.read(lim.max_file_bytes + 1 - len(head))
@@ -267,6 +294,21 @@ class MaskFormat:
 
         Raises:
             MaskReadError: as :meth:`check_bytes`.
+        """
+
+    def check_layout(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
+        """Refuse, from the file's first bytes and its size alone, a file whose header declares more
+        data than ``limits`` allow or whose size differs from the size its header declares, before
+        the rest is read (:func:`read_file_bytes`). The default checks nothing (a compressed or
+        header-less format).
+
+        Args:
+            head: the first :data:`HEAD_BYTES` bytes of the file (already through :meth:`check_head`).
+            size: the file's size in bytes.
+
+        Raises:
+            MaskReadError: the declared data is above the limits, or the file is shorter or longer
+                than its header says.
         """
 
     def read(self, path: Path, data: bytes, expected_shape: tuple[int, ...] | None = None,

@@ -138,7 +138,7 @@ class NiftiFormat(MaskFormat):
             return head
         if path.name.lower().endswith(".gz"):
             raise MaskReadError(path, f"named .gz but not gzip-compressed (the content is {_what(data)})",
-                                "rename it to .nii or gzip it")
+                                _gz_fix(data))
         return data[:_HEADER_BYTES]
 
     def check_bytes(self, data: bytes, path: Path) -> None:
@@ -174,6 +174,51 @@ class NiftiFormat(MaskFormat):
         if path.name.lower().endswith(".gz") and not head.strip(b"\x00"):
             return  # zeros so far: whether the content is zeros only needs the rest of the file
         self.check_bytes(head, path)
+
+    def check_layout(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
+        """An uncompressed NIfTI's header, parsed from the file's first bytes, against the limits and
+        the file's size, before the rest of the file is read.
+
+        The file must be exactly ``vox_offset + prod(dim[1:dim[0]+1]) * bitpix / 8`` bytes (NIfTI-1/2
+        single-file layout: header, extensions, then the image data to the end of the file), where
+        ``vox_offset`` is at least 352 (NIfTI-1) or 544 (NIfTI-2).
+
+        Raises:
+            MaskReadError: the declared data is above ``limits.max_mask_bytes`` (the message of
+                :func:`check_declared`); the file is shorter (truncated) or longer (trailing bytes)
+                than its header declares, with both byte counts.
+        """
+        if head[:2] == b"\x1f\x8b":
+            return  # compressed: the declared size caps the decompression in :meth:`read`
+        version = _nifti_version(head)
+        if version is None:
+            return  # not NIfTI: :meth:`check_bytes` names it
+        import nibabel as nib
+
+        hcls = nib.Nifti1Header if version == 1 else nib.Nifti2Header
+        try:
+            hdr = hcls.from_fileobj(io.BytesIO(head[:_HEADER_BYTES]), check=False)
+            shape = hdr.get_data_shape()
+            itemsize = hdr.get_data_dtype().itemsize
+            offset = int(hdr.get_data_offset())
+        except Exception:  # nibabel raises several types for bad headers; :meth:`read` names the error
+            return
+        if offset > _MAX_VOX_OFFSET:
+            return  # :meth:`read` refuses it with its own message
+        s3 = _shape3(shape)
+        nbytes = check_declared(path, s3, itemsize, None, limits)
+        start = max(offset, 352 if version == 1 else 544)
+        expected = start + nbytes
+        what = (f"its header declares {expected} bytes (vox_offset {start} + shape "
+                f"{tuple(int(x) for x in shape)} x {itemsize} bytes per voxel)")
+        if size < expected:
+            raise MaskReadError(path, f"image data truncated: the file has {size} bytes, {what}; "
+                                      f"{max(size - start, 0)} of {nbytes} bytes of image data are there",
+                                "re-export or re-copy the file; check that the upload finished")
+        if size > expected:
+            raise MaskReadError(path, f"{size - expected} bytes after the image data: the file has {size} bytes, "
+                                      f"{what}", "re-export the mask (e.g. nibabel.save) so that the file is its "
+                                                 "header and image data only; nothing may be appended to it")
 
     def read(self, path: Path, data: bytes, expected_shape=None, limits: Limits | None = None) -> LabelImage:
         import nibabel as nib
@@ -226,6 +271,19 @@ class NiftiFormat(MaskFormat):
         return LabelImage(arr, path, self.name, digest, affine=affine, spacing=spacing,
                           source_dtype=str(img.get_data_dtype()), notes=notes + gnotes,
                           summary_notes=gnotes)
+
+
+def _gz_fix(data: bytes) -> str:
+    """The fix for a file named ``.gz`` that is not gzip, following what its content is."""
+    if _nifti_version(data[:_HEADER_BYTES]) is not None:
+        return "it is an uncompressed NIfTI: rename it to .nii, or gzip it"
+    what = _what(data)
+    named = {"a PNG image": ".png", "an NRRD file": ".nrrd"}
+    if what in named:
+        return (f"it is {what}, not NIfTI: name it {named[what]}, or save the mask as NIfTI (.nii.gz) where "
+                "the reference is NIfTI")
+    return (f"give a NIfTI file: the content is {what}, not a NIfTI image; save the mask as NIfTI-1 "
+            "(e.g. nibabel.save(nibabel.Nifti1Image(mask, ref.affine), 'case.nii.gz'))")
 
 
 def _what(data: bytes) -> str:
