@@ -292,13 +292,21 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
 
     from cardbench.limits import Limits
 
+    import stat as _stat
+
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not _stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a folder: never read
+            raise _YamlRefused("not a regular file", f"give a YAML file ({noun}), not a device, pipe or folder")
+        size = st.st_size
         if size > lim.max_meta_bytes:
             raise _YamlRefused(f"{size} bytes exceed the limit of {lim.max_meta_bytes} for {noun}",
                                f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
         with path.open("rb") as fh:
             raw = fh.read(lim.max_meta_bytes + 1)
+        if len(raw) > lim.max_meta_bytes:  # grew since the stat
+            raise _YamlRefused(f"more than {lim.max_meta_bytes} bytes, the limit for {noun}",
+                               f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
         text = raw.decode("utf-8")
     except PermissionError:
         raise _YamlRefused("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
