@@ -148,3 +148,63 @@ def test_empty_classes_refused(monkeypatch, capsys, tmp_path, value):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert "--classes" in lines[0] and "no class given" in lines[0] and "LV, MY, RV" in lines[0]
+
+
+# --- 4./5. submission.yaml: label_map mappings, duplicate keys, text fields, tags ------------------
+
+@pytest.fixture(scope="module")
+def sub_copy(sunnybrook_prepared, tmp_path_factory):
+    """The Sunnybrook sample's reference labels as a submission (a copy: submission.yaml is written)."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("s17c") / "sub"
+    shutil.copytree(sunnybrook_prepared / "labels", dst)
+    return dst
+
+
+def _score_yaml(monkeypatch, capsys, sub, ref, text):
+    (sub / "submission.yaml").write_text(text)
+    code, out, err = _run(monkeypatch, capsys, "score", str(sub), "-r", str(ref), "--no-save")
+    return code, [ln for ln in err.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("mapping,fragment", [
+    ("{LV: 999, MY: -1}", "needs a 'background' entry"),
+    ('{background: 0, LV: "one"}', "class LV has value 'one'"),
+    ("{background: 0, LV: 1, MY: 1}", "two classes share one value"),
+])
+def test_label_map_mapping_errors_name_submission_yaml(monkeypatch, capsys, sub_copy, sunnybrook_prepared,
+                                                       mapping, fragment):
+    code, lines = _score_yaml(monkeypatch, capsys, sub_copy, sunnybrook_prepared, f"label_map: {mapping}\n")
+    assert code == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(f"error: {sub_copy / 'submission.yaml'}: label_map ")
+    assert fragment in lines[0] and ". Fix: " in lines[0]
+    assert "nothing was scored" in lines[1]
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("name: a\nname: b\n", "gives a key twice: duplicate key 'name' (line 2). Fix: give each key once"),
+    ("name: [1, 2]\n", "name is list '[1, 2]', not text. Fix: "),
+    ("team: {a: 1}\n", "team is dict"),
+    ("method: 12\n", "method is int '12', not text"),
+    ("name: !!python/object/apply:os.system ['true']\n",
+     "uses the YAML tag !!python/object/apply:os.system (line 1); YAML tags are not allowed"),
+])
+def test_submission_yaml_keys_types_tags(monkeypatch, capsys, sub_copy, sunnybrook_prepared, text, fragment):
+    code, lines = _score_yaml(monkeypatch, capsys, sub_copy, sunnybrook_prepared, text)
+    assert code == 2 and len(lines) == 2, lines
+    assert lines[0].startswith(f"error: {sub_copy / 'submission.yaml'}: ") and fragment in lines[0], lines
+    assert "fix the syntax" not in lines[0] and "nothing was scored" in lines[1]
+
+
+def test_duplicate_key_in_nested_mapping_and_label_map_file(tmp_path):
+    """The unique-key loader checks every mapping, also the label map inside, and label map files."""
+    from cardbench.labelmaps import get_label_map
+
+    lm = tmp_path / "m.yaml"
+    lm.write_text("labels:\n  background: 0\n  LV: 1\n  LV: 2\n")
+    with pytest.raises(ValueError, match=r"m\.yaml: label map file: gives a key twice: duplicate key 'LV' "
+                                         r"\(line 4\)"):
+        get_label_map(str(lm))
+    lm.write_text("labels: {background: 0, LV: 1, MY: 2}\n")  # distinct keys: read
+    assert get_label_map(str(lm)).labels == {"background": 0, "LV": 1, "MY": 2}
