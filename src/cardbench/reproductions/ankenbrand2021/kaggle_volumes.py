@@ -312,19 +312,35 @@ def read_pixel_counts(source: str | Path | bytes, name: str | None = None, grid:
                                    "counts must be pixels of one image of the prediction grid")
         out[c] = v.astype(np.int64)
     if grid is not None:
-        over = (out["lv_pixels"] + out["my_pixels"]).to_numpy() > int(grid) * int(grid)
-        if over.any():
-            ex = ", ".join(df.loc[over, "file"].astype(str).head(3))
-            raise VolumeTrackError(f"{name}: {int(over.sum())} row(s) with lv_pixels + my_pixels above "
-                                   f"{int(grid) * int(grid)}, the pixels of a {grid}x{grid} grid (e.g. {ex}); give "
-                                   "counts of one image in the prediction grid, or the grid they were predicted "
-                                   "on (--grid)")
+        check_pixel_grid(out, grid, name)
     dup = out.duplicated(["series", "frame", "slice"], keep=False)
     if dup.any():
         ex = ", ".join(df.loc[dup, "file"].astype(str).head(4))
         raise VolumeTrackError(f"{name}: {int(dup.sum())} rows give the same image twice (e.g. {ex}); keep one row "
                                "per image")
     return out
+
+
+def check_pixel_grid(counts: pd.DataFrame, grid: int, name: str) -> None:
+    """Refuse images with more LV + MY pixels than a ``grid`` x ``grid`` prediction has.
+
+    Args:
+        counts: :func:`read_pixel_counts` output (columns series, frame, slice, lv_pixels, my_pixels).
+        grid: side of the square prediction grid in pixels.
+        name: the table's name in the message.
+
+    Raises:
+        VolumeTrackError: one line naming the table, how many rows, the first three images and the fix.
+    """
+    cap = int(grid) * int(grid)
+    over = (counts["lv_pixels"] + counts["my_pixels"]).to_numpy() > cap
+    if over.any():
+        bad = counts.loc[over].head(3)
+        ex = ", ".join(f"{s}/{s}-frame{f:03d}-slice{sl:03d}.png"
+                       for s, f, sl in zip(bad["series"], bad["frame"], bad["slice"]))
+        raise VolumeTrackError(f"{name}: {int(over.sum())} row(s) with lv_pixels + my_pixels above {cap}, the "
+                               f"pixels of a {grid}x{grid} grid (e.g. {ex}); give counts of one image in the "
+                               "prediction grid, or the grid they were predicted on (--grid)")
 
 
 def read_volume_table(source: str | Path | bytes, name: str | None = None) -> pd.DataFrame:
@@ -804,7 +820,8 @@ def score_pixel_table(source: str | Path | bytes, kaggle: KaggleData, *, grid: i
     label = name or (Path(source).name.split(".")[0] if not isinstance(source, (bytes, bytearray)) else "submission")
     where = str(source) if not isinstance(source, (bytes, bytearray)) else label
     if counts is None:
-        counts = read_pixel_counts(source, where, grid=grid)
+        counts = read_pixel_counts(source, where)
+    check_pixel_grid(counts, grid, where)
     notes = check_complete(counts, kaggle, where, allow_missing)
     fv = frame_volumes_from_pixels(counts, kaggle.dimensions, grid, where)
     ind = series_indices(fv)
