@@ -133,12 +133,14 @@ def test_affine_tol_must_be_finite_non_negative(monkeypatch, capsys, tmp_path, v
     assert "--affine-tol" in lines[0] and "finite number of mm >= 0" in lines[0]
 
 
-def test_affine_tol_python_api(tmp_path):
+def test_affine_tol_python_api(sunnybrook_prepared):
+    """The reference's own labels as predictions would score (Dice 1): a bad tolerance is refused first."""
     from cardbench.benchmark import score
 
+    ref = sunnybrook_prepared
     for bad in (float("nan"), float("inf"), -1.0):
-        with pytest.raises(ValueError, match="affine_tol"):
-            score(tmp_path, tmp_path, affine_tol=bad)
+        with pytest.raises(ValueError, match=r"affine_tol .*: must be a finite number of mm >= 0"):
+            score(ref / "labels", ref, affine_tol=bad, progress=False)
 
 
 @pytest.mark.parametrize("value", ["", ",,", " , "])
