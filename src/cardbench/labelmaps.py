@@ -272,12 +272,13 @@ def get_label_map(spec: "str | Path | LabelMap | dict | None") -> LabelMap:
         if not p.exists():
             raise FileNotFoundError(f"{p}: label map file not found; give a built-in name "
                                     f"({', '.join(BUILTIN)}) or an existing YAML file")
-        import yaml
+        from cardbench.benchmark.submission import _load_small_yaml, _YamlRefused
+        from cardbench.limits import get_limits
 
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML ({e}); see docs/scoring.md for the label map format") from e
+        try:  # bounded (max_meta_bytes), regular files only, safe_load: as submission.yaml
+            data = _load_small_yaml(p, get_limits(), noun="a label map file")
+        except _YamlRefused as e:
+            raise ValueError(f"{p}: label map file: {e.what}. Fix: {e.fix}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{p}: expected a mapping like {{name: x, labels: {{background: 0, LV: 1}}}}")
         data.setdefault("name", p.stem)

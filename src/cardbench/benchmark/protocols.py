@@ -362,14 +362,27 @@ def load_protocol(path: str | Path) -> Protocol:
         ProtocolError: unreadable, too large, not YAML, or not a valid protocol (one line naming
             the file, the key, the bad value and the allowed values).
     """
+    import stat
+
     import yaml
 
+    from cardbench.limits import Limits, get_limits
+
     p = Path(path)
+    limit = min(MAX_PROTOCOL_BYTES, get_limits().max_meta_bytes)
+    too_big = (f"{p}: protocol file is larger than {limit} bytes (the metadata limit); a protocol is a short "
+               f"YAML file (see `cardbench protocol show cardbench-v1`), or raise {Limits.env_name('max_meta_bytes')}")
     try:
-        if p.stat().st_size > MAX_PROTOCOL_BYTES:
-            raise ProtocolError(f"{p}: protocol file is larger than {MAX_PROTOCOL_BYTES // 1024} KiB; a protocol "
-                                "is a short YAML file (see `cardbench protocol show cardbench-v1`)")
-        text = p.read_bytes().decode("utf-8")
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a folder: never read
+            raise ProtocolError(f"{p}: not a regular file; give a protocol YAML file, not a device, pipe or folder")
+        if st.st_size > limit:
+            raise ProtocolError(too_big)
+        with p.open("rb") as fh:
+            raw = fh.read(limit + 1)
+        if len(raw) > limit:
+            raise ProtocolError(too_big)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ProtocolError(f"{p}: protocol file not found; give a YAML file or one of: "
                             f"{', '.join(protocol_names())}") from None

@@ -852,12 +852,17 @@ def score(
     Raises:
         ValidationError: any validation problem; nothing is scored.
         SubmissionError, ReferenceError: the inputs cannot be opened at all.
-        ValueError: unknown protocol, label map, split or class (ProtocolError: invalid protocol
-            file or tolerance).
+        ValueError: unknown protocol, label map, split or class, an ``affine_tol`` that is not a
+            finite number >= 0 (ProtocolError: invalid protocol file or tolerance).
     """
     proto = get_protocol(protocol)
     if nsd_tolerance is not None:
         proto = proto.with_nsd_tolerance(nsd_tolerance)
+    import math
+
+    if isinstance(affine_tol, bool) or not isinstance(affine_tol, (int, float)) or not math.isfinite(affine_tol) \
+            or affine_tol < 0:  # nan or inf would turn the affine check off
+        raise ValueError(f"affine_tol {affine_tol!r}: must be a finite number of mm >= 0")
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, reference_labels)

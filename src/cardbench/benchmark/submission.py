@@ -281,6 +281,30 @@ class _YamlRefused(Exception):
         self.what, self.fix = what, fix
 
 
+def _unique_key_loader():
+    """A :class:`yaml.SafeLoader` subclass that refuses a mapping giving one key twice (PyYAML keeps
+    the last silently: ``name: a`` then ``name: b`` would be scored as ``b``)."""
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        dup = key in seen
+                        seen.add(key)
+                    except TypeError:  # an unhashable key: the base class says so
+                        continue
+                    if dup:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", None)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeySafeLoader
+
+
 def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
     """The parsed content of a small YAML file written by a stranger: at most ``lim.max_meta_bytes``,
     UTF-8, within the nesting, alias and scalar limits (checked before parsing), safe_load only.
@@ -292,13 +316,21 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
 
     from cardbench.limits import Limits
 
+    import stat as _stat
+
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not _stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a folder: never read
+            raise _YamlRefused("not a regular file", f"give a YAML file ({noun}), not a device, pipe or folder")
+        size = st.st_size
         if size > lim.max_meta_bytes:
             raise _YamlRefused(f"{size} bytes exceed the limit of {lim.max_meta_bytes} for {noun}",
                                f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
         with path.open("rb") as fh:
             raw = fh.read(lim.max_meta_bytes + 1)
+        if len(raw) > lim.max_meta_bytes:  # grew since the stat
+            raise _YamlRefused(f"more than {lim.max_meta_bytes} bytes, the limit for {noun}",
+                               f"keep it to a few short keys, or raise {Limits.env_name('max_meta_bytes')}")
         text = raw.decode("utf-8")
     except PermissionError:
         raise _YamlRefused("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
@@ -310,9 +342,26 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
         bad = _yaml_limits_problem(text, lim)
         if bad is not None:
             raise _YamlRefused(bad[0], f"write plain keys and values, or raise {Limits.env_name(bad[1])}")
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader())  # SafeLoader: no tag builds an object
     except RecursionError:
         raise _YamlRefused(f"nested deeper than {lim.max_meta_depth} levels", "write plain keys and values")
+    except yaml.constructor.ConstructorError as e:
+        problem = str(e.problem or "")
+        if problem.startswith("duplicate key"):
+            raise _YamlRefused(f"gives a key twice: {problem}", "give each key once")
+        if "tag" in problem:  # !!python/object/apply:os.system and other tags
+            import re as _re
+
+            m = _re.search(r"'([^']*)'", problem)
+            tag = (m.group(1).replace("tag:yaml.org,2002:", "!!") + " ") if m else ""
+            line = f"line {e.problem_mark.line + 1}" if e.problem_mark else "a value"
+            raise _YamlRefused(f"uses the YAML tag {tag}({line}); YAML tags are not allowed (nothing in "
+                               "submission files is ever executed)",
+                               "remove the tag and write plain keys and values")
+        from cardbench._util import yaml_error_text
+
+        raise _YamlRefused(f"not valid YAML {yaml_error_text(e)}",
+                           "fix the syntax (see docs/scoring.md, submission.yaml)")
     except yaml.YAMLError as e:
         from cardbench._util import yaml_error_text
 
@@ -341,6 +390,13 @@ def _read_meta(path: Path, problems: list[Problem], display: str | None = None, 
     if unknown:
         problems.append(Problem(shown, f"unknown keys {unknown}",
                                 f"use only {sorted(_ALLOWED_META_KEYS)}", "metadata"))
+    for key in ("name", "label", "team", "method"):  # text shown on the leaderboard: a list is no name
+        v = meta.get(key)
+        if v is not None and not isinstance(v, str):
+            problems.append(Problem(shown, f"{key} is {type(v).__name__} {str(v)[:40]!r}, not text",
+                                    f"write {key} as one line of text, quoted if it looks like a number or a "
+                                    f"list ({key}: \"...\")", "metadata"))
+            meta.pop(key)
     return meta
 
 
@@ -356,15 +412,18 @@ def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem
     from cardbench.limits import get_limits
 
     spec = meta.get("label_map")
-    if spec is None or isinstance(spec, dict) or (isinstance(spec, str) and spec.lower() in BUILTIN):
-        return
-    lim = limits or get_limits()
     fix = (f"give a built-in name ({', '.join(BUILTIN)}), a mapping (label_map: {{background: 0, LV: 1}}) or "
            "the name of a YAML file inside the submission")
 
-    def refuse(what: str) -> None:
+    def refuse(what: str, fix: str = fix) -> None:
         problems.append(Problem(shown, f"label_map {str(spec)[:80]!r}: {what}", fix, "metadata"))
         meta.pop("label_map", None)
+
+    if isinstance(spec, dict):  # an inline mapping: checked here, so its problem names submission.yaml
+        return _check_label_map_mapping(spec, refuse)
+    if spec is None or (isinstance(spec, str) and spec.lower() in BUILTIN):
+        return
+    lim = limits or get_limits()
 
     if not isinstance(spec, str) or not spec.strip():
         return refuse("not a name, a mapping or a file name")
@@ -391,6 +450,20 @@ def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem
     data.setdefault("name", rel.stem)
     data.setdefault("source", str(rel))
     meta["label_map"] = data
+    _check_label_map_mapping(data, refuse)
+
+
+def _check_label_map_mapping(data: dict, refuse) -> None:
+    """``refuse(problem, fix)`` when the label map mapping ``data`` (inline in submission.yaml or read
+    from a file it names) is not a valid label map (:func:`cardbench.labelmaps.get_label_map`: a
+    background entry, whole values 0..255, each value once, known class names)."""
+    from cardbench.labelmaps import get_label_map
+
+    try:
+        get_label_map(data)
+    except (TypeError, ValueError) as e:
+        refuse(str(e), "write one entry per class with a distinct whole value 0..255 and background, e.g. "
+                       "label_map: {background: 0, LV: 1, MY: 2, RV: 3} (see docs/scoring.md, label maps)")
 
 
 def _link_stays_inside(link: Path, root: Path) -> bool:

@@ -140,15 +140,22 @@ def volumes_score_cmd(
     """Score your own per-image pixel-count table on the Kaggle volume track (EDV, ESV, EF vs released volumes)."""
     from cardbench.benchmark.report_clinical import agreement_rich_table, volume_result_rich_table
     from cardbench.benchmark.results import to_json
-    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, load_kaggle_data, score_pixel_table
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import (VolumeTrackError, check_pixel_grid,
+                                                                 load_kaggle_data, read_pixel_counts,
+                                                                 score_pixel_table)
     from cardbench.datasets.embedded import IntegrityError
 
     if not table.exists():
         _fail(f"{table}: no such file")
+    try:  # the table first: a bad table is exit 2 even without the Kaggle data
+        counts = read_pixel_counts(table, str(table))
+        check_pixel_grid(counts, grid, str(table))
+    except (VolumeTrackError, ValueError) as e:
+        _fail(str(e))
     try:
         kaggle = load_kaggle_data(data)
         res = score_pixel_table(table, kaggle, grid=grid, name=name, rule=rule.value, cutoff=cutoff,
-                                allow_missing=allow_missing)
+                                allow_missing=allow_missing, counts=counts)
     except FileNotFoundError as e:
         _fail(str(e), code=1)
     except (IntegrityError, VolumeTrackError, ValueError) as e:

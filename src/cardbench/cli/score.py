@@ -151,7 +151,17 @@ def score_cmd(
     from cardbench.benchmark.results import to_json
     from cardbench.datasets.reference import ReferenceError
 
-    cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    import math
+
+    from cardbench.labelmaps import CLASSES
+
+    if not math.isfinite(affine_tol) or affine_tol < 0:  # nan or inf would turn the affine check off
+        fail(f"--affine-tol {affine_tol}: bad value; allowed: a finite number of mm >= 0 (e.g. --affine-tol 0.01)")
+    cls = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
+    if cls is not None and not cls:
+        fail(f"--classes {classes!r}: no class given; give one or more of {', '.join(CLASSES)} (or a region such "
+             "as LV+MY), comma-separated, e.g. --classes LV,MY; or leave --classes out to score those the "
+             "reference annotates")
     if scheduler and jobs != 1:
         fail(f"--jobs {jobs} and --scheduler {scheduler}: give one of them (--scheduler local:N starts N worker "
              "processes; --jobs N uses a local process pool)")

@@ -255,16 +255,25 @@ def _read_tsv(data: bytes, name: str) -> pd.DataFrame:
     return pd.DataFrame({c: table.column(c).to_pandas() for c in names})
 
 
-def read_pixel_counts(source: str | Path | bytes, name: str | None = None) -> pd.DataFrame:
+MAX_PIXELS = 2**31 - 1
+"""Largest pixel count a table may give (as :data:`cardbench.benchmark.confusion_tables.MAX_COUNT`):
+a count above it cannot be a pixel count of one image and is refused before any cast to int64."""
+
+
+def read_pixel_counts(source: str | Path | bytes, name: str | None = None, grid: int | None = None) -> pd.DataFrame:
     """Read a per-image pixel-count table (the seed's Kaggle prediction format).
 
     Format: tab-separated (optionally .xz or .gz compressed), header ``file  lv_pixels  my_pixels``;
     ``file`` ends in ``<series>/<series>-frame<FFF>-slice<SSS>.png``; counts are non-negative
-    integers (``1430.0`` is accepted) in the prediction grid.
+    integers (``1430.0`` is accepted) in the prediction grid, at most :data:`MAX_PIXELS`, and when
+    ``grid`` is given ``lv_pixels + my_pixels`` of one image is at most ``grid * grid`` (an image of
+    a grid x grid prediction has no more pixels).
 
     Args:
         source: path or the file's bytes.
         name: name used in error messages (default: the path).
+        grid: side of the square prediction grid in pixels, or None (then only :data:`MAX_PIXELS`
+            bounds a count).
 
     Returns:
         DataFrame with columns series (str), frame (int), slice (int), lv_pixels, my_pixels (int64).
@@ -272,7 +281,8 @@ def read_pixel_counts(source: str | Path | bytes, name: str | None = None) -> pd
     Raises:
         VolumeTrackError: not a table (a row with too few or too many fields, bad UTF-8), a column
             named twice, missing columns, unparseable file names, negative, fractional or missing
-            counts, duplicate images (each problem names the file and the first offending rows).
+            counts, counts above :data:`MAX_PIXELS` or (``grid`` given) more LV + MY pixels than
+            ``grid * grid``, duplicate images (each problem names the file and the first offending rows).
     """
     data, name = _source_bytes(source, name)
     df = _read_tsv(data, name)
@@ -295,13 +305,42 @@ def read_pixel_counts(source: str | Path | bytes, name: str | None = None) -> pd
             ex = ", ".join(df.loc[badv, "file"].astype(str).head(3))
             raise VolumeTrackError(f"{name}: {int(badv.sum())} row(s) with a missing, negative or fractional "
                                    f"{c} (e.g. {ex}); counts must be whole numbers of pixels")
+        big = v > MAX_PIXELS  # checked before the cast: 1e300 would not fit an int64
+        if big.any():
+            ex = ", ".join(df.loc[big, "file"].astype(str).head(3))
+            raise VolumeTrackError(f"{name}: {int(big.sum())} row(s) with {c} above {MAX_PIXELS} (e.g. {ex}); "
+                                   "counts must be pixels of one image of the prediction grid")
         out[c] = v.astype(np.int64)
+    if grid is not None:
+        check_pixel_grid(out, grid, name)
     dup = out.duplicated(["series", "frame", "slice"], keep=False)
     if dup.any():
         ex = ", ".join(df.loc[dup, "file"].astype(str).head(4))
         raise VolumeTrackError(f"{name}: {int(dup.sum())} rows give the same image twice (e.g. {ex}); keep one row "
                                "per image")
     return out
+
+
+def check_pixel_grid(counts: pd.DataFrame, grid: int, name: str) -> None:
+    """Refuse images with more LV + MY pixels than a ``grid`` x ``grid`` prediction has.
+
+    Args:
+        counts: :func:`read_pixel_counts` output (columns series, frame, slice, lv_pixels, my_pixels).
+        grid: side of the square prediction grid in pixels.
+        name: the table's name in the message.
+
+    Raises:
+        VolumeTrackError: one line naming the table, how many rows, the first three images and the fix.
+    """
+    cap = int(grid) * int(grid)
+    over = (counts["lv_pixels"] + counts["my_pixels"]).to_numpy() > cap
+    if over.any():
+        bad = counts.loc[over].head(3)
+        ex = ", ".join(f"{s}/{s}-frame{f:03d}-slice{sl:03d}.png"
+                       for s, f, sl in zip(bad["series"], bad["frame"], bad["slice"]))
+        raise VolumeTrackError(f"{name}: {int(over.sum())} row(s) with lv_pixels + my_pixels above {cap}, the "
+                               f"pixels of a {grid}x{grid} grid (e.g. {ex}); give counts of one image in the "
+                               "prediction grid, or the grid they were predicted on (--grid)")
 
 
 def read_volume_table(source: str | Path | bytes, name: str | None = None) -> pd.DataFrame:
@@ -760,7 +799,8 @@ def check_complete(counts: pd.DataFrame, kaggle: KaggleData, name: str, allow_mi
 
 def score_pixel_table(source: str | Path | bytes, kaggle: KaggleData, *, grid: int = 256, name: str | None = None,
                       rule: str = "cardbench", cutoff: int | None = None, allow_missing: bool = False,
-                      n_boot: int = 2000, seed: int = 20210421) -> VolumeTrackResult:
+                      n_boot: int = 2000, seed: int = 20210421,
+                      counts: pd.DataFrame | None = None) -> VolumeTrackResult:
     """Score one per-image pixel-count table (``file, lv_pixels, my_pixels``) on the Kaggle volume track.
 
     Args:
@@ -771,13 +811,17 @@ def score_pixel_table(source: str | Path | bytes, kaggle: KaggleData, *, grid: i
         name: submission name (default: the file stem).
         rule, cutoff, n_boot, seed: see :func:`score_volume_track`.
         allow_missing: patients without any predicted series are scored as missing (EF error 100).
+        counts: the table already read by :func:`read_pixel_counts` with this ``grid`` (the CLI
+            checks the table before it loads the Kaggle data); None reads ``source``.
 
     Raises:
         VolumeTrackError: bad table (see :func:`read_pixel_counts`, :func:`check_complete`).
     """
     label = name or (Path(source).name.split(".")[0] if not isinstance(source, (bytes, bytearray)) else "submission")
     where = str(source) if not isinstance(source, (bytes, bytearray)) else label
-    counts = read_pixel_counts(source, where)
+    if counts is None:
+        counts = read_pixel_counts(source, where)
+    check_pixel_grid(counts, grid, where)
     notes = check_complete(counts, kaggle, where, allow_missing)
     fv = frame_volumes_from_pixels(counts, kaggle.dimensions, grid, where)
     ind = series_indices(fv)
