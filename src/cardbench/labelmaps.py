@@ -272,7 +272,7 @@ def get_label_map(spec: "str | Path | LabelMap | dict | None") -> LabelMap:
         if not p.exists():
             raise FileNotFoundError(f"{p}: label map file not found; give a built-in name "
                                     f"({', '.join(BUILTIN)}) or an existing YAML file")
-        from cardbench.benchmark.submission import _load_small_yaml, _YamlRefused
+        from cardbench._yamlsafe import _load_small_yaml, _YamlRefused
         from cardbench.limits import get_limits
 
         try:  # bounded (max_meta_bytes), regular files only, safe_load: as submission.yaml
