@@ -109,3 +109,35 @@ HEAVY_FIRST = ["test_ddp.py", "test_baselines.py", "test_evaluate_model.py", "te
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items[:] = sorted(items, key=lambda it: rank.get(it.path.name, len(HEAVY_FIRST)))  # stable: order kept within
+
+
+@pytest.fixture
+def bytes_read(monkeypatch):
+    """Counts the bytes the mask reader (``cardbench.datasets.formats.base``) reads from the files
+    it opens: a spy on its ``open``. ``bytes_read["n"]`` after the read."""
+    import builtins
+
+    from cardbench.datasets.formats import base as formats_base
+
+    count = {"n": 0}
+
+    class Counting:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            b = self.fh.read(n)
+            count["n"] += len(b)
+            return b
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    monkeypatch.setattr(formats_base, "open", lambda *a, **k: Counting(builtins.open(*a, **k)), raising=False)
+    return count

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import builtins
 import gzip
 import json
 import random
@@ -26,7 +25,6 @@ from typer.testing import CliRunner
 
 from cardbench.cli import app
 from cardbench.datasets.formats import MaskReadError, read_mask
-from cardbench.datasets.formats import base as formats_base
 from cardbench.datasets.io import read_nifti_mask
 
 NOT_NIFTI = ("but the content is zeros only (no header at all), not NIfTI (no NIfTI magic n+1/n+2 in its "
@@ -36,34 +34,7 @@ NOT_NIFTI = ("but the content is zeros only (no header at all), not NIfTI (no NI
 # ---------------------------------------------------------------- 1. header first
 
 
-@pytest.fixture
-def bytes_read(monkeypatch):
-    """Counts the bytes the mask reader reads from files it opens (a spy on its ``open``)."""
-    count = {"n": 0}
-
-    class Counting:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def read(self, n=-1):
-            b = self.fh.read(n)
-            count["n"] += len(b)
-            return b
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-    def spy_open(*args, **kwargs):
-        return Counting(builtins.open(*args, **kwargs))
-
-    monkeypatch.setattr(formats_base, "open", spy_open, raising=False)
-    return count
+# the fixture bytes_read (a spy counting the bytes the mask reader reads) is in conftest.py
 
 
 def _refusal(reader, path) -> tuple[str, int]:

@@ -117,35 +117,7 @@ def test_file_name_with_newline_cannot_forge_an_error_line(sunnybrook_prepared, 
 # ---------------------------------------------------------------- 2. uncompressed NIfTI: size before reading
 
 
-@pytest.fixture
-def bytes_read(monkeypatch):
-    """Counts the bytes the mask reader reads from files it opens (a spy on its ``open``)."""
-    import builtins
-
-    from cardbench.datasets.formats import base as formats_base
-
-    count = {"n": 0}
-
-    class Counting:
-        def __init__(self, fh):
-            self.fh = fh
-
-        def read(self, n=-1):
-            b = self.fh.read(n)
-            count["n"] += len(b)
-            return b
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-        def __getattr__(self, name):
-            return getattr(self.fh, name)
-
-    monkeypatch.setattr(formats_base, "open", lambda *a, **k: Counting(builtins.open(*a, **k)), raising=False)
-    return count
+# bytes_read: conftest.py
 
 
 def _small_mask():
