@@ -318,6 +318,9 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
     Raises:
         FileNotFoundError: not a result folder, or no clinical.csv for a clinical index.
         ValueError: unknown metric or class (the message lists the available ones).
+        ResultFolderError: (a ValueError) per_subject.csv fails the checks of
+            :func:`~cardbench.benchmark.results.read_per_subject_checked` (a Dice outside [0, 1],
+            a negative distance, text, a truncated file...).
     """
     from pathlib import Path
 
@@ -332,7 +335,13 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
         if not (folder / "summary.json").exists():
             raise FileNotFoundError(f"{folder}: not a result folder (no summary.json); give a folder written by "
                                     "`cardbench score --out`")
+        from cardbench.benchmark.results import read_per_subject_checked
+
+        checked = (read_per_subject_checked(folder)  # a stranger's values checked before they are compared
+                   if (folder / "per_subject.csv").exists() else None)
         res = read_result(folder)
+        if checked is not None:
+            res.per_subject = checked
     if metric in INDEX_UNITS:
         if folder is not None:
             path = folder / "clinical.csv"
@@ -387,7 +396,7 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
     """
     from pathlib import Path
 
-    from cardbench.benchmark.results import ScoreResult, read_result
+    from cardbench.benchmark.results import ScoreResult, read_per_subject_checked, read_result
 
     def load(x):
         if isinstance(x, ScoreResult):
@@ -395,6 +404,8 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
         if not (Path(x) / "summary.json").exists():
             raise FileNotFoundError(f"{x}: not a result folder (no summary.json); give a folder written by "
                                     "`cardbench score --out`")
+        if (Path(x) / "per_subject.csv").exists():  # a stranger's table: checked before anything reads it
+            read_per_subject_checked(Path(x))
         return read_result(Path(x))
 
     sa, sb = load(a).summary, load(b).summary
