@@ -5,6 +5,7 @@ the file). Real data: the Sunnybrook sample scored against itself."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,7 +23,7 @@ def result(sunnybrook_prepared, tmp_path_factory):
     return out
 
 
-def _forged(result, tmp_path, edit) -> "Path":  # noqa: F821
+def _forged(result, tmp_path, edit) -> Path:
     b = tmp_path / "b"
     shutil.copytree(result, b)
     ps = b / "per_subject.csv"
