@@ -59,3 +59,11 @@ def test_compare_of_two_sound_folders_still_works(result, tmp_path):
     b = _forged(result, tmp_path, lambda ps: None)
     r = CliRunner().invoke(app, ["compare", str(result), str(b)])
     assert r.exit_code == 0, r.output
+
+
+def test_volumes_score_refuses_an_impossible_grid(tmp_path):
+    """`--grid 1000000000` scaled every volume to 1e-11 mL with exit 0; a grid side is at most 4096 px."""
+    t = tmp_path / "t.tsv"
+    t.write_text("file\tlv_pixels\tmy_pixels\nimages/7/7-frame000-slice000.png\t1\t1\n")
+    r = CliRunner().invoke(app, ["volumes", "score", str(t), "--grid", "1000000000"])
+    assert r.exit_code == 2 and "--grid" in r.output and "4096" in r.output, r.output  # a usage error

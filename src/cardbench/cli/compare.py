@@ -125,8 +125,9 @@ def volumes_reproduce_cmd(
 def volumes_score_cmd(
     table: Path = typer.Argument(..., help="Per-image pixel counts: TSV (or .tsv.xz/.gz) with columns file, "
                                            "lv_pixels, my_pixels; file ends in <series>/<series>-frameFFF-sliceSSS.png."),
-    grid: int = typer.Option(256, "--grid", min=1, help="Side of the square grid the counts were predicted on "
-                             "(the image's longer side resized to it, the shorter padded)."),
+    grid: int = typer.Option(256, "--grid", min=1, max=4096, help="Side of the square grid the counts were "
+                             "predicted on (the image's longer side resized to it, the shorter padded); at most "
+                             "4096 px (the seed's grids: 128 and 256)."),
     rule: Rule = typer.Option(Rule.cardbench, "--rule", help="How series map to patients."),
     name: Optional[str] = typer.Option(None, "--name", help="Submission name (default: the file name)."),
     cutoff: Optional[int] = typer.Option(None, "--training-confidence", help="If the model was trained on the "
