@@ -105,3 +105,24 @@ def test_the_printed_table_says_what_position_rows_count(sunnybrook_prepared):
         out = io.StringIO()
         print_summary(res, Console(file=out, width=120))
         assert ("which count 2D images" in out.getvalue()) == said, protocol
+
+
+def test_80_columns_with_several_metrics_split_into_tables_that_keep_the_entries(board):
+    """`--metrics iou,hd95` at 80 columns dropped the rank and entry columns (rich squeezed them to
+    nothing): the metrics are now shown a few per table, each table with every entry."""
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(board), "-b", BENCH, "--metrics", "iou,hd95"],
+                           env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines), max(lines, key=len)
+    ranked = Leaderboard(board).ranked(BENCH, "dice_lv", metrics=["iou", "hd95"])
+    headers = [ln for ln in lines if ln.strip().startswith("rank")]
+    shown = " ".join(headers)
+    for col in ("dice LV", "dice MY", "iou LV", "iou MY", "hd95 LV", "hd95 MY"):
+        assert col in shown, col
+    for entry in ranked["entry"]:  # every entry in every table
+        row = re.compile(rf"^\s+\d+\s+{re.escape(entry)}\s")  # rank, then the entry name
+        assert sum(1 for ln in lines if row.match(ln)) == len(headers), entry
+    for c in ("iou_LV", "iou_MY"):
+        for lo, hi in zip(ranked[c + "_ci_low"], ranked[c + "_ci_high"]):
+            assert any(f"[{lo:.3f}, {hi:.3f}]" in ln for ln in lines), (c, lo, hi)

@@ -77,8 +77,8 @@ class Rule(str, Enum):
 
 
 _DATA_HELP = ("Folder with the registry layout (the seed's Kaggle tables under cmr-seg-tl / analysis / kaggle); "
-              "default: the cache of "
-              "`cardbench data fetch ankenbrand2021-derived` ($CARDBENCH_DATA or the platform cache).")
+              "default: where `cardbench data fetch` keeps the seed's derived data ($CARDBENCH_DATA or the "
+              "platform cache).")
 
 
 @volumes_app.command("reproduce")

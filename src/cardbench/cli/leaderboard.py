@@ -199,7 +199,8 @@ def _rich_table(disp, title: str, narrow: bool):
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
     for c in cols:
         if narrow and c == "entry":
-            t.add_column(c, justify="left", min_width=max([len(c), *(len(str(v)) for v in disp[c])]))
+            w = max([len(c), *(len(str(v)) for v in disp[c])])  # the longest entry name, never broken
+            t.add_column(c, justify="left", min_width=w, max_width=max(w, 28))  # a label wraps within it
         elif narrow and c not in ("rank", "subjects", "values"):
             t.add_column(c, justify="right", no_wrap=True)
         else:
@@ -227,10 +228,25 @@ def _print_rich(df, info, disp) -> None:
     proto = info.protocol
     con = Console()
     title = f"{escape(info.title)}  |  ranked by {a['rank_column']} ({a['group']}), {direction_text(a['direction'])}"
+    def width(table) -> int:  # natural width, not squeezed to the terminal
+        return con.measure(table, options=con.options.update(max_width=100_000)).maximum
+
     t = _rich_table(disp, title, narrow=False)
-    if con.measure(t, options=con.options.update(max_width=100_000)).maximum > con.width:  # natural width
+    if width(t) > con.width:
         t = _rich_table(disp, title, narrow=True)
-    con.print(t)
+    if width(t) <= con.width:
+        con.print(t)
+    else:  # still too wide (several metrics): as many metric columns per table as fit, each with the entries
+        fixed = [c for c in ("rank", "entry", "label") if c in disp.columns]
+        counts = [c for c in ("subjects", "values") if c in disp.columns]
+        groups: list[list[str]] = [[]]
+        for c in [c for c in disp.columns if c not in fixed + counts]:
+            if groups[-1] and width(_rich_table(disp[fixed + groups[-1] + [c]], title, narrow=True)) > con.width:
+                groups.append([])
+            groups[-1].append(c)
+        for i, g in enumerate(groups):
+            last = i == len(groups) - 1
+            con.print(_rich_table(disp[fixed + g + (counts if last else [])], title if i == 0 else "", narrow=True))
     ci = ("95 % CI in brackets: " + str(proto.get("bootstrap", {}).get("resamples")) + " subject bootstrap resamples"
           if a.get("has_ci") else "no confidence interval under this protocol")
     con.print(f"[dim]protocol {proto.get('name')} v{proto.get('version')}: {proto.get('description', '')} {ci}.[/dim]",
