@@ -68,6 +68,56 @@ def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
     return out
 
 
+class _ScoredAcrossWorkers(dict):
+    """``seven_tesla._SCORED`` (the results of the published 7T tables scored in this process)
+    shared by the pytest-xdist workers of one run: a result one worker scored is written as a pickle
+    to the run's common temporary folder (atomically), and another worker reads it instead of
+    scoring the same registry-checked table again (about 5 s of CPU per worker). Only results this
+    run computed are ever read (our own files in pytest's temporary folder)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key) -> Path:
+        return self.folder / (hashlib.sha256(repr(key).encode()).hexdigest() + ".pkl")
+
+    def __contains__(self, key) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        f = self._file(key)
+        if not f.exists():
+            return False
+        import pickle
+
+        dict.__setitem__(self, key, pickle.loads(f.read_bytes()))
+        return True
+
+    def __setitem__(self, key, value) -> None:
+        import pickle
+
+        dict.__setitem__(self, key, value)
+        f = self._file(key)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(value))
+        os.replace(tmp, f)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _published_7t_scored_once(tmp_path_factory):
+    """Under pytest-xdist: :class:`_ScoredAcrossWorkers` in place of ``seven_tesla._SCORED``."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    from cardbench.reproductions.ankenbrand2021 import seven_tesla
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(seven_tesla, "_SCORED", _ScoredAcrossWorkers(tmp_path_factory.getbasetemp().parent / "7t-scored"))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def prefilled_dir(tmp_path_factory) -> Path:
     """A leaderboard folder pre-filled with the published entries (built once per test run; read

@@ -101,7 +101,7 @@ def test_command_line_screenshot_waits_for_the_page_script(tmp_path):
     (tmp_path / "index.html").write_text(html)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
         png = screenshot(url, tmp_path / "shot.png", size=(1200, 800), budget_ms=2000)

@@ -46,7 +46,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def http_mirror(shared_data):
     """Serve the shared data folder on 127.0.0.1 (a loopback mirror); yields the base URL."""
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(shared_data)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
@@ -170,7 +170,7 @@ def test_connection_dropped_mid_download(tmp_path, shared_data):
     rel = "cmr-seg-tl/analysis/7T/esed_frames.tsv"
     handler = type("H", (_Dropping,), {"target": rel})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(shared_data)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         cache = tmp_path / "cache"
         with pytest.raises(FileIntegrityError) as ei:
@@ -211,7 +211,7 @@ def test_retry_after_a_server_error(tmp_path, shared_data):
             super().do_GET()
 
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Flaky, directory=str(shared_data)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         rep = fetch("cmr-7t", cache=tmp_path / "c", mirror=f"http://127.0.0.1:{srv.server_address[1]}/",
                     retries=1, jobs=1, progress=False)

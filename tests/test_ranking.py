@@ -6,6 +6,7 @@ by hand)."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -195,3 +196,21 @@ def test_dashboard_shows_blob_plot_and_heatmap(prefilled_dir, tmp_path, monkeypa
     assert not at.exception
     tables = [d.value for d in at.dataframe if "mean subject rank" in d.value.columns]
     assert tables
+
+
+def test_kendall_tau_b_equals_scipy_with_ties_and_all_tied():
+    """The vectorised tau-b of the bootstrap equals scipy.stats.kendalltau's statistic to the bit,
+    ties included; a ranking where every entry ties has no tau (NaN), as in scipy."""
+    from cardbench.benchmark.ranking import kendall_tau_b
+
+    rng = np.random.default_rng(3)
+    ref = np.array([1, 2, 2, 4, 5])
+    boot = np.vstack([rng.integers(1, 6, (200, 5)), [[3, 3, 3, 3, 3]], [[5, 4, 3, 2, 1]], [[1, 2, 3, 4, 5]]])
+    got = kendall_tau_b(ref, boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = np.array([kendalltau(ref, b).statistic for b in boot])
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.isnan(got[-3]) and got[-1] == want[-1] < 1.0  # a tie in the reference: tau-b below 1
+    # by hand, no ties: (1, 2, 3) against (1, 3, 2): 2 concordant, 1 discordant pair -> (2 - 1) / 3
+    assert kendall_tau_b(np.array([1, 2, 3]), np.array([[1, 3, 2]]))[0] == pytest.approx(1 / 3)
