@@ -1,0 +1,191 @@
+"""Hostile-input gaps closed in session 18: a per_subject.csv (or per_case.csv) edited within range
+used to rank the entries otherwise than the plain table; the dashboard's Submission page read an
+entry's files unchecked; the volume-track pixel table was read whole and decompressed without a
+bound. Each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cardbench.cli import app
+
+B_7T = "cmr-7t__test__cardbench-v1"  # seven pre-filled entries, each with per_subject.csv
+
+
+def _board(prefilled_dir, tmp_path) -> Path:
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    return lb
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
+
+
+def _rows(f: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(f.read_text(encoding="utf-8"))))
+
+
+def _write_rows(f: Path, rows: list[list[str]]) -> None:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    f.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def _ranks(lb: Path, *extra: str):
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_7T, "--ranks", "--resamples", "20",
+                                 "-f", "json", *extra])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output
+    return r
+
+
+def _dice_lv_all(summary: Path) -> dict:
+    d = json.loads(summary.read_text(encoding="utf-8"))
+    return next(r for r in d["results"] if r["metric"] == "dice" and r["class"] == "LV" and r["grouping"] == "all")
+
+
+# ---- 1. per-subject values are checked against the entry's summary.json
+
+
+def test_in_range_per_subject_edit_is_not_ranked(prefilled_dir, tmp_path):
+    """Every Dice of plain's per_subject.csv set to 0.999 (in range, above every entry's Dice LV): the
+    ranking would put plain first although the plain table ranks it below; the table no longer gives
+    summary.json's mean (the mean of 0.999 over its 3 subjects is 0.999, summary.json holds about
+    0.92), so plain is skipped with one warning naming the file."""
+    lb = _board(prefilled_dir, tmp_path)
+    f = lb / B_7T / "entries" / "plain" / "per_subject.csv"
+    rows = _rows(f)
+    im, ic = rows[0].index("mean"), rows[0].index("metric")
+    for row in rows[1:]:
+        if row[ic] == "dice":
+            row[im] = "0.999"
+    _write_rows(f, rows)
+    rec = _dice_lv_all(f.parent / "summary.json")
+    assert rec["n_subjects"] == 3 and rec["mean"] < 0.99
+    r = _ranks(lb)
+    assert r.exit_code == 0, r.output
+    names = [e["entry"] for e in json.loads(r.stdout)["entries"]]
+    assert "plain" not in names and len(names) == 6
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(f) in w[0] and "summary.json" in w[0] and "mean" in w[0], r.stderr
+
+
+def test_swapped_subject_keeps_the_entry(prefilled_dir, tmp_path):
+    """The check binds the ranked values to the shown figures; rows merely reordered (same values) are
+    still the entry's table: no warning, all seven entries ranked."""
+    lb = _board(prefilled_dir, tmp_path)
+    f = lb / B_7T / "entries" / "plain" / "per_subject.csv"
+    rows = _rows(f)
+    _write_rows(f, [rows[0]] + rows[1:][::-1])
+    r = _ranks(lb)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["entries"]) == 7 and not _warnings(r.stderr), r.stderr
+
+
+def test_edited_per_case_is_not_ranked_by_phase(prefilled_dir, tmp_path):
+    """--group ED ranks from per_case.csv (no per-subject table per phase): one ED Dice LV of plain
+    raised from its value to 1.0 (in range) changes that subject's mean and so the ED mean of
+    summary.json's phase/ED record: plain is skipped, named by per_case.csv."""
+    from cardbench.benchmark.leaderboard import Leaderboard
+    from cardbench.benchmark.ranking import subject_values
+
+    lb = _board(prefilled_dir, tmp_path)
+    f = lb / B_7T / "entries" / "plain" / "per_case.csv"
+    rows = _rows(f)
+    head = rows[0]
+    ip, ic, il, idc = head.index("phase"), head.index("class"), head.index("level"), head.index("dice")
+    level = json.loads((lb / B_7T / "benchmark.json").read_text(encoding="utf-8"))["protocol"]["level"]
+    row = next(x for x in rows[1:] if x[ip] == "ED" and x[ic] == "LV" and x[il] == level and float(x[idc]) < 0.99)
+    row[idc] = "1.0"
+    _write_rows(f, rows)
+    board = Leaderboard(lb)
+    values, _, _ = subject_values(board, B_7T, "dice_lv", group="ED")
+    assert "plain" not in values.columns and len(values.columns) == 6
+    assert str(f) in board.skipped[str(f.parent)]
+    assert "(ED)" in board.skipped[str(f.parent)]
+    values, _, _ = subject_values(Leaderboard(lb), B_7T, "dice_lv", group="all")  # per_subject.csv unchanged
+    assert "plain" in values.columns
+
+
+def test_older_summary_is_checked_by_its_mean(prefilled_dir, tmp_path):
+    """An entry of an older format (summary.json records without median, std, n_subjects, n_values):
+    checked by the figure it has (the mean); a sound table is ranked, an in-range edit still refused
+    (one subject's Dice LV 0.999 moves the mean of 3 subjects)."""
+    lb = _board(prefilled_dir, tmp_path)
+    s = lb / B_7T / "entries" / "plain" / "summary.json"
+    d = json.loads(s.read_text(encoding="utf-8"))
+    for rec in d["results"]:
+        for k in ("median", "std", "n_subjects", "n_values"):
+            rec.pop(k, None)
+    s.write_text(json.dumps(d), encoding="utf-8")
+    r = _ranks(lb)
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["entries"]) == 7 and not _warnings(r.stderr), r.output
+    f = s.parent / "per_subject.csv"
+    rows = _rows(f)
+    im, ic, icl = rows[0].index("mean"), rows[0].index("metric"), rows[0].index("class")
+    row = next(x for x in rows[1:] if x[ic] == "dice" and x[icl] == "LV")
+    row[im] = "0.999"
+    _write_rows(f, rows)
+    r = _ranks(lb)
+    assert r.exit_code == 0, r.output
+    assert "plain" not in [e["entry"] for e in json.loads(r.stdout)["entries"]]
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(f) in w[0] and "a mean of" in w[0], r.stderr
+
+
+def _recs(mean, median, std, n_subjects, n_values):
+    return [{"grouping": "all", "group": "all", "class": "LV", "metric": "dice", "mean": mean, "median": median,
+             "std": std, "n_subjects": n_subjects, "n_values": n_values}]
+
+
+def test_check_subject_means_by_hand():
+    """Subject means 0.8, 0.9, 1.0 from 2, 1 and 1 values: under subject aggregation mean 0.9, median
+    0.9, std (ddof 1) sqrt((0.01 + 0 + 0.01) / 2) = 0.1, n_values 4; pooled: (0.8*2 + 0.9 + 1.0) / 4
+    = 0.875."""
+    from cardbench.benchmark.results import ResultFolderError, check_subject_means
+
+    m = pd.Series([0.8, 0.9, 1.0], index=["a", "b", "c"])
+    n = pd.Series([2, 1, 1], index=m.index)
+    kw = dict(cls="LV", metric="dice", where="t.csv")
+    check_subject_means(m, n, _recs(0.9, 0.9, 0.1, 3, 4), "subject", **kw)
+    check_subject_means(m, n, _recs(0.875, None, None, None, 4), "pooled", **kw)
+    check_subject_means(m, n, _recs(0.9 + 1e-11, 0.9, 0.1, 3, 4), "subject", **kw)  # 10 significant digits
+    for recs, agg, says in [
+        (_recs(0.91, 0.9, 0.1, 3, 4), "subject", "mean of 0.9"),
+        (_recs(0.9, 0.85, 0.1, 3, 4), "subject", "median of 0.9"),
+        (_recs(0.9, 0.9, 0.2, 3, 4), "subject", "std of 0.1"),
+        (_recs(0.9, 0.9, 0.1, 4, 4), "subject", "n_subjects of 3"),
+        (_recs(0.9, 0.9, 0.1, 3, 5), "subject", "n_values of 4"),
+        (_recs(0.9, None, None, None, 4), "pooled", "mean of 0.875"),
+        ([], "subject", "no figure"),
+    ]:
+        with pytest.raises(ResultFolderError, match=says):
+            check_subject_means(m, n, recs, agg, **kw)
+    check_subject_means(pd.Series([float("nan")]), pd.Series([0]), [], "subject", **kw)  # no value, no figure
+
+
+def test_compare_refuses_an_entry_edited_within_range(prefilled_dir, tmp_path):
+    """`cardbench compare` of two leaderboard entries: plain's Dice LV per-subject means all set to
+    0.999 no longer give its summary.json: exit 2, one line naming the file."""
+    lb = _board(prefilled_dir, tmp_path)
+    a, b = lb / B_7T / "entries" / "base", lb / B_7T / "entries" / "plain"
+    f = b / "per_subject.csv"
+    rows = _rows(f)
+    im, ic, icl = rows[0].index("mean"), rows[0].index("metric"), rows[0].index("class")
+    for row in rows[1:]:
+        if row[ic] == "dice" and row[icl] == "LV":
+            row[im] = "0.999"
+    _write_rows(f, rows)
+    r = CliRunner().invoke(app, ["compare", str(a), str(b)])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert str(f) in lines[0] and "summary.json" in lines[0], lines[0]
