@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -189,3 +190,125 @@ def test_compare_refuses_an_entry_edited_within_range(prefilled_dir, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.exit_code == 2 and len(lines) == 1, r.output
     assert str(f) in lines[0] and "summary.json" in lines[0], lines[0]
+
+
+# ---- 3. the volume-track pixel table is bounded on disk and after decompression
+
+_TABLE = b"file\tlv_pixels\tmy_pixels\n1/1-frame001-slice001.png\t10\t5\n"
+
+
+def _volumes_score(table: Path):
+    r = CliRunner().invoke(app, ["volumes", "score", str(table)])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    return r, lines
+
+
+@pytest.mark.parametrize("kind", ["xz", "gz"])
+def test_pixel_table_bomb_stops_at_the_limit(tmp_path, monkeypatch, kind):
+    """8 MiB of zeros compressed (about 1 kB as .xz, 8 kB as .gz) against a limit of 1 MiB set by the
+    environment: refused in one line naming the file, the limit and the variable; decompression stops
+    at the limit, so Python never holds much more than 1 MiB of output (tracemalloc peak < 3 MiB,
+    against the 8 MiB a whole decompression holds)."""
+    import gzip
+    import lzma
+    import tracemalloc
+
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, read_pixel_counts
+
+    zeros = bytes(8 << 20)
+    packed = lzma.compress(zeros, preset=0) if kind == "xz" else gzip.compress(zeros, compresslevel=1)
+    assert len(packed) < 64 << 10
+    f = tmp_path / f"bomb.tsv.{kind}"
+    f.write_bytes(packed)
+    monkeypatch.setenv("CARDBENCH_MAX_TABLE_BYTES", str(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(VolumeTrackError) as ei:
+            read_pixel_counts(f)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    msg = str(ei.value)
+    assert str(f) in msg and "1048576 bytes" in msg and "CARDBENCH_MAX_TABLE_BYTES" in msg and "\n" not in msg
+    assert peak < 3 << 20, peak
+    r, lines = _volumes_score(f)
+    assert r.exit_code == 2 and len(lines) == 1 and "CARDBENCH_MAX_TABLE_BYTES" in lines[0], r.output
+
+
+def test_pixel_table_within_the_limit_reads_the_same(tmp_path, monkeypatch):
+    """A table of 200 images (LV 10, MY 5 pixels each; 6,225 bytes) under a limit of exactly its size
+    reads, plain, as .xz of two concatenated streams and as .gz of two members with zero padding (as
+    lzma/gzip.decompress read them); one byte less is refused: the plain file by its size on disk,
+    the compressed ones (under 1 kB) while decompressing."""
+    import gzip
+    import lzma
+
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, read_pixel_counts
+
+    table = b"file\tlv_pixels\tmy_pixels\n" + b"".join(b"1/1-frame001-slice%03d.png\t10\t5\n" % i
+                                                       for i in range(1, 201))
+    assert len(table) == 25 + 200 * 31  # header 4+1+9+1+9+1; a row 25+1+2+1+1+1
+    half = table.index(b"1/1-frame001-slice101")
+    plain = tmp_path / "t.tsv"
+    plain.write_bytes(table)
+    xz = tmp_path / "t.tsv.xz"
+    xz.write_bytes(lzma.compress(table[:half]) + lzma.compress(table[half:]))
+    gz = tmp_path / "t.tsv.gz"
+    gz.write_bytes(gzip.compress(table[:half]) + b"\0" * 3 + gzip.compress(table[half:]) + b"\0" * 4)
+    assert xz.stat().st_size < 1024 and gz.stat().st_size < 1024
+    monkeypatch.setenv("CARDBENCH_MAX_TABLE_BYTES", str(len(table)))
+    for f in (plain, xz, gz):
+        df = read_pixel_counts(f)
+        assert df["slice"].tolist() == list(range(1, 201))
+        assert set(df["series"]) == {"1"} and set(df["frame"]) == {1}
+        assert set(df["lv_pixels"]) == {10} and set(df["my_pixels"]) == {5}
+    monkeypatch.setenv("CARDBENCH_MAX_TABLE_BYTES", str(len(table) - 1))
+    for f, says in ((plain, "bytes on disk"), (xz, "decompresses to"), (gz, "decompresses to")):
+        with pytest.raises(VolumeTrackError, match=f"{says}.*CARDBENCH_MAX_TABLE_BYTES"):
+            read_pixel_counts(f)
+
+
+def test_pixel_table_too_large_on_disk_is_not_read(tmp_path):
+    """A sparse file of 300 MiB (above the 256 MiB default) is refused by its stat, not read."""
+    f = tmp_path / "big.tsv"
+    with open(f, "wb") as fh:
+        fh.write(_TABLE)
+        fh.truncate(300 << 20)
+    r, lines = _volumes_score(f)
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert str(f) in lines[0] and "314572800 bytes on disk" in lines[0] and str(256 << 20) in lines[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_pixel_table_pipe_and_device_are_not_regular_files(tmp_path):
+    """A named pipe (fed a valid table by a thread, so the unbounded reader would read it rather than
+    block) and a link to /dev/null are refused by their stat before they are opened."""
+    import threading
+
+    from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, read_pixel_counts
+
+    fifo = tmp_path / "pipe.tsv"
+    os.mkfifo(fifo)
+
+    def feed():
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until a reader opens; unblocked below if none does
+        try:
+            os.write(fd, _TABLE)
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(VolumeTrackError, match="not a regular file: a FIFO"):
+            read_pixel_counts(fifo)
+    finally:
+        if t.is_alive():  # nobody read: open the reading end so the writer ends
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            t.join(5)
+            os.close(fd)
+    link = tmp_path / "null.tsv"
+    link.symlink_to(os.devnull)
+    with pytest.raises(VolumeTrackError, match="not a regular file: a symbolic link to a character device"):
+        read_pixel_counts(link)
