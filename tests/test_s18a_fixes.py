@@ -312,3 +312,109 @@ def test_pixel_table_pipe_and_device_are_not_regular_files(tmp_path):
     link.symlink_to(os.devnull)
     with pytest.raises(VolumeTrackError, match="not a regular file: a symbolic link to a character device"):
         read_pixel_counts(link)
+
+
+# ---- 2. the dashboard reads an entry's files through the checked readers
+
+
+def _set_first_dice(f: Path, value: str) -> None:
+    rows = _rows(f)
+    col = rows[0].index("dice") if "dice" in rows[0] else rows[0].index("mean")
+    rows[1][col] = value
+    _write_rows(f, rows)
+
+
+def test_submission_page_names_a_bad_entry_file(prefilled_dir, tmp_path, monkeypatch):
+    """A Dice LV of 5.0 written into plain's per_subject.csv (not read by the index, so plain is still
+    listed): the Submission page shows one st.error naming the file and the value, no traceback, and
+    stops (no figures of plain are drawn). One AppTest run of the page itself."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    lb = _board(prefilled_dir, tmp_path)
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(lb))
+    f = lb / B_7T / "entries" / "plain" / "per_subject.csv"
+    _set_first_dice(f, "5.0")
+    page = Path(__import__("cardbench").__file__).resolve().parent / "dashboard" / "views" / "submission.py"
+    at = AppTest.from_file(str(page), default_timeout=60)
+    at.query_params["benchmark"] = B_7T
+    at.query_params["entry"] = "plain"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and str(f) in errors[0] and "outside [0, 1]" in errors[0], errors
+    assert "\n" not in errors[0]
+    assert not at.metric  # the page stopped before the figures
+
+
+def _entry(prefilled_dir, tmp_path) -> Path:
+    return _board(prefilled_dir, tmp_path) / B_7T / "entries" / "plain"
+
+
+@pytest.mark.parametrize("damage, file, says", [
+    ("clinical_big", "clinical.csv", "CARDBENCH_MAX_ENTRY_FILE_BYTES"),
+    ("clinical_text", "clinical.csv", "where a finite number belongs"),
+    ("clinical_inf", "clinical.csv", "where a finite number belongs"),
+    ("aggregates_cut", "aggregates.csv", "ends mid-row"),
+    ("per_subject_range", "per_subject.csv", "outside [0, 1]"),
+    ("per_subject_edit", "per_subject.csv", "summary.json says"),
+    ("summary_big", "summary.json", "CARDBENCH_MAX_ENTRY_FILE_BYTES"),
+    ("yaml_laughs", "submission.yaml", "YAML aliases"),
+])
+def test_read_entry_checks_every_file(prefilled_dir, tmp_path, monkeypatch, damage, file, says):
+    """read_entry (what the dashboard's pages read) refuses each damaged file in one line naming it."""
+    from cardbench.benchmark.leaderboard import LeaderboardError, read_entry
+
+    e = _entry(prefilled_dir, tmp_path)
+    f = e / file
+    table = "subject,index,unit,ref,pred,diff,status\n26,LVEF,%,{ref},55.0,1.0,ok\n"
+    if damage == "clinical_big":  # the limit at the largest other file: only the clinical table is above it
+        cap = max(p.stat().st_size for p in e.iterdir())
+        monkeypatch.setenv("CARDBENCH_MAX_ENTRY_FILE_BYTES", str(cap))
+        f.write_text(table.format(ref="54.0") + "#" * cap + "\n", encoding="utf-8")
+    elif damage == "clinical_text":
+        f.write_text(table.format(ref="lots"), encoding="utf-8")
+    elif damage == "clinical_inf":
+        f.write_text(table.format(ref="inf"), encoding="utf-8")
+    elif damage == "aggregates_cut":
+        f.write_text(f.read_text(encoding="utf-8")[:-5], encoding="utf-8")
+    elif damage == "per_subject_range":
+        _set_first_dice(f, "5.0")
+    elif damage == "per_subject_edit":
+        _set_first_dice(f, "0.0")
+    elif damage == "summary_big":
+        with open(f, "r+b") as fh:
+            fh.truncate(300 << 20)  # sparse: above the 256 MiB default
+    elif damage == "yaml_laughs":
+        lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+        lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values
+        f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises((LeaderboardError, FileNotFoundError)) as ei:
+        read_entry(e)
+    msg = str(ei.value)
+    assert str(f) in msg and says in msg and "\n" not in msg, msg
+
+
+def test_read_entry_of_a_sound_entry_reads_its_tables(prefilled_dir, tmp_path):
+    """The checks do not refuse a sound entry: plain's per_subject.csv (3 subjects x LV, MY x dice, iou
+    = 12 rows) and aggregates read as written."""
+    from cardbench.benchmark.leaderboard import read_entry
+
+    e = _entry(prefilled_dir, tmp_path)
+    res = read_entry(e)
+    assert len(res.per_subject) == 12 and set(res.per_subject["metric"]) == {"dice", "iou"}
+    assert len(res.aggregates) == len(pd.read_csv(e / "aggregates.csv"))
+
+
+def test_per_case_value_out_of_range_leaves_the_entry_out(prefilled_dir, tmp_path):
+    """A per-case Dice of 5.0 in plain's per_case.csv: the entry is skipped by `leaderboard show`
+    (one warning naming the file and the row) instead of being shown and charted."""
+    lb = _board(prefilled_dir, tmp_path)
+    f = lb / B_7T / "entries" / "plain" / "per_case.csv"
+    _set_first_dice(f, "5.0")
+    r = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(lb), "-b", B_7T, "-f", "csv"])
+    assert r.exit_code == 0, r.output
+    names = [row["entry"] for row in csv.DictReader(io.StringIO(r.stdout))]
+    assert "plain" not in names and len(names) == 6
+    w = _warnings(r.stderr)
+    assert len(w) == 1 and str(f) in w[0] and "row 2" in w[0] and "outside [0, 1]" in w[0], r.stderr

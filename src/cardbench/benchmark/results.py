@@ -349,14 +349,64 @@ def _check_per_case(df: pd.DataFrame, path: Path) -> None:
 
     for c in df.columns:
         numeric = c in METRICS or c in _PER_CASE_COUNTS or re.fullmatch(r"c\d\d", c) is not None
-        if not numeric or c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
+        if not numeric or c in _PER_CASE_TEXT:
+            continue
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            num = pd.to_numeric(df[c], errors="coerce")
+            bad = df.index[num.isna() & df[c].notna()]
+            if len(bad):
+                i = bad[0]
+                raise ResultFolderError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
+                                       "numbers belong; the entry is corrupt: remove it and add it again")
+        if c in METRICS:
+            _check_metric_range(df, c, METRICS[c], path)
+
+
+def _check_metric_range(df: pd.DataFrame, column: str, spec, path: Path) -> None:
+    """Raise ResultFolderError naming ``path`` and the first offending row when a per-case value of a
+    registered metric cannot be one (:meth:`~cardbench.benchmark.metric_registry.MetricSpec.bad_value`:
+    infinite, a Dice/IoU/NSD outside [0, 1], a negative distance); blanks (NaN) are allowed. Vectorised:
+    one pass over the column."""
+    v = pd.to_numeric(df[column], errors="coerce").to_numpy(np.float64)
+    bad = np.isinf(v)
+    if spec.in_unit_interval:
+        bad |= (v < 0) | (v > 1)
+    if spec.family in ("overlap", "distance"):
+        bad |= v < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        why = spec.bad_value(float(v[i])) or f"{v[i]!r} is out of range"
+        raise ResultFolderError(f"{path}: column {column} in row {i + 2}: {why}; the entry is corrupt: remove it "
+                                "and add it again")
+
+
+def read_table_checked(path: str | Path, dtype: dict | None = None, numbers: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Any other CSV table of a result folder or leaderboard entry (``aggregates.csv``, ``clinical.csv``...)
+    read as a stranger's file: not a link, within ``max_entry_file_bytes`` (:func:`check_stored_file`),
+    complete (ends with a line break), a readable table; the columns ``numbers`` (where present) hold
+    numbers or blanks, finite.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ResultFolderError: a check fails (one line naming the file, the row and the fix).
+    """
+    path = check_stored_file(path)
+    _check_complete_csv(path)
+    fix = "the entry is corrupt: remove it and add it again"
+    try:
+        df = pd.read_csv(path, dtype=dtype)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+        raise ResultFolderError(f"{path}: not a readable table ({str(e).splitlines()[0]}); {fix}") from None
+    for c in numbers:
+        if c not in df.columns:
             continue
         num = pd.to_numeric(df[c], errors="coerce")
-        bad = df.index[num.isna() & df[c].notna()]
+        bad = df.index[(num.isna() & df[c].notna()) | np.isinf(num.to_numpy(np.float64))]
         if len(bad):
             i = bad[0]
-            raise ResultFolderError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
-                                   "numbers belong; the entry is corrupt: remove it and add it again")
+            raise ResultFolderError(f"{path}: column {c} holds {str(df.at[i, c])!r} in row {i + 2} where a finite "
+                                    f"number belongs; {fix}")
+    return df
 
 
 #: the files of a result folder (and of a leaderboard entry, which adds submission.yaml); any other
