@@ -362,8 +362,12 @@ def _entry(prefilled_dir, tmp_path) -> Path:
     ("yaml_laughs", "submission.yaml", "YAML aliases"),
 ])
 def test_read_entry_checks_every_file(prefilled_dir, tmp_path, monkeypatch, damage, file, says):
-    """read_entry (what the dashboard's pages read) refuses each damaged file in one line naming it."""
-    from cardbench.benchmark.leaderboard import LeaderboardError, read_entry
+    """What the dashboard's pages read of an entry (Leaderboard.entry: submission.yaml; read_entry: the
+    tables) refuses each damaged file in one line naming it: a clinical table above the limit, with
+    text or inf where numbers belong, aggregates cut mid-row, a per-subject Dice of 5.0 or one that no
+    longer gives summary.json (0.0 for one subject of 3), an oversize summary.json, and a "billion
+    laughs" submission.yaml (10 x 10^8 = 10^9 values from a few hundred bytes)."""
+    from cardbench.benchmark.leaderboard import Leaderboard, LeaderboardError, read_entry
 
     e = _entry(prefilled_dir, tmp_path)
     f = e / file
@@ -390,6 +394,7 @@ def test_read_entry_checks_every_file(prefilled_dir, tmp_path, monkeypatch, dama
         lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values
         f.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises((LeaderboardError, FileNotFoundError)) as ei:
+        Leaderboard(e.parents[2]).entry(B_7T, "plain")  # submission.yaml, as the dashboard reads an entry
         read_entry(e)
     msg = str(ei.value)
     assert str(f) in msg and says in msg and "\n" not in msg, msg
