@@ -320,7 +320,8 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
         ValueError: unknown metric or class (the message lists the available ones).
         ResultFolderError: (a ValueError) per_subject.csv fails the checks of
             :func:`~cardbench.benchmark.results.read_per_subject_checked` (a Dice outside [0, 1],
-            a negative distance, text, a truncated file...).
+            a negative distance, text, a truncated file...), or its values do not give the folder's
+            summary.json figures (:func:`~cardbench.benchmark.results.check_subject_means`).
     """
     from pathlib import Path
 
