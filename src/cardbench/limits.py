@@ -52,6 +52,9 @@ class Limits:
             leaderboard (summary.json, per_case.csv/.parquet, per_subject.csv, benchmark.json,
             index.json), checked with ``os.stat`` before the file is opened, default 256 MiB (the
             largest entry file of the pre-filled leaderboard is far below 1 MiB).
+        max_table_bytes: size of a Kaggle volume-track pixel table (``cardbench volumes score``), on
+            disk and, for an .xz/.gz table, after decompression (which stops there), default 256 MiB:
+            about 10 times the largest published table (24.6 MB decompressed, 2.4 MB as .xz).
     """
 
     max_archive_bytes: int = _GiB
@@ -65,6 +68,7 @@ class Limits:
     max_mask_bytes: int = 512 * _MiB
     max_png_pixels: int = 2 ** 26
     max_entry_file_bytes: int = 256 * _MiB
+    max_table_bytes: int = 256 * _MiB
 
     @staticmethod
     def env_name(field: str) -> str:

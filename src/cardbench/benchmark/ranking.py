@@ -306,7 +306,7 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
         CLINICAL_INDICES, CLINICAL_STATS, metric_direction, parse_metric, read_per_case,
     )
     from cardbench.benchmark.leaderboard import LeaderboardError
-    from cardbench.benchmark.results import ResultFolderError, read_per_subject_checked
+    from cardbench.benchmark.results import ResultFolderError, check_subject_means, read_per_subject_checked
 
     m, cls, grp = parse_metric(metric)
     group = group or grp
@@ -317,15 +317,19 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
     cls = cls or "LV"
     level = info.protocol.get("level", "image")
     vals, counts = {}, {}
-    valid = list(lb.index(bench))  # a corrupt entry is skipped (named by lb.problems()), as in the ranked table
-    if not valid:
+    index = lb.index(bench)  # a corrupt entry is skipped (named by lb.problems()), as in the ranked table
+    if not index:
         raise RankingError(str(lb._no_valid_entry(bench)))
-    for name in valid:
+    aggregation = info.protocol.get("aggregation")
+    for name, rec in index.items():
         path = lb.root / bench / "entries" / name
         ps_file = path / "per_subject.csv"
+        # the figures of the plain table (index record = the entry's summary.json, compared on every read)
+        summary = {"results": rec.get("results") or [], "protocol": {"aggregation": aggregation}}
         if group == "all" and (ps_file.exists() or ps_file.is_symlink()):
             try:
-                ps = read_per_subject_checked(path)  # a corrupt table is skipped and named, never ranked
+                # a corrupt table, or one that disagrees with summary.json, is skipped and named, never ranked
+                ps = read_per_subject_checked(path, summary=summary)
             except (ResultFolderError, OSError) as e:
                 lb.skipped[str(path)] = str(e)
                 continue
@@ -347,6 +351,13 @@ def subject_values(lb, bench: str, metric: str = "dice_lv", group: str | None = 
                 continue
             g = rows.groupby("subject")[m]
             mean, n = g.mean().astype(float), g.count().astype(float)
+            try:  # the per-case values must give the figures the plain table shows
+                check_subject_means(mean, n, summary["results"], aggregation, cls=cls, metric=m, group=group,
+                                    where=path / ("per_case.parquet" if (path / "per_case.parquet").exists()
+                                                  else "per_case.csv"))
+            except ResultFolderError as e:
+                lb.skipped[str(path)] = str(e)
+                continue
         if len(mean):
             vals[name], counts[name] = mean, n
     if not vals:

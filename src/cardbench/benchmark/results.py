@@ -349,14 +349,64 @@ def _check_per_case(df: pd.DataFrame, path: Path) -> None:
 
     for c in df.columns:
         numeric = c in METRICS or c in _PER_CASE_COUNTS or re.fullmatch(r"c\d\d", c) is not None
-        if not numeric or c in _PER_CASE_TEXT or pd.api.types.is_numeric_dtype(df[c]):
+        if not numeric or c in _PER_CASE_TEXT:
+            continue
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            num = pd.to_numeric(df[c], errors="coerce")
+            bad = df.index[num.isna() & df[c].notna()]
+            if len(bad):
+                i = bad[0]
+                raise ResultFolderError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
+                                       "numbers belong; the entry is corrupt: remove it and add it again")
+        if c in METRICS:
+            _check_metric_range(df, c, METRICS[c], path)
+
+
+def _check_metric_range(df: pd.DataFrame, column: str, spec, path: Path) -> None:
+    """Raise ResultFolderError naming ``path`` and the first offending row when a per-case value of a
+    registered metric cannot be one (:meth:`~cardbench.benchmark.metric_registry.MetricSpec.bad_value`:
+    infinite, a Dice/IoU/NSD outside [0, 1], a negative distance); blanks (NaN) are allowed. Vectorised:
+    one pass over the column."""
+    v = pd.to_numeric(df[column], errors="coerce").to_numpy(np.float64)
+    bad = np.isinf(v)
+    if spec.in_unit_interval:
+        bad |= (v < 0) | (v > 1)
+    if spec.family in ("overlap", "distance"):
+        bad |= v < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        why = spec.bad_value(float(v[i])) or f"{v[i]!r} is out of range"
+        raise ResultFolderError(f"{path}: column {column} in row {i + 2}: {why}; the entry is corrupt: remove it "
+                                "and add it again")
+
+
+def read_table_checked(path: str | Path, dtype: dict | None = None, numbers: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Any other CSV table of a result folder or leaderboard entry (``aggregates.csv``, ``clinical.csv``...)
+    read as a stranger's file: not a link, within ``max_entry_file_bytes`` (:func:`check_stored_file`),
+    complete (ends with a line break), a readable table; the columns ``numbers`` (where present) hold
+    numbers or blanks, finite.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ResultFolderError: a check fails (one line naming the file, the row and the fix).
+    """
+    path = check_stored_file(path)
+    _check_complete_csv(path)
+    fix = "the entry is corrupt: remove it and add it again"
+    try:
+        df = pd.read_csv(path, dtype=dtype)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:  # EmptyDataError is a ValueError
+        raise ResultFolderError(f"{path}: not a readable table ({str(e).splitlines()[0]}); {fix}") from None
+    for c in numbers:
+        if c not in df.columns:
             continue
         num = pd.to_numeric(df[c], errors="coerce")
-        bad = df.index[num.isna() & df[c].notna()]
+        bad = df.index[(num.isna() & df[c].notna()) | np.isinf(num.to_numpy(np.float64))]
         if len(bad):
             i = bad[0]
-            raise ResultFolderError(f"{path}: column {c} holds text ({str(df.at[i, c])!r} in row {i + 2}) where "
-                                   "numbers belong; the entry is corrupt: remove it and add it again")
+            raise ResultFolderError(f"{path}: column {c} holds {str(df.at[i, c])!r} in row {i + 2} where a finite "
+                                    f"number belongs; {fix}")
+    return df
 
 
 #: the files of a result folder (and of a leaderboard entry, which adds submission.yaml); any other
@@ -375,6 +425,27 @@ def read_summary(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
 
 
+def read_summary_checked(folder: str | Path) -> dict:
+    """``summary.json`` of a result folder or leaderboard entry read as a stranger's file: not a link,
+    within ``max_entry_file_bytes`` (:func:`check_stored_file`), a JSON object.
+
+    Raises:
+        FileNotFoundError: no summary.json.
+        ResultFolderError: a link, too large, not readable JSON or not an object (one line naming it).
+    """
+    f = check_stored_file(Path(folder) / "summary.json")
+    fix = "the entry is corrupt: remove it and add it again"
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ResultFolderError(f"{f}: not readable JSON (nested too deeply); {fix}") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ResultFolderError(f"{f}: not readable JSON ({str(e).splitlines()[0]}); {fix}") from None
+    if not isinstance(d, dict):
+        raise ResultFolderError(f"{f}: not a JSON object; {fix}")
+    return d
+
+
 def read_per_subject(folder: str | Path) -> pd.DataFrame:
     """``per_subject.csv`` of a result folder (subject as text); an empty table when the folder has none.
 
@@ -388,13 +459,20 @@ def read_per_subject(folder: str | Path) -> pd.DataFrame:
 PER_SUBJECT_REQUIRED = ("subject", "class", "metric", "mean", "n_values")
 
 
-def read_per_subject_checked(folder: str | Path) -> pd.DataFrame:
+def read_per_subject_checked(folder: str | Path, summary: dict | None = None) -> pd.DataFrame:
     """``per_subject.csv`` of a result folder or leaderboard entry, checked before its values are used
     (e.g. to bootstrap ranks): not a link, within ``max_entry_file_bytes``, complete (ends with a line
     break), a readable table with the columns :data:`PER_SUBJECT_REQUIRED` and at least one row,
     ``mean`` a number (or blank) within its metric's range
     (:meth:`~cardbench.benchmark.metric_registry.MetricSpec.bad_value`: finite, a Dice in [0, 1], a
-    distance >= 0) and ``n_values`` a count >= 0.
+    distance >= 0) and ``n_values`` a count >= 0; given ``summary``, then its values against the
+    figures of the folder's ``summary.json`` (:func:`check_subject_means`), so a table edited within
+    range cannot rank or compare the entries otherwise than the figures the plain table shows.
+
+    Args:
+        folder: the result folder or entry.
+        summary: its summary.json (:func:`read_summary_checked`, or the leaderboard's index record,
+            which is compared with summary.json on every read); None: the values are not compared.
 
     Raises:
         FileNotFoundError: no per_subject.csv.
@@ -435,7 +513,83 @@ def read_per_subject_checked(folder: str | Path) -> pd.DataFrame:
         if why is not None:
             raise ResultFolderError(f"{ps}: {metric} mean of subject {df.at[i, 'subject']} class {df.at[i, 'class']} "
                                     f"(row {i + 2}): {why}; {fix}")
+    if summary is not None:
+        results = summary.get("results") if isinstance(summary, dict) else None
+        aggregation = ((summary.get("protocol") or {}) if isinstance(summary, dict) else {}).get("aggregation")
+        for (cls, metric), sel in df.groupby(["class", "metric"], sort=False):
+            check_subject_means(sel["mean"], sel["n_values"], results, aggregation, cls=cls, metric=metric,
+                                where=ps)
     return df
+
+
+def _close(a, b) -> bool:
+    """Equal up to the 10 significant digits of the stored tables (``float_format="%.10g"``)."""
+    fa = float("nan") if a is None else float(a)
+    fb = float("nan") if b is None else float(b)
+    if math.isnan(fa) or math.isnan(fb):
+        return math.isnan(fa) and math.isnan(fb)
+    return math.isclose(fa, fb, rel_tol=1e-8, abs_tol=1e-9)
+
+
+def check_subject_means(means: pd.Series, n_values: pd.Series, results, aggregation: str | None, *, cls: str,
+                        metric: str, group: str = "all", where) -> None:
+    """Check the per-subject means of one class and metric (read from ``per_subject.csv``, or computed
+    from the per-case table) against the aggregated figure of the same entry's ``summary.json``
+    (``results``: the records of :func:`cardbench.benchmark.aggregate.aggregate`), recomputed the way
+    :func:`~cardbench.benchmark.aggregate.aggregate` computes it: under ``subject`` aggregation the
+    mean, median and standard deviation (ddof 1) of the subject means and their number
+    (``n_subjects``); under ``pooled`` the mean weighted by each subject's ``n_values``; always the
+    total ``n_values``. Equal means up to the 10 significant digits the tables are written with.
+
+    A rearrangement that keeps every one of these figures (subject values swapped between subjects)
+    is not seen: the check binds the values that are ranked to the figures that are shown, it is no
+    signature.
+
+    Args:
+        means: subject -> mean (NaN: no value), one class and metric.
+        n_values: subject -> number of values aggregated into the mean (same index).
+        results: summary.json ``results`` (list of records with grouping, group, class, metric, mean,
+            median, std, n_subjects, n_values); a record of ``group`` (grouping ``all`` for
+            ``all``, else ``phase``) must exist for a registered metric.
+        aggregation: the protocol's ``subject`` or ``pooled``.
+        cls, metric, group: what the values are.
+        where: the file named in the error.
+
+    Raises:
+        ResultFolderError: a figure differs, or summary.json has none to check against (one line
+            naming ``where``, the class and metric, the two values and the fix).
+    """
+    fix = "the entry is corrupt (edited after it was added): remove it and add it again"
+    grouping = "all" if group == "all" else "phase"
+    rec = None
+    if isinstance(results, list):
+        rec = next((r for r in results if isinstance(r, dict) and r.get("grouping") == grouping
+                    and r.get("group") == group and r.get("class") == cls and r.get("metric") == metric), None)
+    if rec is None:
+        if not pd.to_numeric(means, errors="coerce").notna().any():
+            return  # no value: nothing is ranked
+        raise ResultFolderError(f"{where}: {metric} {cls} ({group}) has per-subject values but summary.json holds no "
+                                f"figure to check them against; {fix}")
+    m = np.asarray(pd.to_numeric(means, errors="coerce"), dtype=np.float64)
+    n = np.asarray(pd.to_numeric(n_values, errors="coerce"), dtype=np.float64)
+    ok = ~np.isnan(m)
+    sm, w = m[ok], np.nan_to_num(n[ok])
+    got: dict[str, float] = {"n_values": float(np.nansum(n))}
+    if aggregation == "pooled":
+        got["mean"] = float((sm * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
+    else:
+        got["n_subjects"] = float(sm.size)
+        got["mean"] = float(sm.mean()) if sm.size else float("nan")
+        got["median"] = float(np.median(sm)) if sm.size else float("nan")
+        if sm.size > 1:
+            got["std"] = float(sm.std(ddof=1))
+    for key, value in got.items():
+        want = rec.get(key)
+        if key not in rec or isinstance(want, bool) or (want is not None and not isinstance(want, (int, float))):
+            continue  # an entry of an older format without this figure
+        if not _close(value, want):
+            raise ResultFolderError(f"{where}: {metric} {cls} ({group}): the per-subject values give a {key} of "
+                                    f"{value:.10g}, summary.json says {want!r}; {fix}")
 
 
 def read_result(folder: str | Path) -> ScoreResult:

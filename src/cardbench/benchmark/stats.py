@@ -320,7 +320,8 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
         ValueError: unknown metric or class (the message lists the available ones).
         ResultFolderError: (a ValueError) per_subject.csv fails the checks of
             :func:`~cardbench.benchmark.results.read_per_subject_checked` (a Dice outside [0, 1],
-            a negative distance, text, a truncated file...).
+            a negative distance, text, a truncated file...), or its values do not give the folder's
+            summary.json figures (:func:`~cardbench.benchmark.results.check_subject_means`).
     """
     from pathlib import Path
 
@@ -335,9 +336,10 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
         if not (folder / "summary.json").exists():
             raise FileNotFoundError(f"{folder}: not a result folder (no summary.json); give a folder written by "
                                     "`cardbench score --out`")
-        from cardbench.benchmark.results import read_per_subject_checked
+        from cardbench.benchmark.results import read_per_subject_checked, read_summary_checked
 
-        checked = (read_per_subject_checked(folder)  # a stranger's values checked before they are compared
+        # a stranger's values checked before they are compared, against the folder's own figures too
+        checked = (read_per_subject_checked(folder, summary=read_summary_checked(folder))
                    if (folder / "per_subject.csv").exists() else None)
         res = read_result(folder)
         if checked is not None:
@@ -396,7 +398,7 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
     """
     from pathlib import Path
 
-    from cardbench.benchmark.results import ScoreResult, read_per_subject_checked, read_result
+    from cardbench.benchmark.results import ScoreResult, read_per_subject_checked, read_result, read_summary_checked
 
     def load(x):
         if isinstance(x, ScoreResult):
@@ -405,7 +407,7 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
             raise FileNotFoundError(f"{x}: not a result folder (no summary.json); give a folder written by "
                                     "`cardbench score --out`")
         if (Path(x) / "per_subject.csv").exists():  # a stranger's table: checked before anything reads it
-            read_per_subject_checked(Path(x))
+            read_per_subject_checked(Path(x), summary=read_summary_checked(Path(x)))
         return read_result(Path(x))
 
     sa, sb = load(a).summary, load(b).summary

@@ -174,9 +174,35 @@ def _entry_extra(folder: str, bench: str, entry: str, stamp: int) -> tuple[dict,
 
 
 def entry_details(bench: str, entry: str) -> tuple[dict, pd.DataFrame, dict, dict]:
-    """(summary, per-subject table, extra tables {name: DataFrame}, submission.yaml) of one entry."""
+    """(summary, per-subject table, extra tables {name: DataFrame}, submission.yaml) of one entry, every
+    file checked (:func:`cardbench.benchmark.leaderboard.read_entry`).
+
+    Raises:
+        LeaderboardError: a file of the entry is refused (one line naming it).
+        FileNotFoundError: summary.json or the per-case table is missing.
+    """
     folder = root()
     return _entry_extra(folder, bench, entry, _entry_stamp(folder, bench, entry))
+
+
+#: what reading an entry's files may raise: each is one line naming the file, shown instead of a traceback.
+ENTRY_ERRORS = (ValueError, FileNotFoundError, OSError)  # LeaderboardError and ResultFolderError are ValueErrors
+
+
+def entry_or_stop(bench: str, entry: str, *, details: bool = True):
+    """``(summary, per_subject, extra, meta, per_case)`` of one entry (``details`` False: the per-case
+    table only), or, when a file of the entry is refused (a link, too large, cut mid-row, unreadable,
+    an impossible value, per-subject values that do not give summary.json's figures), one
+    ``st.error`` line naming the file and the page stops: never a traceback."""
+    try:
+        pc = per_case(bench, entry)
+        if not details:
+            return pc
+        return (*entry_details(bench, entry), pc)
+    except ENTRY_ERRORS as e:
+        st.error(f"Entry {entry} cannot be shown: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                 icon=":material/error:")
+        st.stop()
 
 
 # ------------------------------------------------------------------------------------------

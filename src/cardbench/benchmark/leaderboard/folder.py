@@ -253,18 +253,41 @@ def read_per_case(folder: Path) -> pd.DataFrame:
         raise LeaderboardError(str(e)) from None
 
 
+#: numeric columns of an entry's clinical tables, checked (numbers or blanks, finite) before they are shown.
+_CLINICAL_NUMBERS = ("ref", "pred", "diff", "abs_diff", "n_subjects", "bias", "sd_diff", "loa_low", "loa_high",
+                     "mae", "pearson_r", "ref_mean", "pred_mean")
+
+
 def read_entry(folder: Path) -> ScoreResult:
-    """Read an entry folder into a :class:`ScoreResult` (:func:`cardbench.benchmark.results.read_result`:
-    extra ``*.csv`` tables included).
+    """Read an entry folder into a :class:`ScoreResult` (summary, per-case, per-subject, aggregates and the
+    extra ``*.csv`` tables, as :func:`cardbench.benchmark.results.read_result`), every file checked as a
+    stranger's before it is used (the dashboard's pages read entries through this): no link, within
+    ``max_entry_file_bytes``, a CSV complete (not cut mid-row) and readable;
+    :func:`~cardbench.benchmark.results.read_summary_checked`, ``read_per_case`` (metric values within
+    their range), :func:`~cardbench.benchmark.results.read_per_subject_checked` (values in range and
+    giving summary.json's figures), :func:`~cardbench.benchmark.results.read_table_checked` for
+    ``aggregates.csv`` and the extra tables (clinical columns numbers).
 
     Raises:
         FileNotFoundError: summary.json or the per-case table is missing.
-        LeaderboardError: the per-case table is corrupt.
+        LeaderboardError: a file is a link, too large, truncated, unreadable or holds an impossible
+            value (one line naming the file, the problem and the fix).
     """
+    folder = Path(folder)
     try:
-        return _results.read_result(folder)
+        summary = _results.read_summary_checked(folder)
+        per_case = _results.read_per_case(folder)
+        ps = folder / "per_subject.csv"
+        per_subject = (_results.read_per_subject_checked(folder, summary=summary)
+                       if ps.exists() or ps.is_symlink() else pd.DataFrame())
+        ag = folder / "aggregates.csv"
+        aggregates = (_results.read_table_checked(ag, numbers=("mean", "ci_low", "ci_high", "std", "median"))
+                      if ag.exists() or ag.is_symlink() else pd.DataFrame(summary.get("results") or []))
+        extra = {p.stem: _results.read_table_checked(p, dtype={"subject": str}, numbers=_CLINICAL_NUMBERS)
+                 for p in sorted(folder.glob("*.csv")) if p.name not in _results.STANDARD_FILES}
     except ResultFolderError as e:
         raise LeaderboardError(str(e)) from None
+    return ScoreResult(summary, per_case, per_subject, aggregates, extra_tables=extra)
 
 
 def _submission_meta(result: ScoreResult, name: str, meta: dict | None, source: str) -> dict:
@@ -337,10 +360,36 @@ def _clinical_rows(agreement: list[dict]) -> list[dict]:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    """An entry's ``submission.yaml`` as a dict (``{}`` when missing or not a mapping), read as a
+    stranger's file: no link, within ``max_entry_file_bytes``
+    (:func:`~cardbench.benchmark.results.check_stored_file`), then :mod:`cardbench._yamlsafe`'s reader
+    (regular file, UTF-8, nesting within ``max_meta_depth``, YAML aliases expanding to at most
+    1,000,000 values, so a "billion laughs" file is refused before it is built; SafeLoader: no tag
+    builds an object).
+
+    Raises:
+        LeaderboardError: the file is refused (one line naming it, the problem and the fix).
+    """
+    import dataclasses
+
+    from cardbench._yamlsafe import _load_small_yaml, _YamlRefused
+    from cardbench.limits import get_limits
+
+    if not (path.exists() or path.is_symlink()):
         return {}
+    try:
+        _results.check_stored_file(path)
+    except ResultFolderError as e:
+        raise LeaderboardError(str(e)) from None
+    except OSError:
+        return {}
+    lim = get_limits()
+    lim = dataclasses.replace(lim, max_meta_bytes=lim.max_entry_file_bytes,
+                              max_meta_nodes=max(lim.max_meta_nodes, 1_000_000))
+    try:
+        d = _load_small_yaml(path, lim, noun="an entry's submission.yaml")
+    except _YamlRefused as e:
+        raise LeaderboardError(f"{path}: {e.what}; the entry is corrupt: remove it and add it again") from None
     return d if isinstance(d, dict) else {}
 
 

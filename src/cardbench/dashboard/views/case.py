@@ -12,8 +12,7 @@ from cardbench.dashboard import analysis, charts, data, images
 st.title("Case drill-down")
 bench, entries, _ = data.require_board()
 entry = data.select_persistent("Entry", entries["entry"].tolist(), "entry", query_param="entry")
-summary, _, _, meta = data.entry_details(bench["id"], entry)
-pc = data.per_case(bench["id"], entry)
+summary, _, _, meta, pc = data.entry_or_stop(bench["id"], entry)  # a bad file: one st.error line
 vol = analysis.level_rows(pc, "volume")
 img_rows = analysis.level_rows(pc, "image")
 metric_cols = analysis.metric_columns(pc)

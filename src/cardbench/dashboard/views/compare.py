@@ -27,8 +27,8 @@ lvl = c4.radio("Level", levels, index=levels.index(level) if level in levels els
 tol = c5.number_input("Tie tolerance", min_value=0.0, value=0.0, step=0.001, format="%.4f", key="cmp_tol",
                       help="|A - B| at most this much counts as a tie.")
 
-pa = data.per_case(bench["id"], a_name)
-pb = data.per_case(bench["id"], b_name)
+pa = data.entry_or_stop(bench["id"], a_name, details=False)
+pb = data.entry_or_stop(bench["id"], b_name, details=False)
 if metric not in pa.columns or metric not in pb.columns:
     st.warning(f"'{metric}' is not in both per-case tables.")
     st.stop()

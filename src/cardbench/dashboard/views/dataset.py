@@ -69,7 +69,7 @@ if entries.empty:
     st.stop()
 st.markdown(f"**What this benchmark scores** (split `{bench['split']}`; from the per-case table of "
             f"entry `{entries['entry'].iloc[0]}`)")
-pc = data.per_case(bench["id"], entries["entry"].iloc[0])
+pc = data.entry_or_stop(bench["id"], entries["entry"].iloc[0], details=False)
 sizes = analysis.split_sizes(pc)
 st.dataframe(sizes, hide_index=True, key="ds_split_sizes")
 data.download(sizes, f"{bench['id']}__split_sizes.csv", key="dl_ds_split_sizes")

@@ -15,8 +15,7 @@ entry = data.select_persistent("Entry", entries["entry"].tolist(), "entry", quer
                                format_func=lambda e: f"{e}  ({labels[e]})" if labels.get(e) else e)
 proto = bench["protocol"]
 level = proto.get("level", "volume")
-summary, per_subject, extra, meta = data.entry_details(bench["id"], entry)
-pc = data.per_case(bench["id"], entry)
+summary, per_subject, extra, meta, pc = data.entry_or_stop(bench["id"], entry)  # a bad file: one st.error line
 
 row = entries.set_index("entry").loc[entry]
 bits = [f"**{entry}**"] + [f"{k}: {row[k]}" for k in ("label", "team", "method", "training_data") if

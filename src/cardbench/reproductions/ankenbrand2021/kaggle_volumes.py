@@ -198,28 +198,126 @@ def read_published(local_path: str, data_dir: str | Path | None = None) -> tuple
     return data, where, entry.sha256
 
 
-def _source_bytes(source: "str | Path | bytes", name: str | None) -> tuple[bytes, str]:
-    """(decompressed bytes, name for messages) of a path or of bytes already read."""
+def _source_bytes(source: "str | Path | bytes", name: str | None, limits=None) -> tuple[bytes, str]:
+    """(decompressed bytes, name for messages) of a path or of bytes already read, bounded: a path
+    must be a regular file (a link to one is followed; a FIFO, a device, a folder or a link to one is
+    refused before it is opened), of at most ``max_table_bytes`` bytes (:mod:`cardbench.limits`,
+    env ``CARDBENCH_MAX_TABLE_BYTES``; checked by ``stat`` and again while reading), and an .xz/.gz
+    table decompresses to at most as many bytes (:func:`_decompress` stops there).
+
+    Raises:
+        VolumeTrackError: not a regular file, unreadable, or above the limit (one line: file,
+            problem, the limit and the variable that raises it).
+    """
+    import os
+    import stat
+
+    from cardbench.limits import get_limits
+
+    cap = (limits or get_limits()).max_table_bytes
     if isinstance(source, (bytes, bytearray)):
         name = name or "<bytes>"
         data = bytes(source)
+        if len(data) > cap:
+            raise VolumeTrackError(_too_large(name, f"{len(data)} bytes", cap))
     else:
         name = name or str(source)
-        data = Path(source).read_bytes()
-    return _decompress(data, name), name
-
-
-def _decompress(data: bytes, name: str) -> bytes:
-    if name.endswith(".xz") or data[:6] == b"\xfd7zXZ\x00":
+        path = Path(source)
         try:
-            return lzma.decompress(data)
-        except lzma.LZMAError as e:
-            raise VolumeTrackError(f"{name}: not a valid .xz file ({e}); fetch it again") from e
-    if data[:2] == b"\x1f\x8b":
-        import gzip
+            st = path.stat()
+        except OSError as e:
+            raise VolumeTrackError(f"{name}: cannot be read ({e.strerror}); check the path") from None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a device (/dev/zero) never ends
+            from cardbench.datasets.formats.base import special_file_kind
 
-        return gzip.decompress(data)
-    return data
+            raise VolumeTrackError(f"{name}: not a regular file: {special_file_kind(path)}; it was not read: "
+                                   "give the pixel table itself")
+        if st.st_size > cap:
+            raise VolumeTrackError(_too_large(name, f"{st.st_size} bytes on disk", cap))
+        try:
+            with open(path, "rb") as fh:
+                fd_mode = os.fstat(fh.fileno()).st_mode
+                if not stat.S_ISREG(fd_mode):  # replaced between stat and open
+                    raise VolumeTrackError(f"{name}: not a regular file; it was not read: give the pixel table "
+                                           "itself")
+                data = fh.read(cap + 1)  # a file that grows after the stat is still cut at the limit
+        except OSError as e:
+            raise VolumeTrackError(f"{name}: cannot be read ({e.strerror}); check the path") from None
+        if len(data) > cap:
+            raise VolumeTrackError(_too_large(name, f"more than {cap} bytes", cap))
+    return _decompress(data, name, cap), name
+
+
+def _too_large(name: str, what: str, cap: int, decompressed: bool = False) -> str:
+    from cardbench.limits import Limits
+
+    where = "decompresses to" if decompressed else "is"
+    return (f"{name}: {where} {what}, above the limit of {cap} bytes for a pixel table (the published tables "
+            f"are at most 25 MB decompressed); it was not read{' further' if decompressed else ''}: a "
+            f"decompression bomb or not a pixel table; if the table is genuine raise the limit with "
+            f"{Limits.env_name('max_table_bytes')}=BYTES")
+
+
+_DECOMPRESS_STEP = 4 << 20  # bytes of output per decompressor call
+
+
+def _decompress(data: bytes, name: str, cap: int | None = None) -> bytes:
+    """``data`` decompressed when it is .xz (by name or magic bytes) or gzip (magic bytes), else as is;
+    concatenated streams/members are decompressed one after the other (as ``lzma.decompress`` and
+    ``gzip.decompress`` do). Streaming (``LZMADecompressor`` / ``zlib.decompressobj`` with
+    ``max_length``): never more than ``cap`` + 1 bytes are produced, so a bomb costs no memory.
+
+    Args:
+        data: the file's bytes.
+        name: the file, for messages.
+        cap: most bytes allowed out (default ``max_table_bytes`` of :func:`cardbench.limits.get_limits`).
+
+    Raises:
+        VolumeTrackError: a corrupt or truncated stream, or output above ``cap``.
+    """
+    import zlib
+
+    if cap is None:
+        from cardbench.limits import get_limits
+
+        cap = get_limits().max_table_bytes
+    if name.endswith(".xz") or data[:6] == b"\xfd7zXZ\x00":
+        make, errors, kind = (lambda: lzma.LZMADecompressor()), (lzma.LZMAError,), ".xz"
+    elif data[:2] == b"\x1f\x8b":
+        make, errors, kind = (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)), (zlib.error,), ".gz"
+    else:
+        return data
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    while rest:
+        d = make()
+        try:
+            buf = rest
+            while True:
+                want = min(cap - total + 1, _DECOMPRESS_STEP)  # in steps: at most cap + 1 bytes ever held
+                chunk = d.decompress(buf, want)
+                total += len(chunk)
+                out.append(chunk)
+                if total > cap:
+                    raise VolumeTrackError(_too_large(name, f"more than {cap} bytes", cap, decompressed=True))
+                if d.eof:
+                    break
+                buf = getattr(d, "unconsumed_tail", b"")  # zlib keeps unread input there; lzma inside
+                if not buf and len(chunk) < want:  # all input used, output not full, no end of stream
+                    raise VolumeTrackError(f"{name}: not a valid {kind} file (truncated: the end of the stream is "
+                                           "missing); fetch or write it again")
+        except errors as e:
+            if out and total and rest is not data:
+                break  # leftover data after the last stream is not a stream: ignored, as lzma.decompress does
+            raise VolumeTrackError(f"{name}: not a valid {kind} file ({e}); fetch or write it again") from None
+        rest = d.unused_data
+        if kind == ".gz":
+            rest = rest.lstrip(b"\x00")  # zero padding between and after members, as gzip.decompress skips
+            if rest and not rest.startswith(b"\x1f\x8b"):
+                raise VolumeTrackError(f"{name}: not a valid .gz file (data after the end of the stream); fetch "
+                                       "or write it again")
+    return b"".join(out)
 
 
 def parse_series(series: str) -> tuple[str, str | None, bool]:
