@@ -71,7 +71,7 @@ def released(tmp_path_factory, shared_data):
     return base, base / "X", res
 
 
-def test_release_clone_get_is_byte_identical(released, shared_data):
+def test_release_clone_get_is_byte_identical(released, shared_data, sunnybrook_prepared):
     base, x, res = released
     assert "conversion: converter" in res.stderr
     y = base / "Y"
@@ -87,11 +87,10 @@ def test_release_clone_get_is_byte_identical(released, shared_data):
     reg = _registry(shared_data, "sunnybrook-sample/")
     for lp, row in reg.items():
         assert hashlib.sha256(fy[f"sourcedata/{lp}"]).hexdigest() == row["sha256"], lp
-    # the standard layout is what the converter makes from the same sources outside DataLad
-    from cardbench.datasets.prepare import prepare_dataset
-
-    prepare_dataset("sunnybrook-sample", base / "direct", source=shared_data)
-    direct = _files(base / "direct")
+    # the standard layout is what the converter makes from the same sources outside DataLad (the
+    # sample prepared once per run from the embedded copy of these sources: byte-identical to a
+    # preparation from the shared real data, tests/test_sunnybrook.py test_same_result_from_shared_data)
+    direct = _files(sunnybrook_prepared)
     for k, v in direct.items():
         if k.startswith(("images/", "labels/")) or k in ("subjects.csv", "annotations.csv", "volumes.csv"):
             assert fy[k] == v, k
