@@ -148,12 +148,14 @@ def sunnybrook_prepared(tmp_path_factory) -> Path:
 #: built once). The files that import torch come first (MONAI imports torch too): under ``--dist
 #: worksteal`` the first half of the list goes to one worker and the other steals from its end, so
 #: torch and segmentation-models-pytorch (about 6 s of CPU) are imported by one worker, not both
-#: (the test files import them lazily, tests/helpers.py ``LazyModule``).
+#: (the test files import them lazily, tests/helpers.py ``LazyModule``). The files with single
+#: tests of 7 to 20 s (a browser, the demo in a subprocess) come next, and files of many short tests
+#: last: the other worker steals from the end of this worker's queue, so the run ends on short tests.
 HEAVY_FIRST = ["test_ddp.py", "test_baselines.py", "test_evaluate_model.py", "test_surface.py", "test_nsd.py",
                "test_scoring_surface.py",
-               "test_datasets_datalad.py", "test_volume_track.py", "test_docs_runnable.py",
-               "test_dashboard_browser.py", "test_reproduce.py", "test_intake.py", "test_dashboard.py",
-               "test_hostile.py", "test_scoring_distributed.py"]
+               "test_dashboard_browser.py", "test_intake.py", "test_reproduce.py",
+               "test_datasets_datalad.py", "test_volume_track.py", "test_docs_runnable.py", "test_dashboard.py",
+               "test_scoring_distributed.py", "test_hostile.py"]
 
 
 def pytest_collection_modifyitems(config, items):
