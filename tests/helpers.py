@@ -97,3 +97,34 @@ def has_modules(*names: str) -> bool:
     from importlib.util import find_spec
 
     return all(find_spec(n) is not None for n in names)
+
+
+def refusal_and_peak(call, exc_type) -> tuple[str, int]:
+    """``call()`` must raise ``exc_type``: its message and the peak of Python memory while it ran
+    (bytes, ``tracemalloc``)."""
+    import tracemalloc
+
+    import pytest
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(exc_type) as ei:
+            call()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return str(ei.value), peak
+
+
+def copy_board(prefilled_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy ``tmp_path/lb`` of the run's pre-filled leaderboard (conftest ``prefilled_dir``)."""
+    import shutil
+
+    lb = tmp_path / "lb"
+    shutil.copytree(prefilled_dir, lb)
+    return lb
+
+
+def warning_lines(stderr: str) -> list[str]:
+    """The ``warning:`` lines of a command's standard error."""
+    return [ln for ln in stderr.splitlines() if ln.startswith("warning:")]

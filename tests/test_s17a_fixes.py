@@ -15,7 +15,6 @@ import gzip
 import json
 import random
 import shutil
-import tracemalloc
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +25,7 @@ from typer.testing import CliRunner
 from cardbench.cli import app
 from cardbench.datasets.formats import MaskReadError, read_mask
 from cardbench.datasets.io import read_nifti_mask
+from helpers import refusal_and_peak
 
 NOT_NIFTI = ("but the content is zeros only (no header at all), not NIfTI (no NIfTI magic n+1/n+2 in its "
              "header); save the mask as a real NIfTI file (a renamed file is not converted)")
@@ -39,14 +39,7 @@ NOT_NIFTI = ("but the content is zeros only (no header at all), not NIfTI (no NI
 
 def _refusal(reader, path) -> tuple[str, int]:
     """The one-line message of ``reader(path)`` and the peak of Python memory while it ran (bytes)."""
-    tracemalloc.start()
-    try:
-        with pytest.raises(MaskReadError) as ei:
-            reader(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return str(ei.value), peak
+    return refusal_and_peak(lambda: reader(path), MaskReadError)
 
 
 @pytest.mark.parametrize("reader", [read_mask, read_nifti_mask])

@@ -9,25 +9,18 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cardbench.cli import app
+from helpers import copy_board, warning_lines
 
 B_7T = "cmr-7t__test__cardbench-v1"  # seven pre-filled entries, each with per_subject.csv
 
 
-def _board(prefilled_dir, tmp_path) -> Path:
-    lb = tmp_path / "lb"
-    shutil.copytree(prefilled_dir, lb)
-    return lb
-
-
-def _warnings(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
+_board, _warnings = copy_board, warning_lines
 
 
 def _show_csv(lb: Path, *extra: str):

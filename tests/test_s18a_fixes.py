@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -17,18 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cardbench.cli import app
+from helpers import copy_board, refusal_and_peak, warning_lines
 
 B_7T = "cmr-7t__test__cardbench-v1"  # seven pre-filled entries, each with per_subject.csv
 
 
-def _board(prefilled_dir, tmp_path) -> Path:
-    lb = tmp_path / "lb"
-    shutil.copytree(prefilled_dir, lb)
-    return lb
-
-
-def _warnings(stderr: str) -> list[str]:
-    return [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
+_board, _warnings = copy_board, warning_lines
 
 
 def _rows(f: Path) -> list[list[str]]:
@@ -212,7 +205,6 @@ def test_pixel_table_bomb_stops_at_the_limit(tmp_path, monkeypatch, kind):
     against the 8 MiB a whole decompression holds)."""
     import gzip
     import lzma
-    import tracemalloc
 
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, read_pixel_counts
 
@@ -222,14 +214,7 @@ def test_pixel_table_bomb_stops_at_the_limit(tmp_path, monkeypatch, kind):
     f = tmp_path / f"bomb.tsv.{kind}"
     f.write_bytes(packed)
     monkeypatch.setenv("CARDBENCH_MAX_TABLE_BYTES", str(1 << 20))
-    tracemalloc.start()
-    try:
-        with pytest.raises(VolumeTrackError) as ei:
-            read_pixel_counts(f)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    msg = str(ei.value)
+    msg, peak = refusal_and_peak(lambda: read_pixel_counts(f), VolumeTrackError)
     assert str(f) in msg and "1048576 bytes" in msg and "CARDBENCH_MAX_TABLE_BYTES" in msg and "\n" not in msg
     assert peak < 3 << 20, peak
     r, lines = _volumes_score(f)
