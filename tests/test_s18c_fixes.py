@@ -168,3 +168,20 @@ def test_model_card_and_submission_yaml_tags_name_their_file(tmp_path):
         _load_small_yaml(sub, get_limits())  # the default noun: submission.yaml
     assert e.value.what == f"{TAG}; YAML tags are not allowed in submission.yaml {NEVER}"
     assert not marker.exists()
+
+
+def test_label_map_file_inside_a_submission_with_tag(tmp_path):
+    """``label_map: m.yaml`` in submission.yaml, the file holding a tag: the problem names
+    submission.yaml, the label map file and the tag, and its fix is to remove the tag."""
+    ref = _ref(tmp_path)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "case_frame01.nii.gz").write_bytes((ref / "case_frame01.nii.gz").read_bytes())
+    lm, marker = _tagged(sub, "m.yaml", "labels")
+    (sub / "submission.yaml").write_text("name: x\nlabel_map: m.yaml\n")
+    res = CliRunner().invoke(app, ["score", str(sub), "-r", str(ref), "--no-save"], env={"COLUMNS": "400"})
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 2 and "Traceback" not in res.output, res.output
+    assert lines[0] == (f"error: {sub / 'submission.yaml'}: label_map 'm.yaml': {TAG}; YAML tags are not allowed "
+                        f"in a label map file {NEVER}. Fix: remove the tag and write plain keys and values")
+    assert "nothing was scored" in lines[1] and not marker.exists()

@@ -313,7 +313,7 @@ def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem
     try:
         data = _load_small_yaml(target, lim, noun="a label map file")
     except _YamlRefused as e:
-        return refuse(e.what)
+        return refuse(e.what, e.fix)  # the fix for what is wrong in the file (a tag: remove it)
     if not isinstance(data, dict):
         return refuse("must be a YAML mapping like {name: x, labels: {background: 0, LV: 1}}")
     data.setdefault("name", rel.stem)
