@@ -185,3 +185,21 @@ def test_label_map_file_inside_a_submission_with_tag(tmp_path):
     assert lines[0] == (f"error: {sub / 'submission.yaml'}: label_map 'm.yaml': {TAG}; YAML tags are not allowed "
                         f"in a label map file {NEVER}. Fix: remove the tag and write plain keys and values")
     assert "nothing was scored" in lines[1] and not marker.exists()
+
+
+def test_label_map_file_syntax_and_encoding_fixes_point_at_the_label_map_docs(tmp_path):
+    """A label map file's syntax or encoding problem points at the label map page, not at
+    submission.yaml's."""
+    from cardbench.labelmaps import get_label_map
+
+    lm = tmp_path / "m.yaml"
+    lm.write_text("labels: [unclosed\n")
+    with pytest.raises(ValueError) as e:
+        get_label_map(str(lm))
+    assert str(e.value).startswith(f"{lm}: label map file: not valid YAML ")
+    assert str(e.value).endswith("Fix: fix the syntax (see docs/extending.md, Adding a label map)")
+    lm.write_bytes(b"labels: {background: 0, LV: \xff}\n")  # 0xff: no UTF-8
+    with pytest.raises(ValueError, match=r"m\.yaml: label map file: not UTF-8 text\. Fix: save it as UTF-8 "
+                                         r"\(see docs/extending\.md, Adding a label map\)$"):
+        get_label_map(str(lm))
+    assert "## Adding a label map" in (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()

@@ -107,12 +107,16 @@ def _unique_key_loader():
     return UniqueKeySafeLoader
 
 
-def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
+def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml", doc: str = "docs/scoring.md, submission.yaml"):
     """The parsed content of a small YAML file written by a stranger: at most ``lim.max_meta_bytes``,
     UTF-8, within the nesting, alias and scalar limits (checked before parsing), safe_load only.
 
+    Args:
+        noun: what the file is (``submission.yaml``, ``a label map file``), for the messages.
+        doc: the page that describes the file, named in the fix of a syntax or encoding problem.
+
     Raises:
-        _YamlRefused: the problem and its fix (``noun`` names the file in the size message).
+        _YamlRefused: the problem and its fix.
     """
     import yaml
 
@@ -137,7 +141,7 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
     except PermissionError:
         raise _YamlRefused("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
     except UnicodeDecodeError:
-        raise _YamlRefused("not UTF-8 text", "save it as UTF-8 (see docs/scoring.md, submission.yaml)")
+        raise _YamlRefused("not UTF-8 text", f"save it as UTF-8 (see {doc})")
     except OSError as e:
         raise _YamlRefused(f"cannot be read ({e.strerror or e})", "check the file")
     try:
@@ -157,9 +161,9 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
         from cardbench._util import yaml_error_text
 
         raise _YamlRefused(f"not valid YAML {yaml_error_text(e)}",
-                           "fix the syntax (see docs/scoring.md, submission.yaml)")
+                           f"fix the syntax (see {doc})")
     except yaml.YAMLError as e:
         from cardbench._util import yaml_error_text
 
         raise _YamlRefused(f"not valid YAML {yaml_error_text(e)}",
-                           "fix the syntax (see docs/scoring.md, submission.yaml)")
+                           f"fix the syntax (see {doc})")
