@@ -46,6 +46,35 @@ def _yaml_limits_problem(text: str, lim) -> tuple[str, str] | None:
     return None
 
 
+def yaml_tag_problem(e, noun: str) -> tuple[str, str] | None:
+    """The problem and fix for a YAML tag refused by :class:`yaml.SafeLoader`, or None when ``e`` is
+    another error.
+
+    Args:
+        e: a :class:`yaml.constructor.ConstructorError` (``could not determine a constructor for the
+            tag '...'``: a ``!!python/object/apply:os.system`` or any other tag SafeLoader does not build).
+        noun: what the file is, for the message: ``submission.yaml``, ``a label map file``,
+            ``a protocol file``, ``a model card``...
+
+    Returns:
+        (problem, fix): ``uses the YAML tag !!python/object/apply:os.system (line 1); YAML tags are not
+        allowed in <noun> (nothing in a YAML file given to cardbench is ever executed)`` and ``remove
+        the tag and write plain keys and values``; the caller puts the file in front (one line: file,
+        problem, fix).
+    """
+    import re
+
+    problem = str(getattr(e, "problem", "") or "")
+    if "tag" not in problem:
+        return None
+    m = re.search(r"'([^']*)'", problem)
+    tag = (m.group(1).replace("tag:yaml.org,2002:", "!!") + " ") if m else ""
+    mark = getattr(e, "problem_mark", None)
+    line = f"line {mark.line + 1}" if mark else "a value"
+    return (f"uses the YAML tag {tag}({line}); YAML tags are not allowed in {noun} (nothing in a YAML file "
+            "given to cardbench is ever executed)", "remove the tag and write plain keys and values")
+
+
 class _YamlRefused(Exception):
     """A small YAML file that cannot be used: ``what`` (the problem) and ``fix``."""
 
@@ -78,12 +107,16 @@ def _unique_key_loader():
     return UniqueKeySafeLoader
 
 
-def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
+def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml", doc: str = "docs/scoring.md, submission.yaml"):
     """The parsed content of a small YAML file written by a stranger: at most ``lim.max_meta_bytes``,
     UTF-8, within the nesting, alias and scalar limits (checked before parsing), safe_load only.
 
+    Args:
+        noun: what the file is (``submission.yaml``, ``a label map file``), for the messages.
+        doc: the page that describes the file, named in the fix of a syntax or encoding problem.
+
     Raises:
-        _YamlRefused: the problem and its fix (``noun`` names the file in the size message).
+        _YamlRefused: the problem and its fix.
     """
     import yaml
 
@@ -108,7 +141,7 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
     except PermissionError:
         raise _YamlRefused("cannot be read (permission denied)", "make it readable (chmod a+r) or remove it")
     except UnicodeDecodeError:
-        raise _YamlRefused("not UTF-8 text", "save it as UTF-8 (see docs/scoring.md, submission.yaml)")
+        raise _YamlRefused("not UTF-8 text", f"save it as UTF-8 (see {doc})")
     except OSError as e:
         raise _YamlRefused(f"cannot be read ({e.strerror or e})", "check the file")
     try:
@@ -122,21 +155,15 @@ def _load_small_yaml(path: Path, lim, noun: str = "submission.yaml"):
         problem = str(e.problem or "")
         if problem.startswith("duplicate key"):
             raise _YamlRefused(f"gives a key twice: {problem}", "give each key once")
-        if "tag" in problem:  # !!python/object/apply:os.system and other tags
-            import re as _re
-
-            m = _re.search(r"'([^']*)'", problem)
-            tag = (m.group(1).replace("tag:yaml.org,2002:", "!!") + " ") if m else ""
-            line = f"line {e.problem_mark.line + 1}" if e.problem_mark else "a value"
-            raise _YamlRefused(f"uses the YAML tag {tag}({line}); YAML tags are not allowed (nothing in "
-                               "submission files is ever executed)",
-                               "remove the tag and write plain keys and values")
+        tag = yaml_tag_problem(e, noun)
+        if tag is not None:
+            raise _YamlRefused(*tag)
         from cardbench._util import yaml_error_text
 
         raise _YamlRefused(f"not valid YAML {yaml_error_text(e)}",
-                           "fix the syntax (see docs/scoring.md, submission.yaml)")
+                           f"fix the syntax (see {doc})")
     except yaml.YAMLError as e:
         from cardbench._util import yaml_error_text
 
         raise _YamlRefused(f"not valid YAML {yaml_error_text(e)}",
-                           "fix the syntax (see docs/scoring.md, submission.yaml)")
+                           f"fix the syntax (see {doc})")

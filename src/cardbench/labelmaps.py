@@ -276,7 +276,8 @@ def get_label_map(spec: "str | Path | LabelMap | dict | None") -> LabelMap:
         from cardbench.limits import get_limits
 
         try:  # bounded (max_meta_bytes), regular files only, safe_load: as submission.yaml
-            data = _load_small_yaml(p, get_limits(), noun="a label map file")
+            data = _load_small_yaml(p, get_limits(), noun="a label map file",
+                                    doc="docs/extending.md, Adding a label map")
         except _YamlRefused as e:
             raise ValueError(f"{p}: label map file: {e.what}. Fix: {e.fix}") from None
         if not isinstance(data, dict):

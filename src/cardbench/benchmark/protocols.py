@@ -391,6 +391,12 @@ def load_protocol(path: str | Path) -> Protocol:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
+        from cardbench._yamlsafe import yaml_tag_problem
+
+        tag = yaml_tag_problem(e, "a protocol file")
+        if tag is not None:  # a tag is no syntax error: say so, and why it is refused
+            raise ProtocolError(f"{p}: not valid YAML for cardbench: {tag[0]}; {tag[1]} (`cardbench protocol "
+                                "show cardbench-v1` prints a valid file)") from None
         from cardbench._util import yaml_error_text
 
         raise ProtocolError(f"{p}: not valid YAML ({yaml_error_text(e)}); fix the syntax "

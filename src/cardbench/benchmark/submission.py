@@ -311,9 +311,10 @@ def _label_map_inside(meta: dict, root: Path, shown: str, problems: list[Problem
     if not stat.S_ISREG(st.st_mode):
         return refuse("not a regular file; it was not read")
     try:
-        data = _load_small_yaml(target, lim, noun="a label map file")
+        data = _load_small_yaml(target, lim, noun="a label map file",
+                                doc="docs/extending.md, Adding a label map")
     except _YamlRefused as e:
-        return refuse(e.what)
+        return refuse(e.what, e.fix)  # the fix for what is wrong in the file (a tag: remove it)
     if not isinstance(data, dict):
         return refuse("must be a YAML mapping like {name: x, labels: {background: 0, LV: 1}}")
     data.setdefault("name", rel.stem)

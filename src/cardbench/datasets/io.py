@@ -29,7 +29,7 @@ __all__ = ["LabelImage", "MaskReadError", "read_mask", "read_nifti_mask", "read_
 def _read_as(fmt_name: str, path, data: bytes | None, expected_shape, limits: Limits | None) -> LabelImage:
     fmt = FORMATS[fmt_name]
     path = Path(path)
-    data = read_file_bytes(path, limits, check_head=fmt.check_head, check_layout=fmt.check_layout) if data is None else data
+    data = read_file_bytes(path, limits, check_head=fmt.check_head) if data is None else data
     fmt.check_bytes(data, path)
     return fmt.read(path, data, expected_shape=expected_shape, limits=limits)
 

@@ -242,6 +242,11 @@ def load_model_card(path: str | Path) -> ModelCard:
     try:
         d = yaml.safe_load(p.read_bytes().decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
+        from cardbench._yamlsafe import yaml_tag_problem
+
+        tag = yaml_tag_problem(e, "a model card")
+        if tag is not None:
+            raise _err(p, f"not valid YAML for cardbench: {tag[0]}; {tag[1]}") from None
         raise _err(p, f"not valid YAML ({str(e).splitlines()[0]}); plain key: value YAML without tags") from None
     card = parse_model_card(d, str(p))
     return ModelCard(**{**card.__dict__, "path": p})

@@ -103,7 +103,7 @@ def read_mask(path: str | Path, expected_shape: tuple[int, ...] | None = None,
     if fmt is None:
         raise MaskReadError(path, "not a mask file", f"use {suffix_list()}")
     limits = limits or get_limits()
-    data = read_file_bytes(path, limits, check_head=fmt.check_head, check_layout=fmt.check_layout)
+    data = read_file_bytes(path, limits, check_head=fmt.check_head)
     fmt.check_bytes(data, path)
     return fmt.read(path, data, expected_shape=expected_shape, limits=limits)
 

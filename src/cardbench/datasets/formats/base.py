@@ -1,12 +1,14 @@
 """The mask-format interface, and the checks every format shares.
 
 A mask format is one subclass of :class:`MaskFormat` registered in :mod:`cardbench.datasets.formats`:
-its file-name suffixes, how a case key is parsed from the name, a check of the file's first bytes
+its file-name suffixes, how a case key is parsed from the name, a check of the file's bytes
 (formats are what their bytes say, not what their name says) and a reader that returns a
 :class:`LabelImage` with the geometry. Before a format sees a file, :func:`read_file_bytes` applies
 the checks common to every format: the file exists and is readable, it is not a git-annex pointer
 or a dangling annex link (content not retrieved), it is not empty, and it is below the size limit
-(:mod:`cardbench.limits`).
+(:mod:`cardbench.limits`); then it hands the file's first :data:`HEAD_BYTES` bytes and its size to
+the format's one early hook, :meth:`MaskFormat.check_head` (magic bytes, declared size against the
+limits, file size against the header), before the rest of the file is read.
 """
 
 from __future__ import annotations
@@ -104,20 +106,18 @@ def special_file_kind(path: str | Path) -> str:
     return kind
 
 
-def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=None, check_layout=None) -> bytes:
+def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=None) -> bytes:
     """The bytes of a mask file, after the checks every format shares.
 
     Args:
         path: the file.
         limits: the size limits (default :func:`cardbench.limits.get_limits`).
-        check_head: optional ``check_head(head, path, whole)`` (e.g. :meth:`MaskFormat.check_head`),
-            called with the file's first :data:`HEAD_BYTES` bytes (``whole``: they are the whole
-            file) before the rest is read, so that content of another format is refused after
-            reading its header only, never the whole file (up to ``max_file_bytes``).
-        check_layout: optional ``check_layout(head, path, size, limits)`` (e.g.
-            :meth:`MaskFormat.check_layout`), called after ``check_head`` with the file's size in
-            bytes (``os.stat``), before the rest is read: a header that declares more data than the
-            limits, or a file size that differs from what the header declares, is refused there.
+        check_head: optional ``check_head(head, path, size, limits)`` (e.g. :meth:`MaskFormat.check_head`),
+            called with the file's first :data:`HEAD_BYTES` bytes (the whole file when it is shorter),
+            the file's size in bytes (``os.stat``) and the limits, before the rest is read: content of
+            another format, a header that declares more data than the limits, or a file size that
+            differs from what the header declares is refused after reading the first KiB only, never
+            the whole file (up to ``max_file_bytes``).
 
     Raises:
         MaskReadError: a dangling symlink (an annex link whose content is not retrieved, or any
@@ -156,9 +156,7 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=N
                                           f"({head.strip()[:60].decode('ascii', 'replace')}...), not the mask",
                                     annex_fix(path), "not_retrieved")
             if check_head is not None:
-                check_head(head, path, whole)
-            if check_layout is not None:
-                check_layout(head, path, size, lim)
+                check_head(head, path, size, lim)
             if whole:
                 return head
             return head + fh.read(lim.max_file_bytes + 1 - len(head))
@@ -282,33 +280,26 @@ class MaskFormat:
         """
         raise NotImplementedError
 
-    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
-        """Refuse, from the file's first bytes alone, content that is not this format, before the
-        rest of the file is read (:func:`read_file_bytes`). The default checks nothing (a
-        format whose check needs the whole file); a format that overrides it must refuse only
-        what :meth:`check_bytes` refuses on the whole file, with the same message.
+    def check_head(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
+        """Refuse a file from its first bytes and its size alone, before the rest is read
+        (:func:`read_file_bytes` calls it once, after the shared checks): content that is not this
+        format (its magic bytes), a header that declares more data than ``limits`` allow, or a file
+        whose size differs from what its header declares. The default checks nothing (a format whose
+        checks need the whole file). What the first bytes cannot decide is left to :meth:`check_bytes`
+        and :meth:`read` on the whole file; a magic-byte refusal here must be one that
+        :meth:`check_bytes` makes on the whole file, with the same message.
 
         Args:
-            head: the first :data:`HEAD_BYTES` bytes of the file (fewer when ``whole``).
-            whole: ``head`` is the whole file.
+            head: the first :data:`HEAD_BYTES` bytes of the file; the whole file when
+                ``len(head) < HEAD_BYTES``.
+            path: the file, for messages (and its suffix: a ``.gz`` that is no gzip).
+            size: the file's size in bytes (``os.stat``, taken before ``head`` was read).
+            limits: the size limits in force (``max_mask_bytes`` for a declared data size).
 
         Raises:
-            MaskReadError: as :meth:`check_bytes`.
-        """
-
-    def check_layout(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
-        """Refuse, from the file's first bytes and its size alone, a file whose header declares more
-        data than ``limits`` allow or whose size differs from the size its header declares, before
-        the rest is read (:func:`read_file_bytes`). The default checks nothing (a compressed or
-        header-less format).
-
-        Args:
-            head: the first :data:`HEAD_BYTES` bytes of the file (already through :meth:`check_head`).
-            size: the file's size in bytes.
-
-        Raises:
-            MaskReadError: the declared data is above the limits, or the file is shorter or longer
-                than its header says.
+            MaskReadError: as :meth:`check_bytes` (the first bytes say it is something else); the
+                declared data is above the limits; the file is shorter (truncated) or longer
+                (trailing bytes) than its header declares.
         """
 
     def read(self, path: Path, data: bytes, expected_shape: tuple[int, ...] | None = None,

@@ -2,9 +2,10 @@
 
 Order of work, each step before the next one's cost:
 
-1. magic bytes, on the file's first KiB before the rest is read (:meth:`NiftiFormat.check_head`): gzip
-   ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1`` (NIfTI-1)
-   or 540 with ``n+2`` (NIfTI-2);
+1. on the file's first KiB and its size, before the rest is read (:meth:`NiftiFormat.check_head`):
+   the magic bytes, gzip ``1f 8b`` for ``.gz``; ``sizeof_hdr`` 348 with magic ``n+1``/``ni1``
+   (NIfTI-1) or 540 with ``n+2`` (NIfTI-2); then, for an uncompressed ``.nii``, the declared data
+   size against the limits and the file's size against ``vox_offset`` + the declared data;
 2. only the header is decompressed; its declared shape is compared with the reference's shape and
    its declared data size with :attr:`cardbench.limits.Limits.max_mask_bytes`;
 3. the data is decompressed with a cap of exactly the declared size (a gzip that expands beyond
@@ -32,7 +33,7 @@ import numpy as np
 
 from cardbench._util import sha256_bytes
 from cardbench.datasets.formats.base import (
-    LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
+    HEAD_BYTES, LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
 )
 from cardbench.datasets.naming import _NIFTI_FRAME, CaseKey
 from cardbench.limits import Limits, get_limits
@@ -151,16 +152,54 @@ class NiftiFormat(MaskFormat):
                                     "re-export or re-copy the file")
             raise self.not_this_format(head, path, "NIfTI (no NIfTI magic n+1/n+2 in its header)")
 
-    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
-        """The magic-byte check on the file's first bytes, before the rest is read: an uncompressed
-        file's header is those bytes; of a gzip, the header is decompressed from them when they
-        hold all of it. Refuses exactly what :meth:`check_bytes` refuses on the whole file, with
-        the same message; what the first bytes cannot decide (a corrupt gzip, a header not yet
-        complete, zeros so far in a ``.gz`` that is no gzip) is left to :meth:`check_bytes`."""
-        if whole:
-            self.check_bytes(head, path)
-            return
-        if head[:2] == b"\x1f\x8b":
+    def check_head(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
+        """The checks on the file's first bytes and its size, before the rest of the file is read:
+        first the magic bytes, then, for an uncompressed file, the layout its header declares.
+
+        Header layout (NIfTI-1: ``nifti1.h`` of the NIfTI-1 standard, https://nifti.nimh.nih.gov/nifti-1;
+        NIfTI-2: ``nifti2.h``, https://nifti.nimh.nih.gov/pub/dist/doc/nifti2.h; read with nibabel's
+        ``Nifti1Header`` / ``Nifti2Header``), byte offset and type of each field used, in either
+        byte order:
+
+        - ``sizeof_hdr``: NIfTI-1 at 0, int32 = 348; NIfTI-2 at 0, int32 = 540;
+        - ``magic``: NIfTI-1 at 344, ``n+1\\0`` (single file) or ``ni1\\0``; NIfTI-2 at 4, ``n+2\\0``;
+        - ``dim`` (``dim[0]`` = number of axes, then the size of each): NIfTI-1 at 40, int16[8];
+          NIfTI-2 at 16, int64[8];
+        - ``datatype`` (gives the bytes per voxel): NIfTI-1 at 70, int16; NIfTI-2 at 12, int16;
+        - ``vox_offset`` (byte where the image data starts): NIfTI-1 at 108, float32; NIfTI-2 at
+          168, int64.
+
+        1. Magic bytes (what :meth:`check_bytes` refuses on the whole file, with the same message):
+           an uncompressed file's header is in ``head``; of a gzip, the header is decompressed
+           from ``head`` when it holds all of it. What the first bytes cannot decide (a corrupt
+           gzip, a header not yet complete, zeros so far in a ``.gz`` that is no gzip) is left to
+           :meth:`check_bytes` on the whole file.
+        2. Layout of an uncompressed file (a compressed one is checked in :meth:`read`, where the
+           declared size caps the decompression): the declared data ``prod(dim[1:dim[0]+1])``
+           voxels x the item size of ``datatype`` must be within ``limits.max_mask_bytes``, and
+           the file must be exactly ``vox_offset +`` that many bytes (single-file layout: header,
+           extensions, then the image data to the end of the file), where ``vox_offset`` is taken
+           as at least 352 (NIfTI-1) or 544 (NIfTI-2). A header nibabel cannot parse, or a
+           ``vox_offset`` above the extension limit, is left to :meth:`read`, which names it.
+
+        Args:
+            head: the first :data:`HEAD_BYTES` bytes (the whole file when ``len(head) < HEAD_BYTES``).
+            path: the file, for messages (a ``.gz`` name must hold gzip).
+            size: the file's size in bytes.
+            limits: the size limits (``max_mask_bytes``).
+
+        Raises:
+            MaskReadError: not NIfTI by its magic bytes (or a named ``.gz`` that is no gzip, or too
+                short for a header), as :meth:`check_bytes`; the declared data is above
+                ``limits.max_mask_bytes`` (the message of :func:`check_declared`); the file is
+                shorter (truncated) or longer (trailing bytes) than its header declares, with both
+                byte counts.
+        """
+        whole = len(head) < HEAD_BYTES
+        if head[:2] == b"\x1f\x8b":  # gzip: magic of the decompressed header only
+            if whole:
+                self.check_bytes(head, path)
+                return
             import zlib
 
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -171,28 +210,13 @@ class NiftiFormat(MaskFormat):
             if d.eof or len(out) >= _HEADER_BYTES:
                 self._check_header(out, path)
             return
-        if path.name.lower().endswith(".gz") and not head.strip(b"\x00"):
+        if not whole and path.name.lower().endswith(".gz") and not head.strip(b"\x00"):
             return  # zeros so far: whether the content is zeros only needs the rest of the file
         self.check_bytes(head, path)
-
-    def check_layout(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
-        """An uncompressed NIfTI's header, parsed from the file's first bytes, against the limits and
-        the file's size, before the rest of the file is read.
-
-        The file must be exactly ``vox_offset + prod(dim[1:dim[0]+1]) * bitpix / 8`` bytes (NIfTI-1/2
-        single-file layout: header, extensions, then the image data to the end of the file), where
-        ``vox_offset`` is at least 352 (NIfTI-1) or 544 (NIfTI-2).
-
-        Raises:
-            MaskReadError: the declared data is above ``limits.max_mask_bytes`` (the message of
-                :func:`check_declared`); the file is shorter (truncated) or longer (trailing bytes)
-                than its header declares, with both byte counts.
-        """
-        if head[:2] == b"\x1f\x8b":
-            return  # compressed: the declared size caps the decompression in :meth:`read`
+        # the layout of an uncompressed header (its magic checked above)
         version = _nifti_version(head)
         if version is None:
-            return  # not NIfTI: :meth:`check_bytes` names it
+            return  # not reached: check_bytes refused a header without NIfTI magic
         import nibabel as nib
 
         hcls = nib.Nifti1Header if version == 1 else nib.Nifti2Header

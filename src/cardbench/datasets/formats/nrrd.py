@@ -27,7 +27,7 @@ import numpy as np
 
 from cardbench._util import sha256_bytes
 from cardbench.datasets.formats.base import (
-    LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
+    HEAD_BYTES, LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
 )
 from cardbench.datasets.formats.nifti import parse_volume_stem
 from cardbench.datasets.naming import CaseKey
@@ -53,10 +53,11 @@ class NrrdFormat(MaskFormat):
     def parse_case(self, stem: str, path: Path) -> CaseKey:
         return parse_volume_stem(stem)
 
-    def check_head(self, head: bytes, path: Path, whole: bool) -> None:
+    def check_head(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
         """:meth:`check_bytes` on the file's first bytes, before the rest is read, unless they are all
-        zeros (whether the content is zeros only then needs the rest of the file)."""
-        if whole or head.strip(b"\x00"):
+        zeros and not the whole file (whether the content is zeros only then needs the rest of the
+        file). ``size`` and ``limits`` are not used: the declared size is checked in :meth:`read`."""
+        if len(head) < HEAD_BYTES or head.strip(b"\x00"):
             self.check_bytes(head, path)
 
     def check_bytes(self, data: bytes, path: Path) -> None:
