@@ -203,3 +203,38 @@ def test_label_map_file_syntax_and_encoding_fixes_point_at_the_label_map_docs(tm
                                          r"\(see docs/extending\.md, Adding a label map\)$"):
         get_label_map(str(lm))
     assert "## Adding a label map" in (Path(__file__).resolve().parents[1] / "docs" / "extending.md").read_text()
+
+
+def _deep_and_bomb(tmp_path) -> tuple[Path, Path]:
+    """A file nested 5,000 levels deep, and an alias bomb: 10 values, then 8 levels of 10 aliases of
+    the level below (10**9 values once expanded; a few hundred bytes)."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    return deep, bomb
+
+
+def test_protocol_file_deep_or_alias_bomb_is_refused_naming_it(tmp_path):
+    """A --protocol file is checked for nesting and alias expansion before it is parsed (before, the
+    deep one gave a line that did not name the file)."""
+    ref = _ref(tmp_path)
+    lim = get_limits()
+    for f, what in zip(_deep_and_bomb(tmp_path), (f"nested deeper than {lim.max_meta_depth} levels",
+                                                  f"more than {lim.max_meta_nodes} values after expanding")):
+        line = _one_line(CliRunner().invoke(app, ["score", str(ref), "-r", str(ref), "--protocol", str(f),
+                                                  "--no-save"], env={"COLUMNS": "400"}))
+        assert line.startswith(f"error: {f}: {what}"), line
+
+
+def test_model_card_deep_or_alias_bomb_is_refused_naming_it(tmp_path):
+    from cardbench.evaluate.modelcard import ModelCardError, load_model_card
+
+    lim = get_limits()
+    for f, what in zip(_deep_and_bomb(tmp_path), (f"nested deeper than {lim.max_meta_depth} levels",
+                                                  f"more than {lim.max_meta_nodes} values after expanding")):
+        with pytest.raises(ModelCardError) as ei:
+            load_model_card(f)
+        assert str(ei.value).startswith(f"{f}: {what}") and "\n" not in str(ei.value)

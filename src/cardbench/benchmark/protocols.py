@@ -388,8 +388,17 @@ def load_protocol(path: str | Path) -> Protocol:
                             f"{', '.join(protocol_names())}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ProtocolError(f"{p}: cannot read the protocol file ({e}); save it as UTF-8 YAML") from None
+    from cardbench._yamlsafe import _yaml_limits_problem
+
     try:
+        bad = _yaml_limits_problem(text, get_limits())  # nesting and alias expansion, before anything is built
+        if bad is not None:
+            raise ProtocolError(f"{p}: {bad[0]}; a protocol is a short YAML file of plain keys and values "
+                                f"(`cardbench protocol show cardbench-v1`), or raise {Limits.env_name(bad[1])}")
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ProtocolError(f"{p}: nested too deeply; a protocol is a short YAML file of plain keys and values "
+                            "(`cardbench protocol show cardbench-v1`)") from None
     except yaml.YAMLError as e:
         from cardbench._yamlsafe import yaml_tag_problem
 

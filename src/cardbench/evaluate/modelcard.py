@@ -239,8 +239,18 @@ def load_model_card(path: str | Path) -> ModelCard:
         raise _err(p, "model card not found; give the model.yaml that describes the model (--model-card)")
     if p.stat().st_size > MAX_CARD_BYTES:
         raise _err(p, f"model card larger than {MAX_CARD_BYTES // 1024} KiB; a model.yaml is a few lines")
+    from cardbench._yamlsafe import _yaml_limits_problem
+    from cardbench.limits import Limits, get_limits
+
     try:
-        d = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        text = p.read_bytes()[:MAX_CARD_BYTES + 1].decode("utf-8")
+        bad = _yaml_limits_problem(text, get_limits())  # nesting and alias expansion, before anything is built
+        if bad is not None:
+            raise _err(p, f"{bad[0]}; a model.yaml is a few plain key: value lines, or raise "
+                          f"{Limits.env_name(bad[1])}")
+        d = yaml.safe_load(text)
+    except RecursionError:
+        raise _err(p, "nested too deeply; a model.yaml is a few plain key: value lines") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         from cardbench._yamlsafe import yaml_tag_problem
 
