@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -261,21 +262,36 @@ def remove_cmd(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (needed when the name "
                                             "is in several benchmarks); 'all' removes it from every benchmark."),
 ) -> None:
-    """Remove an entry (atomically). Pre-filled published entries stay removed."""
-    from cardbench.benchmark.leaderboard import LeaderboardError
+    """Remove an entry (atomically). Pre-filled published entries stay removed.
+
+    An entry name or benchmark that does not exist is bad input: exit 2 with one line naming it and
+    the command that lists what exists."""
+    from cardbench.benchmark.leaderboard import LeaderboardError, check_name
 
     lb = _open(_folder(folder_pos, folder, "remove"))
-    if benchmark == "all":
-        benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
-    elif benchmark is not None:
-        benches = _resolve_benchmark(lb, benchmark)
+    root = shlex.quote(str(lb.root))  # a command to paste
+    try:
+        check_name(name)
+    except LeaderboardError as e:
+        _fail(f"{e}; list the entries with: cardbench leaderboard show -L {root}")
+    if benchmark is not None and benchmark != "all":
+        if not lb.benchmark_ids():
+            _fail(f"{lb.root}: no benchmark '{benchmark}' (the leaderboard has none); list what exists with: "
+                  f"cardbench leaderboard show -L {root}")
+        benches = _resolve_benchmark(lb, benchmark)  # unknown or ambiguous: exit 2, naming the benchmarks
+        missing = [b for b in benches if name not in lb.entry_names(b)]
+        if missing:
+            b = missing[0]
+            _fail(f"{lb.root / b}: no entry '{name}' in benchmark {b}; list its entries with: "
+                  f"cardbench leaderboard show -L {root} -b {b}")
     else:
         benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
-        if len(benches) > 1:
+        if benchmark is None and len(benches) > 1:
             _fail(f"entry '{name}' is in {len(benches)} benchmarks ({', '.join(benches)}); pass --benchmark ID "
                   "or --benchmark all")
     if not benches:
-        _fail(f"{lb.root}: no entry '{name}' in any benchmark")
+        _fail(f"{lb.root}: no entry '{name}' in any benchmark; list the entries with: "
+              f"cardbench leaderboard show -L {root}")
     for b in benches:
         try:
             lb.remove(b, name)
