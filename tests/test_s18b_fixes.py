@@ -79,3 +79,74 @@ def test_remove_still_removes_and_python_remove_refuses_a_path(lb_dir):
     with pytest.raises(LeaderboardError, match="invalid entry name"):
         lb.remove(B_PAPER, f"../../{B_V1}/entries/base")
     assert (lb_dir / B_V1 / "entries" / "base" / "summary.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. index(): summary.json bytes already checked in this process are not parsed again; an edit is
+
+
+def _dice_lv_of(records: dict, name: str) -> float:
+    return next(r["mean"] for r in records[name]["results"]
+                if r["metric"] == "dice" and r["class"] == "LV" and r["grouping"] == "all")
+
+
+def _edit_keeping_size_and_mtime(f, old: bytes, new: bytes) -> None:
+    """Replace ``old`` (found once) by ``new`` of the same length in place: same size, inode and mtime."""
+    assert len(old) == len(new)
+    st = os.stat(f)
+    data = f.read_bytes()
+    assert data.count(old) == 1
+    with open(f, "r+b") as fh:  # in place: the inode stays
+        fh.write(data.replace(old, new))
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    st2 = os.stat(f)
+    assert (st2.st_size, st2.st_mtime_ns, st2.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@pytest.mark.parametrize("prefix, valid", [(b"0.7", True), (b"7.8", False)])
+def test_summary_edited_after_a_first_read_is_checked_again(lb_dir, monkeypatch, prefix, valid):
+    """base's Dice LV mean in summary.json rewritten in place after a first index() read, with size,
+    inode and mtime kept (so index.json's stamp still matches): the next read in the same process
+    sees it: 0.7352... (possible) is the new figure; 7.8352... (impossible) leaves base out, named."""
+    from cardbench.benchmark.leaderboard import index as I
+
+    lb = Leaderboard(lb_dir)
+    f = lb_dir / B_PAPER / "entries" / "base" / "summary.json"
+    true = _dice_lv_of(lb.index(B_PAPER), "base")
+    assert 0.8 < true < 0.9  # the published 0.835
+    parsed = []
+    real = I._summary_part
+    monkeypatch.setattr(I, "_summary_part", lambda *a, **k: parsed.append(a[0]) or real(*a, **k))
+    assert _dice_lv_of(lb.index(B_PAPER), "base") == true
+    assert parsed == []  # unchanged files: checked once in this process, not parsed again
+    head = b'"grouping": "all",\n      "group": "all",\n      "class": "LV",\n      "metric": "dice",\n      "mean": '
+    assert repr(true).startswith("0.8")
+    new_text = prefix + repr(true).encode()[3:]
+    _edit_keeping_size_and_mtime(f, head + repr(true).encode(), head + new_text)
+    for board in (lb, Leaderboard(lb_dir)):  # the same object and a new one
+        got = board.index(B_PAPER)
+        assert f in parsed
+        if valid:
+            assert _dice_lv_of(got, "base") == float(new_text) == pytest.approx(true - 0.1, abs=1e-12)
+        else:
+            assert "base" not in got and len(got) == 6
+            assert any(str(f) in line and "dice mean of class LV" in line for line in board.problems()), \
+                board.problems()
+    idx = json.loads((lb_dir / B_PAPER / "index.json").read_text(encoding="utf-8"))
+    assert ("base" in idx["entries"]) is valid  # the cache file follows the entry
+
+
+def test_forged_index_json_after_a_first_read_is_rebuilt(lb_dir):
+    """index.json's figure of base forged (mtime kept) after the summaries were checked once in this
+    process: the record no longer matches the checked summary, so it is rebuilt from the entry."""
+    lb = Leaderboard(lb_dir)
+    true = _dice_lv_of(lb.index(B_PAPER), "base")
+    idx = lb_dir / B_PAPER / "index.json"
+    st = os.stat(idx)
+    d = json.loads(idx.read_text(encoding="utf-8"))
+    next(r for r in d["entries"]["base"]["results"]
+         if r["metric"] == "dice" and r["class"] == "LV" and r["grouping"] == "all")["mean"] = 0.999
+    idx.write_text(json.dumps(d), encoding="utf-8")
+    os.utime(idx, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _dice_lv_of(lb.index(B_PAPER), "base") == true
+    assert _dice_lv_of(json.loads(idx.read_text(encoding="utf-8"))["entries"], "base") == true
