@@ -7,7 +7,8 @@ What it does:
    ``cmr-7t__test__cardbench-v1``: a summary.json with subject-bootstrap CIs and a per-case table).
 2. For every size N asked for (default 10, 100, 400) builds a leaderboard holding that benchmark with
    N copies of the entry folder, named ``e0000`` ... (the folder name is the entry name; the copy's
-   submission.yaml ``name`` is set to it), without index.json.
+   submission.yaml ``name`` and summary.json ``submission.name`` are set to it, so every summary.json
+   has its own bytes), without index.json.
 3. Times, per entry:
 
    * **baseline**: reading and parsing every entry's summary.json once (``json.loads``), the least a
@@ -15,14 +16,15 @@ What it does:
    * ``index() cold``: the first read (no index.json: every entry checked, its per-case table read,
      index.json written);
    * ``index() warm, new object``: a fresh :class:`Leaderboard` (what each ``cardbench`` command
-     does) reading the folder with its index.json;
-   * ``index() again, same object``: the same object reading again (what the dashboard does on
-     each rerun);
+     does) reading the folder with its index.json (each summary.json parsed and checked against it);
+   * ``index() again, same object``: the same object reading again (a long-running process, such
+     as the dashboard after an entry changed);
    * ``ranked()`` (index + :func:`rank_table`), and ``cardbench leaderboard show -b BENCH -f csv``
      run in this process (CliRunner) on the warm folder;
 
    each the best of ``--repeat`` runs, in ms per entry, and as a ratio to the baseline measured
-   in the same run. ``superlinear`` compares ms per entry at the largest and the smallest size.
+   in the same run; then ms per entry at the largest size over that at the smallest (1.0: linear,
+   clearly above: superlinear).
 
 Run (repository root, the project's virtual environment)::
 
@@ -71,6 +73,10 @@ def build(src_root: Path, bench: str, entry: str, n: int, dst: Path) -> Path:
         meta = yaml.safe_load(sub.read_text(encoding="utf-8"))
         meta["name"] = name
         sub.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+        summ = dst / bench / ENTRIES / name / "summary.json"  # distinct bytes per entry, as real entries have
+        d = json.loads(summ.read_text(encoding="utf-8"))
+        d.setdefault("submission", {})["name"] = name
+        summ.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return dst
 
 
@@ -136,14 +142,14 @@ def main(argv=None) -> int:
             out["sizes"][n] = res
             print(f"\n{n} entries of {a.bench} (copies of {a.entry}); load average {os.getloadavg()[0]:.2f}")
             for k, v in res.items():
-                print(f"  {k:38s} {v['ms_per_entry']:8.3f} ms/entry  {v['x_baseline']:8.2f} x baseline")
+                print(f"  {k:42s} {v['ms_per_entry']:8.3f} ms/entry  {v['x_baseline']:8.2f} x baseline")
             shutil.rmtree(root)
     lo, hi = min(a.sizes), max(a.sizes)
     if lo != hi:
         print(f"\nms per entry at {hi} / at {lo} entries (1.0 = linear):")
         for k in out["sizes"][lo]:
             r = out["sizes"][hi][k]["ms_per_entry"] / out["sizes"][lo][k]["ms_per_entry"]
-            print(f"  {k:38s} {r:6.2f}")
+            print(f"  {k:42s} {r:6.2f}")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1), encoding="utf-8")
     return 0

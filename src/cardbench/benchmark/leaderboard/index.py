@@ -5,11 +5,9 @@ the entry folders whenever it disagrees with them, and the tables read from it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
-from collections import OrderedDict
 
 import pandas as pd
 
@@ -176,38 +174,16 @@ class IndexMixin:
         return out
 
 
-#: the keys of an index record that come from the entry's summary.json (:func:`_summary_part`).
-_PART_KEYS = ("counts", "classes", "created", "cardbench_version", "results", "clinical")
-
-
-def _read_summary(f) -> bytes:
-    """The bytes of summary.json ``f``: never a link, never an oversize file (:func:`check_stored_file`).
-
-    Raises:
-        LeaderboardError: a link, too large, or not readable (names the file).
-    """
-    try:
-        check_stored_file(f)
-        return f.read_bytes()
-    except ResultFolderError as e:
-        raise LeaderboardError(str(e)) from None
-    except OSError as e:
-        raise LeaderboardError(f"{f}: not readable JSON ({str(e).splitlines()[0]})") from None
-
-
-def _summary_part(f, data: bytes | None = None) -> dict:
-    """The index record's figures from one entry's summary.json ``f`` (its bytes ``data`` when already
-    read), checked (:func:`_check_results`).
+def _summary_part(f) -> dict:
+    """The index record's figures from one entry's summary.json ``f``, checked (:func:`_check_results`).
 
     Raises:
         LeaderboardError: the file is a link, too large, not JSON, nested too deeply, of the wrong
             shape, or holds an impossible aggregate (names the file).
     """
     try:
-        if data is None:
-            check_stored_file(f)
-            data = f.read_bytes()
-        summary = json.loads(data.decode("utf-8"))
+        check_stored_file(f)
+        summary = json.loads(f.read_text(encoding="utf-8"))
     except ResultFolderError as e:
         raise LeaderboardError(str(e)) from None
     except RecursionError:
@@ -234,56 +210,16 @@ def _summary_part(f, data: bytes | None = None) -> dict:
     }
 
 
-#: summary.json contents already parsed and checked in this process: (sha256 of the file's bytes,
-#: the metric registry) -> (sha256 of the checked figures as :func:`_figures_text` writes them, the
-#: registry's specs, kept so that their ids stay theirs). Keyed by content, never by name, size or
-#: mtime: an edited file (even one that keeps its size and mtime) is parsed and checked again.
-_CHECKED: OrderedDict[tuple, tuple[bytes, tuple]] = OrderedDict()
-_CHECKED_MAX = 8192  # ~200 bytes each
-
-
-def _figures_text(part: dict) -> str:
-    """The figures of an index record (:data:`_PART_KEYS`, JSON-native values) as one canonical text."""
-    return json.dumps([part.get(k) for k in _PART_KEYS], ensure_ascii=False)
-
-
-def _checked_digest(f) -> bytes:
-    """sha256 of the checked figures of summary.json ``f`` (:func:`_summary_part`, written as JSON and
-    read back, as index.json holds them), parsed and checked only when these bytes were not already
-    checked in this process (:data:`_CHECKED`).
-
-    Raises:
-        LeaderboardError: see :func:`_summary_part` (a corrupt file is never cached: checked on every read).
-    """
-    from cardbench.benchmark.metric_registry import METRICS
-
-    data = _read_summary(f)
-    specs = tuple(METRICS.values())
-    key = (hashlib.sha256(data).digest(), tuple((k, id(v)) for k, v in METRICS.items()))
-    hit = _CHECKED.get(key)
-    if hit is not None:
-        _CHECKED.move_to_end(key)
-        return hit[0]
-    part = json.loads(to_json(_summary_part(f, data), indent=None))
-    digest = hashlib.sha256(_figures_text(part).encode("utf-8")).digest()
-    _CHECKED[key] = (digest, specs)
-    while len(_CHECKED) > _CHECKED_MAX:
-        _CHECKED.popitem(last=False)
-    return digest
-
-
 def _matches_summary(rec: dict, entry) -> bool:
     """True when the cached index record ``rec`` holds exactly the figures of the entry's summary.json:
     index.json is a cache anyone who can write the folder can edit (keeping its mtime), so its figures
-    are compared with the entry's own file (parsed and checked, never trusted; the same bytes only once
-    per process, :func:`_checked_digest`) on every read; a record that differs, or an entry that no
-    longer reads, makes the record be rebuilt (and the entry checked again)."""
+    are compared with the entry's own file (parsed, never trusted) on every read; a record that differs,
+    or an entry that no longer reads, makes the record be rebuilt (and the entry checked again)."""
     try:
-        want = _checked_digest(entry / "summary.json")
-        have = hashlib.sha256(_figures_text(rec).encode("utf-8")).digest()
-    except (LeaderboardError, ValueError, TypeError, RecursionError):
+        part = json.loads(to_json(_summary_part(entry / "summary.json"), indent=None))
+    except (LeaderboardError, ValueError, RecursionError):
         return False
-    return have == want
+    return all(rec.get(k) == v for k, v in part.items())
 
 
 def _check_results(results: list[dict], where) -> None:
