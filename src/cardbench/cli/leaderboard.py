@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -73,17 +74,38 @@ def _open(folder: Optional[Path], prefill: bool = True, create: bool = False):
     return open_leaderboard(folder, prefill=prefill, progress=True)  # lines in a log only after 5 s
 
 
-def _print_problems(lb, printed: set[str] | None = None) -> None:
-    """Name every corrupt benchmark, entry or marker the leaderboard skipped (one line each, stderr).
+class ProblemReporter:
+    """Prints the problems of one leaderboard (every corrupt benchmark, entry or marker it skipped:
+    :meth:`Leaderboard.problems`) on stderr, one line each and each once, so that a command can print
+    the warnings found so far before a line that refers to them and the remaining ones at its end.
 
-    ``printed``: the lines already printed (updated), so that a command can print the warnings found
-    so far before a line that refers to them and the remaining ones at its end, each once."""
-    for line in lb.problems():
-        if printed is not None:
-            if line in printed:
+    Args:
+        lb: the :class:`~cardbench.benchmark.leaderboard.Leaderboard` whose problems are printed.
+        console: where to print (default: the shared stderr console).
+    """
+
+    def __init__(self, lb, console: Console | None = None):
+        self.lb = lb
+        self.console = console if console is not None else err
+        #: the problem lines printed so far (or shown otherwise, see :meth:`shown_elsewhere`).
+        self.printed: set[str] = set()
+
+    def print_new(self) -> None:
+        """Print the problems found since the last call (``warning: <line>``, escaped, one line each)."""
+        for line in self.lb.problems():
+            if line in self.printed:
                 continue
-            printed.add(line)
-        err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+            self.printed.add(line)
+            self.console.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+
+    def shown_elsewhere(self, lines) -> None:
+        """Never print ``lines`` (problems an error line already names, e.g. a corrupt benchmark.json)."""
+        self.printed.update(lines)
+
+    def fail(self, msg: str, code: int = 2) -> None:
+        """Print the new problems first (the corrupt entries, each in its own line), then fail with ``msg``."""
+        self.print_new()
+        _fail(msg, code)
 
 
 def _resolve_benchmark(lb, benchmark: Optional[str]) -> list[str]:
@@ -133,21 +155,15 @@ def show_cmd(
     if ranks:
         from cardbench.cli.ranks import show_ranks
 
-        printed: set[str] = set()
-
-        def fail_after_problems(msg: str, code: int = 2) -> None:
-            _print_problems(lb, printed)  # the corrupt entries first, each in its own line
-            _fail(msg, code)
-
+        report = ProblemReporter(lb)
         show_ranks(lb, _resolve_benchmark(lb, benchmark), metric, ranking, resamples, fmt.value,
-                   explicit=benchmark is not None, fail=fail_after_problems,
-                   warn=lambda: _print_problems(lb, printed))
-        _print_problems(lb, printed)
+                   explicit=benchmark is not None, fail=report.fail, warn=report.print_new)
+        report.print_new()
         return
     extra = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     out = []
     shown = 0
-    printed = set()
+    report = ProblemReporter(lb)
     for b in _resolve_benchmark(lb, benchmark):
         try:
             info = lb.benchmark(b)
@@ -155,9 +171,9 @@ def show_cmd(
         except LeaderboardError as e:
             if benchmark is not None:
                 # the corrupt entries first, each in its own line; a corrupt benchmark.json only in the error
-                _print_problems(lb, {f"skipped {p}: {w}" for p, w in lb.skipped.items() if str(e).startswith(w)})
-                _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems(b) else 2)
-            _print_problems(lb, printed)  # the warning a skipped line refers to comes before it
+                report.shown_elsewhere(f"skipped {p}: {w}" for p, w in lb.skipped.items() if str(e).startswith(w))
+                report.fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems(b) else 2)
+            report.print_new()  # the warning a skipped line refers to comes before it
             if not any(why in str(e) for why in lb.skipped.values()):  # corrupt files: named once, above
                 err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False, soft_wrap=True)
             continue
@@ -171,7 +187,7 @@ def show_cmd(
             out.append(df)
         else:
             out.append(render(df, fmt.value, info.title))
-    _print_problems(lb, printed)
+    report.print_new()
     if not out and fmt != Format.table or fmt == Format.table and not shown:
         _fail(f"no benchmark in {lb.root} has the metric '{metric}'; see the skipped lines above")
     if fmt == Format.csv:
@@ -261,21 +277,36 @@ def remove_cmd(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Benchmark id (needed when the name "
                                             "is in several benchmarks); 'all' removes it from every benchmark."),
 ) -> None:
-    """Remove an entry (atomically). Pre-filled published entries stay removed."""
-    from cardbench.benchmark.leaderboard import LeaderboardError
+    """Remove an entry (atomically). Pre-filled published entries stay removed.
+
+    An entry name or benchmark that does not exist is bad input: exit 2 with one line naming it and
+    the command that lists what exists."""
+    from cardbench.benchmark.leaderboard import LeaderboardError, check_name
 
     lb = _open(_folder(folder_pos, folder, "remove"))
-    if benchmark == "all":
-        benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
-    elif benchmark is not None:
-        benches = _resolve_benchmark(lb, benchmark)
+    root = shlex.quote(str(lb.root))  # a command to paste
+    try:
+        check_name(name)
+    except LeaderboardError as e:
+        _fail(f"{e}; list the entries with: cardbench leaderboard show -L {root}")
+    if benchmark is not None and benchmark != "all":
+        if not lb.benchmark_ids():
+            _fail(f"{lb.root}: no benchmark '{benchmark}' (the leaderboard has none); list what exists with: "
+                  f"cardbench leaderboard show -L {root}")
+        benches = _resolve_benchmark(lb, benchmark)  # unknown or ambiguous: exit 2, naming the benchmarks
+        missing = [b for b in benches if name not in lb.entry_names(b)]
+        if missing:
+            b = missing[0]
+            _fail(f"{lb.root / b}: no entry '{name}' in benchmark {b}; list its entries with: "
+                  f"cardbench leaderboard show -L {root} -b {b}")
     else:
         benches = [b for b in lb.benchmark_ids() if name in lb.entry_names(b)]
-        if len(benches) > 1:
+        if benchmark is None and len(benches) > 1:
             _fail(f"entry '{name}' is in {len(benches)} benchmarks ({', '.join(benches)}); pass --benchmark ID "
                   "or --benchmark all")
     if not benches:
-        _fail(f"{lb.root}: no entry '{name}' in any benchmark")
+        _fail(f"{lb.root}: no entry '{name}' in any benchmark; list the entries with: "
+              f"cardbench leaderboard show -L {root}")
     for b in benches:
         try:
             lb.remove(b, name)
@@ -306,7 +337,7 @@ def export_cmd(
     lb = _open(folder)
     benches = _resolve_benchmark(lb, benchmark)
     written = []
-    printed: set[str] = set()  # warnings printed so far: each before the skipped line that refers to it
+    report = ProblemReporter(lb)  # each warning once, before the skipped line that refers to it
     try:
         check_export_target(lb.root, out)  # before anything is written
         lb.check_metric(metric, benches)
@@ -316,9 +347,8 @@ def export_cmd(
                 try:
                     if public or is_private(lb, b):
                         if with_entries:
-                            _print_problems(lb, printed)
-                            _fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: "
-                                  "its entries (per-case tables) are not exported; leave out --with-entries")
+                            report.fail(f"benchmark '{b}' is {'private' if is_private(lb, b) else 'exported --public'}: "
+                                        "its entries (per-case tables) are not exported; leave out --with-entries")
                         written += [out / p.relative_to(stage) for p in export_public(lb, stage, b, metric=metric)]
                         continue
                     written += [out / p.relative_to(stage) for p in lb.export(
@@ -326,13 +356,12 @@ def export_cmd(
                 except NoValidEntryError as e:
                     if benchmark is not None:
                         raise
-                    _print_problems(lb, printed)  # the warning the skipped line refers to comes first
+                    report.print_new()  # the warning the skipped line refers to comes first
                     err.print(f"[yellow]skipped[/yellow] {escape(b)}: {escape(str(e))}", highlight=False,
                               soft_wrap=True)
     except (LeaderboardError, FileExistsError, ValueError) as e:
-        _print_problems(lb, printed)
-        _fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems() else 2)
-    _print_problems(lb, printed)
+        report.fail(str(e), code=1 if isinstance(e, NoValidEntryError) and not lb.problems() else 2)
+    report.print_new()
     con = Console()
     for p in written:
         con.print(f"wrote {escape(str(p))}")

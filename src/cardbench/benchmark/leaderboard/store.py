@@ -227,8 +227,10 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
         """Remove an entry (atomically: renamed aside, then deleted; the index is updated).
 
         Raises:
-            LeaderboardError: no such benchmark or entry.
+            LeaderboardError: an invalid entry name (:func:`check_name`: never a path), no such benchmark
+                or entry.
         """
+        check_name(name)  # a name such as '../other/entries/x' never reaches a folder outside the benchmark
         self.entry(bench, name)
         bdir = self.root / bench
         with _locked(bdir):
