@@ -9,7 +9,8 @@ Format (tab-separated, one row per 2D image), as in chfc-cmi/cmr-seg-tl
 (the prediction); ``rv`` columns are accepted too. ``image`` is a case name in the seed's 7T
 (``<subject>_slice<SSS>_frame<FFF>``) or Kaggle (``<subject>-frame<FFF>-slice<SSS>.png``) naming.
 ``set`` is the split (train, val, test) when it holds split names; otherwise it is ignored (in
-``ukbb_vs_manual.tsv`` it repeats the patient id).
+``ukbb_vs_manual.tsv`` it repeats the patient id). When the table's reference belongs to a dataset
+with a standard split, each subject's ``set`` must be its standard split (:func:`check_table_split`).
 
 The table becomes a counts table and is scored by the same code as mask files
 (:func:`cardbench.benchmark.casetable.per_case_table`).
@@ -259,7 +260,8 @@ def score_confusion_table(
             table's method A is one of the seed's references, else method A).
 
     Raises:
-        ValidationError: malformed table.
+        ValidationError: malformed table, or a subject whose ``set`` differs from the standard split
+            of the reference's dataset (:func:`check_table_split`).
         ValueError: no image in the requested split.
     """
     path = Path(path)

@@ -29,7 +29,9 @@ reader sees whether NSD was computed and at which tolerance.
 
 Policy values: ``"value"`` keeps the computed value, a number replaces it, ``"nan"`` excludes it,
 ``"worst"`` substitutes the metric's worst case (0 for Dice/IoU/NSD; the field-of-view diagonal in
-mm for distances).
+mm for distances). A number must be a value of the metric (:meth:`MetricSpec.bad_value`: in [0, 1] for
+Dice/IoU/NSD, >= 0 mm for distances). A protocol file may not keep a built-in protocol's name while
+changing what it computes (:func:`load_protocol`).
 """
 
 from __future__ import annotations
@@ -366,7 +368,8 @@ def load_protocol(path: str | Path) -> Protocol:
 
     Raises:
         ProtocolError: unreadable, too large, not YAML, or not a valid protocol (one line naming
-            the file, the key, the bad value and the allowed values).
+            the file, the key, the bad value and the allowed values); a file that keeps a built-in
+            protocol's name but differs from it in a value-deciding key (:data:`_VALUE_KEYS`).
     """
     import stat
 
