@@ -215,3 +215,24 @@ def test_scaled_prediction_exits_2(tmp_path):
     res = runner.invoke(app, ["score", str(tmp_path / "pred"), "--reference", str(tmp_path / "ref"), "--no-save"])
     assert res.exit_code == 2, res.output
     assert any("labels must be stored unscaled" in e and "scl_slope" in e for e in _errors(res))
+
+
+def test_table_subject_outside_standard_split_refused(base_rows, tmp_path):
+    from cardbench.datasets.splits import load_split
+
+    header, rows = base_rows
+    r = next(r for r in rows if r[1] == "test")
+    subject = r[0].split("_")[0]
+    assert "999" not in load_split("cmr-7t").assignment
+    alien = ["999" + r[0][len(subject):], *r[1:]]
+    p = tmp_path / "alien.tsv"
+    p.write_text("\n".join([header, "\t".join(r), "\t".join(alien)]) + "\n")
+    res = runner.invoke(app, ["score", str(p), "--protocol", "ankenbrand2021", "--split", "test", "--no-save"])
+    assert res.exit_code == 2 and len(_errors(res)) == 1
+    assert "subject 999 (set 'test') is not in the standard split of cmr-7t" in _errors(res)[0]
+
+
+@pytest.mark.parametrize("ed", ["1.5", "x"])
+def test_phase_frame_that_is_no_frame_number_refused(tmp_path, ed):
+    with pytest.raises(ReferenceError, match=rf"row 2: subject s1: ed_frame {ed} does not exist"):
+        load_reference(_reference(tmp_path, ed, 5))
