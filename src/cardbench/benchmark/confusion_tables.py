@@ -9,7 +9,8 @@ Format (tab-separated, one row per 2D image), as in chfc-cmi/cmr-seg-tl
 (the prediction); ``rv`` columns are accepted too. ``image`` is a case name in the seed's 7T
 (``<subject>_slice<SSS>_frame<FFF>``) or Kaggle (``<subject>-frame<FFF>-slice<SSS>.png``) naming.
 ``set`` is the split (train, val, test) when it holds split names; otherwise it is ignored (in
-``ukbb_vs_manual.tsv`` it repeats the patient id).
+``ukbb_vs_manual.tsv`` it repeats the patient id). When the table's reference belongs to a dataset
+with a standard split, each subject's ``set`` must be its standard split (:func:`check_table_split`).
 
 The table becomes a counts table and is scored by the same code as mask files
 (:func:`cardbench.benchmark.casetable.per_case_table`).
@@ -259,12 +260,14 @@ def score_confusion_table(
             table's method A is one of the seed's references, else method A).
 
     Raises:
-        ValidationError: malformed table.
+        ValidationError: malformed table, or a subject whose ``set`` differs from the standard split
+            of the reference's dataset (:func:`check_table_split`).
         ValueError: no image in the requested split.
     """
     path = Path(path)
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
     known = KNOWN_REFERENCES.get(info["reference"])
+    notes = [check_table_split(counts, known.card if known else None, str(path))]
     ds = {"name": dataset or (known.dataset if known else info["reference"]),
           "version": reference_version(info["reference"]) if known and not dataset else "", "path": str(path)}
     if known:
@@ -275,5 +278,60 @@ def score_confusion_table(
         counts, protocol, classes=classes or info["classes"], split=split, phases=phases,
         dataset=ds,
         submission={"name": name or info["prediction"], "path": str(path), "reference_method": info["reference"]},
-        inputs={"confusion_table": {path.name: info["sha256"]}},
+        inputs={"confusion_table": {path.name: info["sha256"]}}, notes=[n for n in notes if n],
     )
+
+
+def check_table_split(counts: pd.DataFrame, card: str | None, name: str) -> str:
+    """Check a confusion table's ``set`` column (the ``split`` of :func:`read_confusion_table`) against
+    the standard split of dataset card ``card``.
+
+    A table's ``set`` must never decide which subjects a ``--split`` score covers when the dataset has
+    a frozen standard split (:func:`cardbench.datasets.splits.load_split`): relabelling train images
+    as ``test`` would otherwise score and rank them as test images. Subject ids are compared with
+    :func:`cardbench.datasets.splits.subject_key` (case and leading zeros ignored).
+
+    Args:
+        counts: counts table with ``subject`` and ``split`` columns.
+        card: the dataset card of the table's reference (method A), or None when unknown.
+        name: the table's name, for messages.
+
+    Returns:
+        A note for the result (``""`` when the splits are the standard ones or the table names none).
+
+    Raises:
+        ValidationError: a subject whose split in the table differs from the standard split, or one the
+            standard split does not list (one line each, naming the subject and both splits).
+    """
+    from cardbench.datasets.splits import SplitError, load_split, subject_key
+
+    # every (subject, split) pair: a subject whose rows name two splits is checked for each
+    given = [(s, sp) for s, sp in dict.fromkeys(zip(counts["subject"], counts["split"])) if sp]
+    if not given:
+        return ""
+    std = None
+    if card:
+        try:
+            std = load_split(card)
+        except (SplitError, KeyError):
+            std = None
+    if std is None:
+        return (f"the split of each subject comes from the table's 'set' column ({name}): no standard split is "
+                "known for its reference, so --split scores are only as good as that column")
+    by_key = {subject_key(s): sp for s, sp in std.assignment.items()}
+    problems: list[Problem] = []
+    for s, sp in given:
+        want = by_key.get(subject_key(s))
+        if want is None:
+            problems.append(Problem(name, f"subject {s} (set '{sp}') is not in the standard split of {std.dataset} "
+                                    f"({std.file})", f"remove its rows; the table's reference belongs to "
+                                    f"{std.dataset} (see `cardbench data splits {std.dataset}`)", "split"))
+        elif want != sp:
+            problems.append(Problem(name, f"subject {s} is in split '{sp}' in the table's 'set' column but in "
+                                    f"'{want}' in the standard split of {std.dataset} ({std.file})",
+                                    f"set its rows' 'set' to '{want}' (see `cardbench data splits {std.dataset}`); "
+                                    "a table cannot move a subject to another split", "split"))
+    if problems:
+        raise ValidationError(problems)
+    return ""
+

@@ -29,7 +29,9 @@ reader sees whether NSD was computed and at which tolerance.
 
 Policy values: ``"value"`` keeps the computed value, a number replaces it, ``"nan"`` excludes it,
 ``"worst"`` substitutes the metric's worst case (0 for Dice/IoU/NSD; the field-of-view diagonal in
-mm for distances).
+mm for distances). A number must be a value of the metric (:meth:`MetricSpec.bad_value`: in [0, 1] for
+Dice/IoU/NSD, >= 0 mm for distances). A protocol file may not keep a built-in protocol's name while
+changing what it computes (:func:`load_protocol`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from cardbench.benchmark.metric_registry import (
-    METRICS, UnknownMetricError, check_policy, distance_policy as _distance_policy, get_metric,
+    METRICS, POLICY_RULES, UnknownMetricError, check_policy, distance_policy as _distance_policy, get_metric,
     overlap_policy as _overlap_policy,
 )
 
@@ -180,6 +182,12 @@ class Protocol:
                 check_policy(m, rules, where)
             except ValueError as e:
                 raise ProtocolError(str(e)) from None
+            spec = get_metric(m)
+            for st, rule in rules.items():  # a number replaces a value: it must be one the metric can take
+                if isinstance(rule, (int, float)) and not isinstance(rule, bool) and spec.bad_value(rule):
+                    rng = "a number in [0, 1]" if spec.in_unit_interval else f"a number >= 0 ({spec.unit or 'no unit'})"
+                    bad(f"policy.{m}.{st}", rule, f"{rng}, or one of {', '.join(POLICY_RULES)} "
+                        f"({spec.label} {spec.bad_value(rule).split(' is ', 1)[-1]})")
         for m in self.all_metrics:
             if m not in self.policy:
                 bad("policy", f"<no entry for {m}>", f"a status -> rule table for every metric ({m})")
@@ -360,7 +368,8 @@ def load_protocol(path: str | Path) -> Protocol:
 
     Raises:
         ProtocolError: unreadable, too large, not YAML, or not a valid protocol (one line naming
-            the file, the key, the bad value and the allowed values).
+            the file, the key, the bad value and the allowed values); a file that keeps a built-in
+            protocol's name but differs from it in a value-deciding key (:data:`_VALUE_KEYS`).
     """
     import stat
 
@@ -410,7 +419,51 @@ def load_protocol(path: str | Path) -> Protocol:
 
         raise ProtocolError(f"{p}: not valid YAML ({yaml_error_text(e)}); fix the syntax "
                             "(`cardbench protocol show cardbench-v1` prints a valid file)") from None
-    return protocol_from_dict(data, source=str(p))
+    proto = protocol_from_dict(data, source=str(p))
+    _check_not_builtin(proto, p)
+    return proto
+
+
+#: the parts of a protocol that decide its values (a file may reword description and citation, and
+#: set parameters, e.g. the NSD tolerance, which results record and the benchmark id names).
+_VALUE_KEYS = ("version", "level", "aggregation", "metrics", "added_metrics", "policy", "bootstrap", "seed")
+
+
+def protocol_differences(have: Mapping, want: Mapping, keys=_VALUE_KEYS) -> list[str]:
+    """What differs between two protocol descriptions (:meth:`Protocol.definition` or
+    :meth:`Protocol.to_dict` mappings), one short phrase each, e.g. ``"policy.dice.both_empty 1.0 ->
+    5.0"``; empty when the value-deciding keys agree."""
+    out: list[str] = []
+    for k in keys:
+        a, b = have.get(k), want.get(k)
+        if k == "policy" and isinstance(a, Mapping) and isinstance(b, Mapping):
+            for m in sorted(set(a) | set(b)):
+                ra, rb = a.get(m) or {}, b.get(m) or {}
+                if m not in a or m not in b:
+                    out.append(f"policy.{m} {'absent' if m not in a else 'present'} -> "
+                               f"{'absent' if m not in b else 'present'}")
+                    continue
+                for st in sorted(set(ra) | set(rb)):
+                    if ra.get(st) != rb.get(st):
+                        out.append(f"policy.{m}.{st} {ra.get(st)!r} -> {rb.get(st)!r}")
+        elif _thaw(a) != _thaw(b) and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+                                          and list(a) == list(b)):
+            out.append(f"{k} {_thaw(a)!r} -> {_thaw(b)!r}")
+    return out
+
+
+def _check_not_builtin(proto: Protocol, path: Path) -> None:
+    """Refuse a protocol file that keeps a built-in protocol's name but changes how values are computed:
+    it would be scored, titled and ranked as the built-in."""
+    builtin = PROTOCOLS.get(proto.name)
+    if builtin is None:
+        return
+    diff = protocol_differences(builtin.definition(), proto.definition())
+    if diff:
+        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise ProtocolError(f"{path}: the file changes protocol {builtin.name} v{builtin.version} ({shown}); give it "
+                            f"a name of its own (key 'name', e.g. {builtin.name}-custom) or use --protocol "
+                            f"{builtin.name}")
 
 
 def _load_builtin(name: str) -> Protocol:

@@ -146,6 +146,47 @@ def read_subjects(path: Path) -> pd.DataFrame:
     return df.set_index("subject")
 
 
+def _check_phase_frames(subjects: pd.DataFrame, files: dict[CaseKey, list[Path]], path: Path) -> None:
+    """Refuse an ED/ES frame in subjects.csv that cannot label any mask.
+
+    A frame must be a whole number >= 0 and, for a subject whose reference masks carry frame numbers,
+    one of those frames (the numbers as written in the mask file names); otherwise every clinical
+    index of that subject would silently become ``no_phase``. Blank cells are allowed (phase unknown);
+    a subject without reference masks is not checked (validation reports it if it is scored).
+
+    Raises:
+        ReferenceError: one line naming ``path``, the row, the subject, the bad frame(s) and the
+            frames the subject's masks have.
+    """
+    cols = [c for c in ("ed_frame", "es_frame") if c in subjects.columns]
+    if not cols:
+        return
+    frames_of: dict[str, set[int]] = {}
+    for k in files:
+        if k.frame is not None:
+            frames_of.setdefault(k.subject, set()).add(int(k.frame))
+    for row, (subject, r) in enumerate(subjects[cols].iterrows(), start=2):
+        have = frames_of.get(str(subject))
+        bad = []
+        for col in cols:
+            v = r[col]
+            if pd.isna(v):
+                continue
+            try:
+                f = float(v)
+                ok = f == int(f) and f >= 0
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok or (have is not None and int(f) not in have):
+                bad.append(f"{col} {v}")
+        if bad:
+            exist = (f"its reference masks have frames {', '.join(str(f) for f in sorted(have))}" if have
+                     else "frames are whole numbers >= 0")
+            raise ReferenceError(f"{path} row {row}: subject {subject}: {' and '.join(bad)} does not exist ({exist}); "
+                                 "fix: give the ED/ES frame numbers as in the mask file names (0 for _frame00), "
+                                 "or leave the cell blank when the phase is unknown")
+
+
 def _parse_classes(value, where: str, allowed: tuple[str, ...] = CLASSES) -> frozenset[str]:
     if isinstance(value, str):
         items = value.replace(";", " ").replace(",", " ").split()
@@ -217,6 +258,7 @@ def load_reference(path: str | Path, label_map: str | LabelMap | None = None) ->
     subjects = pd.DataFrame(columns=["split", "ed_frame", "es_frame"]).rename_axis("subject")
     if (root / "subjects.csv").exists():
         subjects = read_subjects(root / "subjects.csv")
+        _check_phase_frames(subjects, files, root / "subjects.csv")
         meta.append(root / "subjects.csv")
     classes = None
     # the class set is the label map's (LV, MY, RV and any further class such as LA)

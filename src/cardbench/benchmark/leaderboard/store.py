@@ -214,7 +214,7 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
         if not protocols_compatible(hp, proto):
             raise LeaderboardError(
                 f"{f}: benchmark '{bench}' uses protocol {hp.get('name')} v{hp.get('version')}, but this result was "
-                f"scored with {proto.get('name')} v{proto.get('version')} (different version or policy); rescore "
+                f"scored with {proto.get('name')} v{proto.get('version')} ({_protocol_difference(hp, proto)}); rescore "
                 "with the benchmark's protocol version or use a separate leaderboard folder")
         hv = (have.get("dataset") or {}).get("version")
         if hv != ds.get("version") and not _legacy_version(ds.get("name"), hv, ds.get("version")):
@@ -307,3 +307,16 @@ def add_entry(result: ScoreResult, root: str | os.PathLike | None = None, name: 
     """
     lb = open_leaderboard(root, prefill=prefill)
     return lb.add(result, name, meta=meta, replace=replace, per_case_format=per_case_format, source=source)
+
+
+def _protocol_difference(have: dict, want: dict) -> str:
+    """What makes protocol ``want`` incompatible with a benchmark's ``have`` (both ``summary["protocol"]``),
+    in words for the leaderboard's refusal, e.g. ``policy.dice.both_empty 1.0 -> 'nan'``."""
+    from cardbench.benchmark.protocols import protocol_differences
+
+    diff = protocol_differences(have, want, keys=("name", "version", "level", "aggregation", "policy",
+                                                  "nsd_tolerance_mm"))
+    diff = [d for d in diff if not d.endswith(("-> absent", "-> present"))]  # a metric of one side only is no conflict
+    if not diff:
+        return "different version or policy"
+    return "differs in " + "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")

@@ -264,6 +264,7 @@ class NiftiFormat(MaskFormat):
         except Exception as e:  # nibabel raises several types for bad headers
             raise MaskReadError(path, f"not a readable NIfTI header ({e})",
                                 "re-export the mask as NIfTI-1 (.nii.gz)") from e
+        _check_unscaled(hdr, path)
         if offset > _MAX_VOX_OFFSET:
             raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
                                       f"{_MAX_VOX_OFFSET} bytes of header extensions", "re-export the mask without "
@@ -295,6 +296,31 @@ class NiftiFormat(MaskFormat):
         return LabelImage(arr, path, self.name, digest, affine=affine, spacing=spacing,
                           source_dtype=str(img.get_data_dtype()), notes=notes + gnotes,
                           summary_notes=gnotes)
+
+
+def _check_unscaled(hdr, path: Path) -> None:
+    """Refuse a label mask whose header scales its values (``scl_slope``/``scl_inter``).
+
+    nibabel applies ``value * scl_slope + scl_inter`` on reading (NIfTI-1 standard, nifti1.h: a slope
+    of 0 means no scaling), so a mask stored with slope 2 would turn label 1 (LV) into 2 (MY). A label
+    mask must store its labels as they are: the raw header fields are accepted when the slope is 0,
+    1 or NaN and the intercept 0 or NaN (nibabel writes NaN for both by default).
+
+    Raises:
+        MaskReadError: any other slope or intercept, naming both values as stored.
+    """
+    try:
+        slope = float(hdr["scl_slope"])
+        inter = float(hdr["scl_inter"])
+    except (KeyError, TypeError, ValueError):  # a header type without the fields: nothing to apply
+        return
+    slope_ok = slope != slope or slope in (0.0, 1.0)
+    inter_ok = inter != inter or inter == 0.0
+    if not (slope_ok and inter_ok):
+        raise MaskReadError(path, f"header scales the stored values (scl_slope {slope:g}, scl_inter {inter:g}): "
+                                  "labels must be stored unscaled",
+                            "save the mask without scl_slope/scl_inter (nibabel: img.header.set_slope_inter(1, 0) "
+                            "on an integer array, e.g. uint8)")
 
 
 def _gz_fix(data: bytes) -> str:
