@@ -338,11 +338,12 @@ def _of_split(rows: pd.DataFrame, split: "str | None", where) -> pd.DataFrame:
     """The rows of ``split`` (all rows for None); ValueError naming the splits that exist when none is."""
     if split is None:
         return rows
-    have = sorted({str(s) for s in rows["split"].fillna("")} - {""}) if "split" in rows.columns else []
+    col = rows["split"] if "split" in rows.columns else pd.Series([], dtype=object)
+    have = sorted({str(s) for s in col.dropna()} - {""})
     if split not in have:
         raise ValueError(f"--split {split!r}: no subject of this split in {where} (splits there: "
                          f"{', '.join(have) or 'none'})")
-    return rows[rows["split"].fillna("") == split]
+    return rows[col.notna() & (col.astype(str) == split)]
 
 
 def subject_values(result: "str | object", metric: str = "dice", cls: str | None = "LV",
