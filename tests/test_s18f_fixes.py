@@ -127,9 +127,11 @@ def test_sigterm_while_scoring_removes_the_temporary_folder(pair, tmp_path, monk
     try:
         with pytest.raises(SystemExit) as e:
             cli.main()
+        after = signal.getsignal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert e.value.code == 128 + 15
+    assert after is not_handled  # main() put the caller's handler back
     assert any(n.startswith("cardbench-rows-") for n in seen[0]), seen  # the folder existed when it came
     assert list(tmp.iterdir()) == []  # and was removed
 
@@ -215,3 +217,82 @@ def test_compare_corrupt_result_folder_says_score_it_again(result, tmp_path):
     r = _cli("compare", result, b)
     assert r.exit_code == 2 and len(_lines(r)) == 1, r.output
     assert "score the submission again" in _lines(r)[0] and "add it again" not in r.output, r.output
+
+
+# ---------------------------------------------------------------- 5. data path, volumes score
+
+@pytest.fixture()
+def cmr7t_cache(tmp_path) -> Path:
+    """A cache holding every cmr-7t file at its registry size (zeros: the content is wrong on purpose)."""
+    from cardbench.datasets.cards import load_card
+
+    cache = tmp_path / "cache"
+    for e in load_card("cmr-7t").files:
+        p = cache / e.local_path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as fh:
+            fh.truncate(e.bytes)  # sparse: nothing is written
+    return cache
+
+
+def test_data_path_checks_sizes_not_sha256_as_its_help_says(cmr7t_cache):
+    r = _cli("data", "path", "cmr-7t", "--cache", cmr7t_cache)
+    assert r.exit_code == 0, r.output  # right sizes: the cheap check passes (verify re-hashes)
+    h = " ".join(_cli("data", "path", "--help").stdout.split())
+    assert "size" in h and "cardbench data verify" in h and "exits 1" in h, h
+
+
+def test_data_path_exits_1_on_a_file_of_the_wrong_size(cmr7t_cache):
+    from cardbench.datasets.cards import load_card
+
+    e = load_card("cmr-7t").files[3]
+    with open(cmr7t_cache / e.local_path, "r+b") as fh:
+        fh.truncate(e.bytes - 1)  # a download cut short
+    r = _cli("data", "path", "cmr-7t", "--cache", cmr7t_cache)
+    assert r.exit_code == 1 and len(_lines(r)) == 1, r.output
+    assert e.local_path in _lines(r)[0] and "wrong size" in _lines(r)[0] and "cardbench data fetch cmr-7t" in r.stderr
+    assert r.stdout.strip()  # the path is still printed
+
+
+def _pixel_table(tmp_path) -> Path:
+    t = tmp_path / "counts.tsv"
+    t.write_text("file\tlv_pixels\tmy_pixels\nimages/7/7-frame000-slice000.png\t10\t5\n")
+    return t
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "101"])
+def test_volumes_score_training_confidence_is_a_percentage(tmp_path, value, monkeypatch, capsys):
+    from cardbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cardbench", "volumes", "score", str(_pixel_table(tmp_path)),
+                                      "--training-confidence", value, "--data", str(tmp_path / "no")])
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as ei:  # through main(): a usage error is one line there
+        main()
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert ei.value.code == 2 and len(err) == 1, err
+    assert "--training-confidence" in err[0] and "1" in err[0], err
+
+
+def test_volumes_score_missing_data_folder(tmp_path):
+    r = _cli("volumes", "score", _pixel_table(tmp_path), "--data", tmp_path / "nonexistent")
+    assert r.exit_code == 2 and len(_lines(r)) == 1, r.output
+    line = _lines(r)[0]
+    assert f"--data {tmp_path / 'nonexistent'}: no such folder" in line, line
+    assert "cardbench data fetch ankenbrand2021-derived" in line, line
+
+
+# ---------------------------------------------------------------- 7. raw NIfTI named .nii.gz
+
+def test_raw_nifti_named_nii_gz_says_what_it_is(tmp_path):
+    from cardbench.datasets.formats import MaskReadError, read_mask
+
+    ok = tmp_path / "ok.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), str(ok))
+    p = tmp_path / "case1.nii.gz"
+    shutil.copy(ok, p)
+    with pytest.raises(MaskReadError) as ei:
+        read_mask(p)
+    msg = str(ei.value)
+    assert "(the content is an uncompressed NIfTI)" in msg and "unknown binary data" not in msg, msg
+    assert "rename it to .nii, or gzip it" in msg

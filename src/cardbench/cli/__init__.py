@@ -60,10 +60,14 @@ def main() -> None:
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "120"
     _use_system_allocator_for_arrow()
-    _terminate_like_interrupt()
-    command = typer.main.get_command(app)
-    _hide_flag_metavars(command)
-    sys.exit(_run_with_one_line_usage_errors(command))
+    restore = _terminate_like_interrupt()
+    try:
+        command = typer.main.get_command(app)
+        _hide_flag_metavars(command)
+        code = _run_with_one_line_usage_errors(command)
+    finally:
+        restore()  # main() called in a Python program (tests): its SIGTERM handler is its own again
+    sys.exit(code)
 
 
 def _run_with_one_line_usage_errors(command) -> int:
@@ -109,11 +113,14 @@ class Terminated(SystemExit):
         super().__init__(self.CODE)
 
 
-def _terminate_like_interrupt() -> None:
+def _terminate_like_interrupt():
     """Make SIGTERM (``kill PID``, a job scheduler's stop, ``docker stop``) end the command the way
     Ctrl-C does: :class:`Terminated` is raised in the main thread, so temporary folders
     (``cardbench-rows-*``, extracted archives) are removed on the way out. A child process (a
-    ``--jobs`` worker forked from this one) keeps the default action: it ends at once."""
+    ``--jobs`` worker forked from this one) keeps the default action: it ends at once.
+
+    Returns:
+        a function that puts the previous SIGTERM handler back."""
     import os
     import signal
 
@@ -127,9 +134,15 @@ def _terminate_like_interrupt() -> None:
         raise Terminated()
 
     try:
-        signal.signal(signal.SIGTERM, on_sigterm)
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM handlers
-        pass
+        return lambda: None
+
+    def restore() -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _out_hint(ctx, e: BaseException) -> str:
