@@ -138,12 +138,15 @@ def test_sigterm_while_scoring_removes_the_temporary_folder(pair, tmp_path, monk
 
 # ---------------------------------------------------------------- 3. a file where a folder is needed
 
-def test_fetch_cache_that_is_a_file(tmp_path):
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_fetch_cache_that_is_a_file(tmp_path, below):
     f = tmp_path / "a-file"
     f.write_text("x")
-    r = _cli("data", "fetch", "cmr-7t", "--cache", f)
+    r = _cli("data", "fetch", "cmr-7t", "--cache", f / below if below else f)
     assert r.exit_code == 2 and len(_lines(r)) == 1, r.output
-    assert "--cache" in _lines(r)[0] and "folder" in _lines(r)[0] and "File exists" not in r.output
+    line = _lines(r)[0]
+    assert line.startswith(f"error: {f} (given as --cache)") and "folder is needed" in line, line
+    assert f.read_text() == "x"
 
 
 def test_leaderboard_env_variable_that_is_a_file(tmp_path):

@@ -341,7 +341,7 @@ def _of_split(rows: pd.DataFrame, split: "str | None", where) -> pd.DataFrame:
     col = rows["split"] if "split" in rows.columns else pd.Series([], dtype=object)
     have = sorted({str(s) for s in col.dropna()} - {""})
     if split not in have:
-        raise ValueError(f"--split {split!r}: no subject of this split in {where} (splits there: "
+        raise ValueError(f"split {split!r} (--split): no subject of this split in {where} (splits there: "
                          f"{', '.join(have) or 'none'})")
     return rows[col.notna() & (col.astype(str) == split)]
 

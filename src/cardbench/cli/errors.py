@@ -92,25 +92,40 @@ FOLDER_ENV_VARS = ("CARDBENCH_LEADERBOARD", "CARDBENCH_DATA", "TMPDIR")
 
 
 def _given_as(where: str, argv: "list[str] | None") -> str:
-    """`` (given as --cache)`` / `` (from $CARDBENCH_LEADERBOARD)`` when ``where`` is (inside) the value
-    of an option on the command line or of a folder environment variable; else ``""``."""
+    """`` (given as --cache)`` / `` (from $CARDBENCH_LEADERBOARD)`` when ``where`` is the value of an
+    option on the command line or of a folder environment variable, inside it or a file above it;
+    else ``""``."""
     def covers(value: str) -> bool:
         try:
             v, w = os.path.abspath(os.path.expanduser(value)), os.path.abspath(where)
         except (TypeError, ValueError):
             return False
-        return w == v or w.startswith(v.rstrip(os.sep) + os.sep)
+        return w == v or w.startswith(v.rstrip(os.sep) + os.sep) or v.startswith(w.rstrip(os.sep) + os.sep)
 
     args = list(argv or [])
+    given = []  # (option, value) pairs whose value holds `where`; the longest value is the one meant
     for i, a in enumerate(args):
         if a.startswith("-") and "=" in a and covers(a.split("=", 1)[1]):
-            return f" (given as {a.split('=', 1)[0]})"
-        if a.startswith("-") and i + 1 < len(args) and covers(args[i + 1]):
-            return f" (given as {a})"
+            given.append((a.split("=", 1)[0], a.split("=", 1)[1]))
+        elif a.startswith("-") and i + 1 < len(args) and covers(args[i + 1]):
+            given.append((a, args[i + 1]))
+    if given:
+        return f" (given as {max(given, key=lambda g: len(os.path.abspath(g[1])))[0]})"
     for var in FOLDER_ENV_VARS:
         if os.environ.get(var) and covers(os.environ[var]):
             return f" (from ${var})"
     return ""
+
+
+def _file_in_the_way(where: str) -> str:
+    """``where`` or the nearest folder above it that exists as a file (a path ``FILE/sub`` fails on ``FILE``)."""
+    from pathlib import Path
+
+    p = Path(where)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            return str(q) if not q.is_dir() else where
+    return where
 
 
 def explain(e: BaseException, argv: "list[str] | None" = None) -> tuple[str, int] | None:
@@ -138,6 +153,7 @@ def explain(e: BaseException, argv: "list[str] | None" = None) -> tuple[str, int
             return (f"{where}: file name too long for this file system. Fix: give a shorter name or --out",
                     BAD_INPUT)
         if isinstance(e, (FileExistsError, NotADirectoryError)) or e.errno in (errno.EEXIST, errno.ENOTDIR):
+            where = _file_in_the_way(str(where))
             return (f"{where}{_given_as(str(where), argv)}: a file is in the way where a folder is needed. Fix: "
                     "give a folder (or a path that does not exist yet)", BAD_INPUT)
         if e.errno == errno.EROFS:
