@@ -300,7 +300,7 @@ def paired_wilcoxon(a: pd.Series, b: pd.Series, higher_is_better: bool = True) -
 
 # --- comparing two result folders ---------------------------------------------------------------
 
-def _result_folder(x) -> "Path":
+def _result_folder(x):
     """``x`` as a result folder: FileNotFoundError (one line, with the fix) for a file given in its
     place (``.../summary.json``) or a folder without summary.json."""
     from pathlib import Path
@@ -370,8 +370,6 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
             a negative distance, text, a truncated file...), or its values do not give the folder's
             summary.json figures (:func:`~cardbench.benchmark.results.check_subject_means`).
     """
-    from pathlib import Path
-
     from cardbench.benchmark.clinical import INDEX_UNITS
     from cardbench.benchmark.metric_registry import direction_of
     from cardbench.benchmark.results import ScoreResult, read_result
@@ -442,8 +440,6 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
             unknown metric or class.
         FileNotFoundError: a folder is not a result folder.
     """
-    from pathlib import Path
-
     from cardbench.benchmark.results import ScoreResult, read_per_subject_checked, read_result, read_summary_checked
 
     def load(x):
