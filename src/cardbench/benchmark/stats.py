@@ -26,6 +26,7 @@ with a zero difference are dropped from the test, Wilcoxon 1945), with win / tie
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -299,6 +300,52 @@ def paired_wilcoxon(a: pd.Series, b: pd.Series, higher_is_better: bool = True) -
 
 # --- comparing two result folders ---------------------------------------------------------------
 
+def _result_folder(x):
+    """``x`` as a result folder: FileNotFoundError (one line, with the fix) for a file given in its
+    place (``.../summary.json``) or a folder without summary.json."""
+    from pathlib import Path
+
+    folder = Path(x)
+    if folder.is_file():
+        raise FileNotFoundError(f"{folder}: is a file; give the result folder that holds it ({folder.parent}), "
+                                "not a file in it")
+    if not (folder / "summary.json").exists():
+        raise FileNotFoundError(f"{folder}: not a result folder (no summary.json); give a folder written by "
+                                "`cardbench score --out`")
+    return folder
+
+
+@contextlib.contextmanager
+def _as_result_folder_error():
+    """The checks of a stored result speak of a leaderboard entry ("remove it and add it again"); for a
+    result folder given to ``compare`` the fix is to score the submission again."""
+    from cardbench.benchmark.results import ResultFolderError
+
+    try:
+        yield
+    except (ResultFolderError, FileNotFoundError) as e:
+        msg = str(e)
+        for old, new in (("remove the entry and add it again", "score the submission again"),
+                         ("remove it and add it again", "score the submission again"),
+                         ("the entry is", "the result folder is")):
+            msg = msg.replace(old, new)
+        if msg == str(e):
+            raise
+        raise type(e)(msg) from None
+
+
+def _of_split(rows: pd.DataFrame, split: "str | None", where) -> pd.DataFrame:
+    """The rows of ``split`` (all rows for None); ValueError naming the splits that exist when none is."""
+    if split is None:
+        return rows
+    col = rows["split"] if "split" in rows.columns else pd.Series([], dtype=object)
+    have = sorted({str(s) for s in col.dropna()} - {""})
+    if split not in have:
+        raise ValueError(f"split {split!r} (--split): no subject of this split in {where} (splits there: "
+                         f"{', '.join(have) or 'none'})")
+    return rows[col.notna() & (col.astype(str) == split)]
+
+
 def subject_values(result: "str | object", metric: str = "dice", cls: str | None = "LV",
                    split: str | None = None) -> tuple[pd.Series, bool, str]:
     """Per-subject values of one result folder written by ``cardbench score``.
@@ -323,8 +370,6 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
             a negative distance, text, a truncated file...), or its values do not give the folder's
             summary.json figures (:func:`~cardbench.benchmark.results.check_subject_means`).
     """
-    from pathlib import Path
-
     from cardbench.benchmark.clinical import INDEX_UNITS
     from cardbench.benchmark.metric_registry import direction_of
     from cardbench.benchmark.results import ScoreResult, read_result
@@ -332,16 +377,17 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
     if isinstance(result, ScoreResult):
         res, folder = result, None
     else:
-        folder = Path(result)
-        if not (folder / "summary.json").exists():
-            raise FileNotFoundError(f"{folder}: not a result folder (no summary.json); give a folder written by "
-                                    "`cardbench score --out`")
+        folder = _result_folder(result)
         from cardbench.benchmark.results import read_per_subject_checked, read_summary_checked
 
+        if metric not in INDEX_UNITS and not (folder / "per_subject.csv").exists():
+            raise FileNotFoundError(f"{folder / 'per_subject.csv'}: missing; this result folder has no per-subject "
+                                    "table to compare. Fix: score the submission again (`cardbench score --out`)")
         # a stranger's values checked before they are compared, against the folder's own figures too
-        checked = (read_per_subject_checked(folder, summary=read_summary_checked(folder))
-                   if (folder / "per_subject.csv").exists() else None)
-        res = read_result(folder)
+        with _as_result_folder_error():
+            checked = (read_per_subject_checked(folder, summary=read_summary_checked(folder))
+                       if (folder / "per_subject.csv").exists() else None)
+            res = read_result(folder)
         if checked is not None:
             res.per_subject = checked
     if metric in INDEX_UNITS:
@@ -358,8 +404,7 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
         if rows.empty:
             have = sorted(set(clin["index"])) if not clin.empty else []
             raise ValueError(f"no clinical index {metric} in this result (available: {', '.join(have) or 'none'})")
-        if split is not None:
-            rows = rows[rows["split"].fillna("") == split]
+        rows = _of_split(rows, split, folder / "clinical.csv" if folder is not None else "clinical")
         vals = pd.Series(rows["abs_diff"].to_numpy(np.float64), index=rows["subject"].astype(str))
         return vals, False, f"|{metric} prediction - reference| ({INDEX_UNITS[metric]})"
     ps = res.per_subject
@@ -371,8 +416,7 @@ def subject_values(result: "str | object", metric: str = "dice", cls: str | None
     if cls not in classes:
         raise ValueError(f"class {cls!r} not in this result (classes: {', '.join(classes)})")
     rows = ps[(ps["metric"] == metric) & (ps["class"] == cls)]
-    if split is not None:
-        rows = rows[rows["split"].fillna("") == split]
+    rows = _of_split(rows, split, folder / "per_subject.csv" if folder is not None else "per_subject")
     vals = pd.Series(rows["mean"].to_numpy(np.float64), index=rows["subject"].astype(str))
     level = res.summary.get("protocol", {}).get("level", "")
     return vals, direction_of(metric) > 0, f"{metric} {cls}, per-subject mean ({level} level)"
@@ -396,19 +440,16 @@ def compare_results(a, b, metric: str = "dice", cls: str | None = "LV", split: s
             unknown metric or class.
         FileNotFoundError: a folder is not a result folder.
     """
-    from pathlib import Path
-
     from cardbench.benchmark.results import ScoreResult, read_per_subject_checked, read_result, read_summary_checked
 
     def load(x):
         if isinstance(x, ScoreResult):
             return x
-        if not (Path(x) / "summary.json").exists():
-            raise FileNotFoundError(f"{x}: not a result folder (no summary.json); give a folder written by "
-                                    "`cardbench score --out`")
-        if (Path(x) / "per_subject.csv").exists():  # a stranger's table: checked before anything reads it
-            read_per_subject_checked(Path(x), summary=read_summary_checked(Path(x)))
-        return read_result(Path(x))
+        folder = _result_folder(x)
+        with _as_result_folder_error():
+            if (folder / "per_subject.csv").exists():  # a stranger's table: checked before anything reads it
+                read_per_subject_checked(folder, summary=read_summary_checked(folder))
+            return read_result(folder)
 
     sa, sb = load(a).summary, load(b).summary
     pa, pb = sa.get("protocol", {}), sb.get("protocol", {})

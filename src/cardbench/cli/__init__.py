@@ -60,9 +60,14 @@ def main() -> None:
     if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
         os.environ["COLUMNS"] = "120"
     _use_system_allocator_for_arrow()
-    command = typer.main.get_command(app)
-    _hide_flag_metavars(command)
-    sys.exit(_run_with_one_line_usage_errors(command))
+    restore = _terminate_like_interrupt()
+    try:
+        command = typer.main.get_command(app)
+        _hide_flag_metavars(command)
+        code = _run_with_one_line_usage_errors(command)
+    finally:
+        restore()  # main() called in a Python program (tests): its SIGTERM handler is its own again
+    sys.exit(code)
 
 
 def _run_with_one_line_usage_errors(command) -> int:
@@ -75,6 +80,10 @@ def _run_with_one_line_usage_errors(command) -> int:
 
     try:
         rv = command.main(prog_name="cardbench", standalone_mode=False)
+    except Terminated:
+        print("error: terminated (SIGTERM); temporary files were removed and nothing was left half-written",
+              file=sys.stderr)
+        return Terminated.CODE
     except Exception as e:  # noqa: BLE001 - only click's own exceptions are handled here
         if named(e, "NoArgsIsHelpError"):  # `cardbench` alone, `cardbench data`: the help (already
             e.show()                        # printed when the error was made), exit code 2 as click gives
@@ -92,6 +101,48 @@ def _run_with_one_line_usage_errors(command) -> int:
             return 1
         raise
     return rv if isinstance(rv, int) else 0
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread when the process gets SIGTERM (see :func:`_terminate_like_interrupt`);
+    a SystemExit, so no ``except Exception`` swallows it and every ``finally`` and context manager runs."""
+
+    CODE = 128 + 15  # what a shell reports for a process ended by SIGTERM
+
+    def __init__(self) -> None:
+        super().__init__(self.CODE)
+
+
+def _terminate_like_interrupt():
+    """Make SIGTERM (``kill PID``, a job scheduler's stop, ``docker stop``) end the command the way
+    Ctrl-C does: :class:`Terminated` is raised in the main thread, so temporary folders
+    (``cardbench-rows-*``, extracted archives) are removed on the way out. A child process (a
+    ``--jobs`` worker forked from this one) keeps the default action: it ends at once.
+
+    Returns:
+        a function that puts the previous SIGTERM handler back."""
+    import os
+    import signal
+
+    owner = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() != owner:  # a forked worker: die as SIGTERM would have it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except (ValueError, OSError):  # not the main thread, or a platform without SIGTERM handlers
+        return lambda: None
+
+    def restore() -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _out_hint(ctx, e: BaseException) -> str:

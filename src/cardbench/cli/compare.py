@@ -81,6 +81,14 @@ _DATA_HELP = ("Folder with the registry layout (the seed's Kaggle tables under c
               "platform cache).")
 
 
+def _check_data_folder(data: "Path | None") -> None:
+    """Exit 2 with one line when ``--data`` is not a folder (the message names it and how to get the data)."""
+    if data is not None and not data.is_dir():
+        _fail(f"--data {data}: {'is a file, not a folder' if data.exists() else 'no such folder'}; give the folder "
+              "of the seed's derived data in the registry layout, or leave --data out after "
+              "`cardbench data fetch ankenbrand2021-derived` (it puts the data in the cache)")
+
+
 @volumes_app.command("reproduce")
 def volumes_reproduce_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
@@ -98,6 +106,7 @@ def volumes_reproduce_cmd(
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, reproduce_kaggle_volumes
     from cardbench.datasets.embedded import IntegrityError
 
+    _check_data_folder(data)
     try:
         table, results = reproduce_kaggle_volumes(data, progress=True)  # a bar in a terminal, lines in a log
     except (FileNotFoundError, IntegrityError, VolumeTrackError) as e:
@@ -130,8 +139,11 @@ def volumes_score_cmd(
                              "4096 px (the seed's grids: 128 and 256)."),
     rule: Rule = typer.Option(Rule.cardbench, "--rule", help="How series map to patients."),
     name: Optional[str] = typer.Option(None, "--name", help="Submission name (default: the file name)."),
-    cutoff: Optional[int] = typer.Option(None, "--training-confidence", help="If the model was trained on the "
-                                         "seed's confidence set of this percentage, also report patients not in it."),
+    cutoff: Optional[int] = typer.Option(None, "--training-confidence", min=1, max=100, metavar="PERCENT",
+                                         help="If the model was trained on the seed's confidence set of this "
+                                         "percentage (1 to 100: the series whose ukbb_cardiac confidence is at "
+                                         "most PERCENT/100; the seed's models used 5, 10 or 15), also report "
+                                         "patients not in it."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Score patients without any predicted series "
                                        "as missing (EF error 100) instead of failing."),
     data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
@@ -153,6 +165,7 @@ def volumes_score_cmd(
         check_pixel_grid(counts, grid, str(table))
     except (VolumeTrackError, ValueError) as e:
         _fail(str(e))
+    _check_data_folder(data)
     try:
         kaggle = load_kaggle_data(data)
         res = score_pixel_table(table, kaggle, grid=grid, name=name, rule=rule.value, cutoff=cutoff,
@@ -188,6 +201,7 @@ def volumes_choices_cmd(
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, choice_sensitivity
     from cardbench.datasets.embedded import IntegrityError
 
+    _check_data_folder(data)
     try:
         table = choice_sensitivity(model, data)
     except FileNotFoundError as e:

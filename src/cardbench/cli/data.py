@@ -284,22 +284,27 @@ def verify_cmd(name: str = typer.Argument(..., help="Dataset name."), cache: Opt
 @data_app.command("path")
 def path_cmd(name: str = typer.Argument(..., help="Dataset name."), cache: Optional[Path] = CACHE_OPT) -> None:
     """Print the dataset's folder in the cache. Before any fetch it exits 0 with a hint on stderr (the
-    folder is where the files will be); when only some files are there (an incomplete or damaged
-    cache) it exits 1."""
-    from cardbench.datasets.fetch import cache_dir, dataset_path
+    folder is where the files will be). It checks the files cheaply, by presence and size: when only
+    some are there, or one has the wrong size (an incomplete or damaged cache), it exits 1. It reads
+    no file: a file of the right size but the wrong content is found by `cardbench data verify NAME`
+    (sha256 of every file)."""
+    from cardbench.datasets.fetch import cache_sizes, dataset_path
 
     c = _card(name)
     p = dataset_path(c, cache)
     typer.echo(str(p))
-    root = cache_dir(cache)
-    missing = sum(not (root / e.local_path).is_file() for e in c.files)
-    if missing and missing == len(c.files):
+    missing, wrong = cache_sizes(c, cache)
+    if missing and len(missing) == len(c.files):
         from cardbench.cli.errors import err_console
 
         err_console().print(f"hint: {escape(c.name)} is not fetched yet; `cardbench data fetch {escape(c.name)}` "
                             "puts its files there", highlight=False)
+    elif wrong:
+        _fail(f"{c.name}: {len(wrong)} of {len(c.files)} cached files have the wrong size (first: {wrong[0]}); "
+              f"run `cardbench data fetch {c.name}` (it replaces them)", code=1)
     elif missing:
-        _fail(f"{c.name}: {missing} of {len(c.files)} files are not in the cache; run `cardbench data fetch {c.name}`")
+        _fail(f"{c.name}: {len(missing)} of {len(c.files)} files are not in the cache; run `cardbench data fetch "
+              f"{c.name}`")
 
 
 @data_app.command("splits")

@@ -87,8 +87,52 @@ def fail(problems_or_msg, code: int = BAD_INPUT, console: Console | None = None,
     raise typer.Exit(code)
 
 
-def explain(e: BaseException) -> tuple[str, int] | None:
-    """One line and an exit code for an error that must not be a traceback, or None for others."""
+#: environment variables that name a folder cardbench creates (named in the message when a file is there)
+FOLDER_ENV_VARS = ("CARDBENCH_LEADERBOARD", "CARDBENCH_DATA", "TMPDIR")
+
+
+def _given_as(where: str, argv: "list[str] | None") -> str:
+    """`` (given as --cache)`` / `` (from $CARDBENCH_LEADERBOARD)`` when ``where`` is the value of an
+    option on the command line or of a folder environment variable, inside it or a file above it;
+    else ``""``."""
+    def covers(value: str) -> bool:
+        try:
+            v, w = os.path.abspath(os.path.expanduser(value)), os.path.abspath(where)
+        except (TypeError, ValueError):
+            return False
+        return w == v or w.startswith(v.rstrip(os.sep) + os.sep) or v.startswith(w.rstrip(os.sep) + os.sep)
+
+    args = list(argv or [])
+    given = []  # (option, value) pairs whose value holds `where`; the longest value is the one meant
+    for i, a in enumerate(args):
+        if a.startswith("-") and "=" in a and covers(a.split("=", 1)[1]):
+            given.append((a.split("=", 1)[0], a.split("=", 1)[1]))
+        elif a.startswith("-") and i + 1 < len(args) and covers(args[i + 1]):
+            given.append((a, args[i + 1]))
+    if given:
+        return f" (given as {max(given, key=lambda g: len(os.path.abspath(g[1])))[0]})"
+    for var in FOLDER_ENV_VARS:
+        if os.environ.get(var) and covers(os.environ[var]):
+            return f" (from ${var})"
+    return ""
+
+
+def _file_in_the_way(where: str) -> str:
+    """``where`` or the nearest folder above it that exists as a file (a path ``FILE/sub`` fails on ``FILE``)."""
+    from pathlib import Path
+
+    p = Path(where)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            return str(q) if not q.is_dir() else where
+    return where
+
+
+def explain(e: BaseException, argv: "list[str] | None" = None) -> tuple[str, int] | None:
+    """One line and an exit code for an error that must not be a traceback, or None for others.
+
+    ``argv``: the command line (without the program name); a file found where a folder is needed
+    is then named by the option (or environment variable) that gave it."""
     if isinstance(e, MemoryError):
         return ("out of memory; nothing was written. Fix: score fewer cases at once (--jobs 1, --split) "
                 "or use a machine with more memory", FAILURE)
@@ -108,6 +152,10 @@ def explain(e: BaseException) -> tuple[str, int] | None:
         if e.errno == errno.ENAMETOOLONG:
             return (f"{where}: file name too long for this file system. Fix: give a shorter name or --out",
                     BAD_INPUT)
+        if isinstance(e, (FileExistsError, NotADirectoryError)) or e.errno in (errno.EEXIST, errno.ENOTDIR):
+            where = _file_in_the_way(str(where))
+            return (f"{where}{_given_as(str(where), argv)}: a file is in the way where a folder is needed. Fix: "
+                    "give a folder (or a path that does not exist yet)", BAD_INPUT)
         if e.errno == errno.EROFS:
             return f"{where}: read-only file system. Fix: write elsewhere (--out)", FAILURE
         return f"{where}: {e.strerror or e}. Fix: check the path", FAILURE
@@ -118,11 +166,15 @@ class CardbenchGroup(TyperGroup):
     """The root command group: errors that escaped a command's own handling become one line (see
     :func:`explain`); any other exception propagates (a bug: it should be reported)."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta.setdefault("cardbench.argv", list(args))  # shared by the sub-commands' contexts
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (MemoryError, RecursionError, OSError) as e:
-            got = explain(e)
+            got = explain(e, ctx.meta.get("cardbench.argv"))
             if got is None:  # a closed pipe: left to typer, which exits quietly
                 raise
             msg, code = got

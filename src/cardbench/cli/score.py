@@ -83,6 +83,20 @@ def _is_inside(path: Path, folder: Path) -> bool:
     return is_inside(path, folder)
 
 
+def _check_workdir(workdir: Path, *, out: "Path | None", reference: "Path | None", predictions: Path) -> None:
+    """Exit 2 with one line, before anything is created, when ``--workdir`` is a file, or is (inside)
+    the result folder, the reference or the predictions folder (an archive would be extracted into
+    data cardbench reads, or the result folder would not be cardbench's own)."""
+    if workdir.exists() and not workdir.is_dir():
+        fail(f"--workdir {workdir}: is a file; a folder is needed (where an archive is extracted). Fix: give a "
+             "folder, or a path that does not exist yet")
+    for what, folder in (("the result folder --out", out), ("the reference folder --reference", reference),
+                         ("the predictions folder", predictions)):
+        if folder is not None and (folder is out or folder.is_dir()) and _is_inside(workdir, folder):
+            fail(f"--workdir {workdir}: inside {what} {folder}; an archive extracted there would mix with "
+                 "it. Fix: choose a --workdir outside the reference, the predictions and --out")
+
+
 def _default_out(name: str, protocol: str) -> Path:
     from cardbench.cli.errors import safe_name
 
@@ -175,6 +189,8 @@ def score_cmd(
             check_name(name)
         except LeaderboardError as e:
             fail(f"--name: {e}")
+    if workdir is not None:
+        _check_workdir(workdir, out=None if no_save else out, reference=reference, predictions=predictions)
     if out is not None and not no_save and predictions.is_dir() and _is_inside(out, predictions) \
             and out.resolve() != predictions.resolve():
         fail(f"--out {out}: inside the predictions folder {predictions}; results would become part of the "

@@ -209,6 +209,30 @@ def dataset_path(name: str | DatasetCard, cache: str | os.PathLike | None = None
     return root / common if common not in ("", ".") else root
 
 
+def cache_sizes(name: str | DatasetCard, cache: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
+    """The cheap check of a dataset's cached files: by presence and size only (no file is read; the
+    sha256 check is :func:`verify`).
+
+    Returns:
+        (missing, wrong_size): registry paths of the files not in the cache, and of those whose size in
+        bytes differs from REGISTRY.tsv (a truncated or damaged download).
+
+    Raises:
+        KeyError: unknown dataset.
+    """
+    card = name if isinstance(name, DatasetCard) else load_card(name)
+    root = cache_dir(cache)
+    missing: list[str] = []
+    wrong: list[str] = []
+    for e in card.files:
+        path = root / e.local_path
+        if not path.is_file():
+            missing.append(e.local_path)
+        elif path.stat().st_size != e.bytes:
+            wrong.append(e.local_path)
+    return missing, wrong
+
+
 # --------------------------------------------------------------------------- downloaders
 
 class _LocalCopy:

@@ -337,8 +337,11 @@ def _gz_fix(data: bytes) -> str:
 
 
 def _what(data: bytes) -> str:
+    """What a file's first bytes say it is, for messages; a NIfTI header (magic n+1/n+2) is named."""
     from cardbench.datasets.formats.base import _looks_like
 
+    if _nifti_version(data[:_HEADER_BYTES]) is not None:
+        return "an uncompressed NIfTI"
     return _looks_like(data)
 
 
