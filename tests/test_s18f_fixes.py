@@ -299,3 +299,18 @@ def test_raw_nifti_named_nii_gz_says_what_it_is(tmp_path):
     msg = str(ei.value)
     assert "(the content is an uncompressed NIfTI)" in msg and "unknown binary data" not in msg, msg
     assert "rename it to .nii, or gzip it" in msg
+
+
+def test_one_column_subjects_csv_is_not_split_at_a_letter(tmp_path):
+    """csv.Sniffer took 'u' for the delimiter of `subject\\nSCD0000101\\n` (columns 's', 'bject'):
+    only a comma, semicolon or tab is a delimiter."""
+    from cardbench.datasets.reference import read_subjects
+
+    for text, subjects, cols in (("subject\nSCD0000101\nSCD0000201\n", ["SCD0000101", "SCD0000201"], []),
+                                 ("subject;split\nSCD0000101;test\n", ["SCD0000101"], ["split"]),
+                                 ("subject\tsplit\nSCD0000101\ttest\n", ["SCD0000101"], ["split"]),
+                                 ("subject,split\nSCD0000101,test\n", ["SCD0000101"], ["split"])):
+        f = tmp_path / "subjects.csv"
+        f.write_text(text)
+        df = read_subjects(f)
+        assert df.index.name == "subject" and list(df.index) == subjects and list(df.columns) == cols, text

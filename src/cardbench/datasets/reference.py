@@ -119,8 +119,19 @@ class Reference:
 REFERENCE_FILES = ".nii.gz, .nii, .nrrd or .png label maps, one per subject and frame"
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    """A reference CSV file (``subjects.csv``, ``annotations.csv``) whose delimiter is a comma,
+    semicolon or tab (sniffed among these three only, :class:`csv.Sniffer`; a comma when the sample
+    has none of them, e.g. a one-column file)."""
+    import csv
+
     try:
-        return pd.read_csv(path, dtype={"subject": str}, sep=None, engine="python")
+        with open(path, encoding="utf-8", newline="") as fh:
+            sample = fh.read(1 << 16)
+        try:
+            sep = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+        except csv.Error:  # a single column, or no delimiter in the sample
+            sep = ","
+        return pd.read_csv(path, dtype={"subject": str}, sep=sep)
     except Exception as e:
         raise ReferenceError(f"{path}: cannot parse as CSV ({e}); see docs/scoring.md for its columns") from e
 
