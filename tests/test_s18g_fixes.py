@@ -84,3 +84,21 @@ def test_sunnybrook_image_reads_as_nibabel_does(sunnybrook_prepared):
         assert arr.dtype == np.float32 and arr.shape == want.shape
         np.testing.assert_array_equal(arr, want)
         assert zooms == tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+# ---- 4. `cardbench data info` wraps at the terminal's width
+
+def test_data_info_fits_80_columns_without_losing_words():
+    from typer.testing import CliRunner
+
+    from cardbench.cli import app
+    from cardbench.datasets.cards import load_card
+
+    res = CliRunner().invoke(app, ["data", "info", "ankenbrand2021-derived"], env={"COLUMNS": "80", "TERM": "dumb"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80, max(lines, key=len)
+    words = " ".join(res.stdout.split())  # wrapping changes only the whitespace between words
+    c = load_card("ankenbrand2021-derived")
+    for text in [c.description, *c.known_issues]:
+        assert " ".join(text.split()) in words
