@@ -102,3 +102,45 @@ def test_data_info_fits_80_columns_without_losing_words():
     c = load_card("ankenbrand2021-derived")
     for text in [c.description, *c.known_issues]:
         assert " ".join(text.split()) in words
+
+
+# ---- 2. `cardbench leaderboard show` (table format): nothing cut at 80 or 120 columns
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_leaderboard_show_fits_and_keeps_every_name_and_value(prefilled_dir, columns):
+    import re
+
+    from typer.testing import CliRunner
+
+    from cardbench.benchmark.leaderboard import direction_text, display_table, open_leaderboard
+    from cardbench.cli import app
+
+    res = CliRunner().invoke(app, ["leaderboard", "show", "-L", str(prefilled_dir)],
+                             env={"COLUMNS": str(columns), "TERM": "dumb"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= columns, max(lines, key=len)
+    words = " ".join(res.stdout.split())
+    lb = open_leaderboard(prefilled_dir, prefill=False)
+    n_rows = 0
+    for b in lb.benchmark_ids():
+        df = lb.ranked(b, "dice_lv")
+        a = df.attrs
+        title = f"{lb.benchmark(b).title}  |  ranked by {a['rank_column']} ({a['group']}), " \
+                f"{direction_text(a['direction'])}"
+        assert " ".join(title.split()) in words  # wrapped, not cut
+        disp = display_table(df)
+        for _, r in disp.iterrows():
+            # the lines of this entry in every table of the benchmark: its rank and name, then the next line
+            # (the value's interval in the narrow layout)
+            at = [i for i, ln in enumerate(lines) if re.match(rf"^[\s│┃]*{re.escape(r['rank'])}\s+[│┃]?\s*"
+                                                               rf"{re.escape(r['entry'])}(\s|$)", ln)]
+            assert at, (b, r["entry"])
+            text = " ".join(lines[i] + " " + lines[i + 1] for i in at if i + 1 < len(lines))
+            for c in disp.columns:
+                if c in ("rank", "entry", "label"):
+                    continue
+                for part in str(r[c]).replace(" [", "\n[").split("\n"):
+                    assert re.search(rf"(^|\s){re.escape(part)}(\s|$)", text), (b, r["entry"], c, part)
+            n_rows += 1
+    assert n_rows >= 14
