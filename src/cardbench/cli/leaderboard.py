@@ -259,8 +259,23 @@ def _print_rich(df, info, disp) -> None:
         fixed = [c for c in ("rank", "entry", "label") if c in disp.columns]
         counts = [c for c in ("subjects", "values") if c in disp.columns]
 
-        def fits(cols: list[str]) -> bool:
+        def fits(cols: list[str]) -> bool:  # at its natural width
             return width(_rich_table(disp[fixed + cols], "", narrow=True)) <= con.width
+
+        def fits_wrapped(cols: list[str]) -> bool:
+            """The table renders at the terminal's width with every header word, entry name and value
+            whole (rich wraps the labels; a layout it cannot reach crops columns, which this catches)."""
+            import io
+            import re
+
+            buf = Console(width=con.width, file=io.StringIO(), color_system=None, highlight=False, emoji=False)
+            buf.print(_rich_table(disp[fixed + cols], "", narrow=True))
+            text = buf.file.getvalue()
+            if max((len(ln) for ln in text.splitlines()), default=0) > con.width:
+                return False
+            parts = [w for c in cols for w in str(c).split()]
+            parts += [p for c in ["entry", *cols] for v in disp[c] for p in str(v).replace(" [", "\n[").split("\n")]
+            return all(re.search(rf"(^|\s){re.escape(p)}(\s|$)", text) for p in parts if p)
 
         groups: list[list[str]] = [[]]
         for c in [c for c in disp.columns if c not in fixed + counts]:
@@ -269,9 +284,9 @@ def _print_rich(df, info, disp) -> None:
             groups[-1].append(c)
         # the counts go with the last group: move its metric columns to a further table until they fit
         # (at worst the counts get a table of their own), so that no column is cut
-        while counts and not fits(groups[-1] + counts):
+        while counts and not fits_wrapped(groups[-1] + counts):
             last, moved = groups[-1], []
-            while last and not fits(last + counts):
+            while last and not fits_wrapped(last + counts):
                 moved.insert(0, last.pop())
             if not last:
                 groups[-1] = moved
