@@ -144,3 +144,61 @@ def test_leaderboard_show_fits_and_keeps_every_name_and_value(prefilled_dir, col
                     assert re.search(rf"(^|\s){re.escape(part)}(\s|$)", text), (b, r["entry"], c, part)
             n_rows += 1
     assert n_rows >= 14
+
+
+# ---- 3. `cardbench volumes score` (print_volume_result): every number whole at 80 columns
+
+def _volume_summary() -> dict:
+    """A small volume-track summary (the fields summary.json has), with wide numbers and long group names."""
+    ef = {g: dict(n=n, mean=4.34, mean_ci_low=3.51, mean_ci_high=15.65, sd=7.62, median=3.37, median_ci_low=2.81,
+                  median_ci_high=13.93, iqr=4.28, n_worst_case=1)
+          for g, n in (("all", 1140), ("split=train", 500), ("split=validate", 200))}
+    agreement = []
+    for grouping, group in (("all", "all"), ("split", "validate")):
+        for index, unit, k in (("LVEDV", "mL", 0), ("LVEF", "%", 1)):
+            agreement.append(dict(grouping=grouping, group=group, index=index, unit=unit, n_subjects=1139 - k,
+                                  n_excluded=k, ref_mean=162.97 + k, pred_mean=161.46 + k, bias=-1.52 - k,
+                                  bias_ci_low=-12.35 - k, bias_ci_high=-0.69, loa_low=-130.16 - k, loa_high=127.12,
+                                  mae=10.55 + k, mae_ci_low=9.26, mae_ci_high=10.83 + k, pearson_r=0.969,
+                                  pearson_r_ci_low=-0.956, pearson_r_ci_high=0.977 + k / 100))
+    return {"submission": {"name": "resnet34_5percent_size128_normalTfms_ceLoss"}, "rule": {"name": "cardbench"},
+            "ef_abs_diff": ef, "agreement": agreement}
+
+
+def _printed(summary: dict, columns: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    from cardbench.benchmark.report_clinical import print_volume_result
+
+    con = Console(width=columns, file=io.StringIO(), color_system=None, highlight=False)
+    print_volume_result(summary, con)
+    return con.file.getvalue()
+
+
+def test_volume_result_at_80_columns_keeps_every_number_whole():
+    import re
+
+    s = _volume_summary()
+    text = _printed(s, 80)
+    assert "…" not in text
+    assert max(len(ln) for ln in text.splitlines()) <= 80
+    tokens = set(re.split(r"[\s\[\],()+]+", text))
+    want = {"1140", "500", "200", "split=train", "split=validate", "1"}
+    for e in s["ef_abs_diff"].values():
+        want |= {f"{e[k]:.2f}" for k in ("mean", "mean_ci_low", "mean_ci_high", "sd", "median", "median_ci_low",
+                                          "median_ci_high", "iqr")}
+    for r in s["agreement"]:
+        want |= {f"{r[k]:.2f}" for k in ("ref_mean", "pred_mean", "bias", "bias_ci_low", "bias_ci_high", "loa_low",
+                                          "loa_high", "mae", "mae_ci_low", "mae_ci_high")}
+        want |= {f"{r[k]:.3f}" for k in ("pearson_r", "pearson_r_ci_low", "pearson_r_ci_high")}
+        want |= {str(r["n_subjects"]), r["index"], r["unit"]}
+    assert want <= tokens, sorted(want - tokens)
+    assert "(+1 excl.)" in text
+
+
+def test_volume_result_in_a_wide_terminal_is_one_table_each():
+    text = _printed(_volume_summary(), 250)
+    assert "mean [95% CI]" in text and "Pearson r [95% CI]" in text and "…" not in text
+    assert text.count("Agreement with the released volumes") == 1

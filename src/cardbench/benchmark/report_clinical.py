@@ -143,3 +143,42 @@ def volume_result_rich_table(summary: dict) -> Table:
                   _f(e["median"]) + _ci(e.get("median_ci_low"), e.get("median_ci_high")), _f(e["iqr"]),
                   str(e["n_worst_case"]))
     return t
+
+
+def volume_result_rich_tables_narrow(summary: dict) -> list[Table]:
+    """:func:`volume_result_rich_table` for a narrow terminal (80 columns): two tables, (group, n, mean,
+    its 95 % CI, SD, worst case) and (group, median, its 95 % CI, IQR), each value in a column of its
+    own, so that no number is cut or wrapped. |EF prediction - released EF| in percentage points."""
+    kw = dict(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    a = Table(title=f"{summary['submission']['name']}: |EF prediction - released EF| (percentage points), "
+                    f"rule {summary['rule']['name']}", **kw)
+    b = Table(**kw)
+    for c in ("group", "n", "mean", "95% CI", "SD", "worst case (100)"):
+        a.add_column(c, justify="left" if c == "group" else "right", no_wrap=True)
+    for c in ("group", "median", "95% CI", "IQR"):
+        b.add_column(c, justify="left" if c == "group" else "right", no_wrap=True)
+    for g, e in summary["ef_abs_diff"].items():
+        a.add_row(g, str(e["n"]), _f(e["mean"]), _ci(e.get("mean_ci_low"), e.get("mean_ci_high")).strip() or "-",
+                  _f(e["sd"]), str(e["n_worst_case"]))
+        b.add_row(g, _f(e["median"]), _ci(e.get("median_ci_low"), e.get("median_ci_high")).strip() or "-",
+                  _f(e["iqr"]))
+    return [a, b]
+
+
+def print_volume_result(summary: dict, console=None, groupings: tuple[str, ...] = ("all", "split")) -> None:
+    """Print a volume-track result (``cardbench volumes score``): the |EF difference| table and the
+    agreement with the released volumes, each as one table where it fits ``console``'s width, else
+    (e.g. at 80 columns) as the narrow tables (:func:`volume_result_rich_tables_narrow`,
+    :func:`agreement_rich_tables_narrow`), in which no number is cut."""
+    from rich.console import Console
+
+    from cardbench.benchmark.report import fits
+
+    console = console or Console()
+    wide = volume_result_rich_table(summary)
+    for t in [wide] if fits(console, wide) else volume_result_rich_tables_narrow(summary):
+        console.print(t)
+    title = "Agreement with the released volumes (prediction - released)"
+    wide = agreement_rich_table(summary["agreement"], title, groupings=groupings)
+    for t in [wide] if fits(console, wide) else agreement_rich_tables_narrow(summary["agreement"], title, groupings):
+        console.print(t)

@@ -139,7 +139,7 @@ def volumes_score_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
 ) -> None:
     """Score your own per-image pixel-count table on the Kaggle volume track (EDV, ESV, EF vs released volumes)."""
-    from cardbench.benchmark.report_clinical import agreement_rich_table, volume_result_rich_table
+    from cardbench.benchmark.report_clinical import print_volume_result
     from cardbench.benchmark.results import to_json
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import (VolumeTrackError, check_pixel_grid,
                                                                  load_kaggle_data, read_pixel_counts,
@@ -167,9 +167,7 @@ def volumes_score_cmd(
         typer.echo(to_json(res.summary))
         return
     con = Console()
-    con.print(volume_result_rich_table(res.summary))
-    con.print(agreement_rich_table(res.summary["agreement"], "Agreement with the released volumes "
-                                   "(prediction - released)", groupings=("all", "split")))
+    print_volume_result(res.summary, con, groupings=("all", "split"))  # narrow tables where the wide ones do not fit
     if out is not None:
         con.print(f"written to [bold]{escape(str(out))}[/bold] (summary.json, per_subject.csv, agreement.csv)")
 
