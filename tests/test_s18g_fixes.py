@@ -202,3 +202,31 @@ def test_volume_result_in_a_wide_terminal_is_one_table_each():
     text = _printed(_volume_summary(), 250)
     assert "mean [95% CI]" in text and "Pearson r [95% CI]" in text and "…" not in text
     assert text.count("Agreement with the released volumes") == 1
+
+
+def test_case_page_shows_a_bad_image_as_one_warning(prefilled_dir, sunnybrook_prepared, tmp_path, monkeypatch):
+    """The drill-down (one AppTest run): an image that declares a huge shape is one warning naming the file,
+    and the page still draws the reference contours (on black)."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from cardbench.dashboard import images
+
+    bomb = tmp_path / "images" / "huge.nii.gz"
+    bomb.parent.mkdir()
+    bomb.write_bytes(gzip.compress(_nifti_header((4096, 4096, 64)) + b"\x00" * 1024))
+    label = sorted((sunnybrook_prepared / "labels").rglob("*.nii.gz"))[0]
+    # a 7T entry of the pre-filled board, its files as a crafted submission.yaml would place them
+    monkeypatch.setattr(images, "locate_case", lambda *a, **k: images.CaseFiles(bomb, label, None))
+    monkeypatch.setenv("CARDBENCH_LEADERBOARD", str(prefilled_dir))
+    at = AppTest.from_file(str(Path(images.__file__).parent / "app.py"), default_timeout=120)
+    for k, v in {"benchmark": "cmr-7t__test__ankenbrand2021", "entry": "base", "subject": "27"}.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("views/case.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    warns = [str(w.value) for w in at.warning if str(bomb) in str(w.value)]
+    assert len(warns) == 1 and "declares" in warns[0] and "\n" not in warns[0], warns
+    assert not at.error
+    assert any(c.proto.spec and '"reference"' in c.proto.spec for c in at.get("plotly_chart"))
