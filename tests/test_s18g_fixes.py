@@ -4,7 +4,6 @@ score` and `data info` fit an 80-column terminal without cutting a word or a num
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +12,7 @@ import pytest
 
 from cardbench.datasets.io import MaskReadError
 from cardbench.limits import Limits
-from tests.helpers import refusal_and_peak
+from helpers import refusal_and_peak
 
 
 # ---- 1. the drill-down's image reader (cardbench.dashboard.images.read_volume)
