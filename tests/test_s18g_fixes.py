@@ -229,3 +229,36 @@ def test_case_page_shows_a_bad_image_as_one_warning(prefilled_dir, sunnybrook_pr
     assert len(warns) == 1 and "declares" in warns[0] and "\n" not in warns[0], warns
     assert not at.error
     assert any(c.proto.spec and '"reference"' in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_volume_track_reproduction_at_80_columns_keeps_every_number_whole():
+    import io
+    import math
+    import re
+
+    import pandas as pd
+    from rich.console import Console
+
+    from cardbench.benchmark.report_clinical import print_volume_track
+
+    rows = []
+    for i, (label, pub) in enumerate((("r34_p05_s256_extremeTfms", 3.78), ("r34_p05_s256_fastai2", math.nan))):
+        r = {"model": f"m{i}", "label": label, "match": (True if i == 0 else None), "heldout_n": 965 - i,
+             "heldout_mean": 4.17 + i, "ef_bias": -0.74 - i, "ef_loa_low": -10.87 - i, "ef_loa_high": 9.39 + i,
+             "cardbench_mean_ci_low": 3.57, "cardbench_mean_ci_high": 14.01}
+        for k, v in (("mean", 3.79), ("sd", 13.59), ("median", 2.89), ("iqr", 3.61)):
+            r[f"published_{k}"] = pub if math.isnan(pub) else v - 0.01
+            r[f"seed_{k}"] = v - 0.02
+            r[f"cardbench_{k}"] = v + i
+        rows.append(r)
+    table = pd.DataFrame(rows)
+    con = Console(width=80, file=io.StringIO(), color_system=None, highlight=False)
+    print_volume_track(table, con)
+    text = con.file.getvalue()
+    assert "…" not in text and max(len(ln) for ln in text.splitlines()) <= 80
+    tokens = set(re.split(r"[\s\[\],]+", text))
+    want = {"r34_p05_s256_extremeTfms", "r34_p05_s256_fastai2", "965", "964", "yes"}
+    for r in rows:
+        want |= {f"{r[k]:.2f}" for k in r if k.startswith(("seed_", "cardbench_", "ef_", "heldout_mean"))}
+        want |= {f"{r[k]:.2f}" for k in r if k.startswith("published_") and not math.isnan(r[k])}
+    assert want <= tokens, sorted(want - tokens)

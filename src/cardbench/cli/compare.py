@@ -93,7 +93,7 @@ def volumes_reproduce_cmd(
     Rule seed: the seed's rows (rotated series where present, repeated acquisitions _a/_b as separate
     rows, 1149 rows). Rule cardbench: one row per patient (1140), repeated acquisitions averaged.
     """
-    from cardbench.benchmark.report_clinical import volume_track_rich_table
+    from cardbench.benchmark.report_clinical import print_volume_track
     from cardbench.benchmark.results import to_json
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, reproduce_kaggle_volumes
     from cardbench.datasets.embedded import IntegrityError
@@ -114,7 +114,7 @@ def volumes_reproduce_cmd(
         typer.echo(to_json(table.to_dict(orient="records")))
         return
     con = Console()
-    con.print(volume_track_rich_table(table))
+    print_volume_track(table, con)  # narrow tables where the wide one does not fit
     pub = table[table["match"].notna()]
     con.print(f"{int(pub['match'].astype(bool).sum())} of {len(pub)} published rows reproduced at 2 decimals (rule seed).")
     if out is not None:
