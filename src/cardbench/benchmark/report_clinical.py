@@ -143,3 +143,94 @@ def volume_result_rich_table(summary: dict) -> Table:
                   _f(e["median"]) + _ci(e.get("median_ci_low"), e.get("median_ci_high")), _f(e["iqr"]),
                   str(e["n_worst_case"]))
     return t
+
+
+def volume_result_rich_tables_narrow(summary: dict) -> list[Table]:
+    """:func:`volume_result_rich_table` for a narrow terminal (80 columns): two tables, (group, n, mean,
+    its 95 % CI, SD, worst case) and (group, median, its 95 % CI, IQR), each value in a column of its
+    own, so that no number is cut or wrapped. |EF prediction - released EF| in percentage points."""
+    kw = dict(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    a = Table(title=f"{summary['submission']['name']}: |EF prediction - released EF| (percentage points), "
+                    f"rule {summary['rule']['name']}", **kw)
+    b = Table(**kw)
+    for c in ("group", "n", "mean", "95% CI", "SD", "worst case (100)"):
+        a.add_column(c, justify="left" if c == "group" else "right", no_wrap=True)
+    for c in ("group", "median", "95% CI", "IQR"):
+        b.add_column(c, justify="left" if c == "group" else "right", no_wrap=True)
+    for g, e in summary["ef_abs_diff"].items():
+        a.add_row(g, str(e["n"]), _f(e["mean"]), _ci(e.get("mean_ci_low"), e.get("mean_ci_high")).strip() or "-",
+                  _f(e["sd"]), str(e["n_worst_case"]))
+        b.add_row(g, _f(e["median"]), _ci(e.get("median_ci_low"), e.get("median_ci_high")).strip() or "-",
+                  _f(e["iqr"]))
+    return [a, b]
+
+
+def print_volume_result(summary: dict, console=None, groupings: tuple[str, ...] = ("all", "split")) -> None:
+    """Print a volume-track result (``cardbench volumes score``): the |EF difference| table and the
+    agreement with the released volumes, each as one table where it fits ``console``'s width, else
+    (e.g. at 80 columns) as the narrow tables (:func:`volume_result_rich_tables_narrow`,
+    :func:`agreement_rich_tables_narrow`), in which no number is cut."""
+    from rich.console import Console
+
+    from cardbench.benchmark.report import fits
+
+    console = console or Console()
+    wide = volume_result_rich_table(summary)
+    for t in [wide] if fits(console, wide) else volume_result_rich_tables_narrow(summary):
+        console.print(t)
+    title = "Agreement with the released volumes (prediction - released)"
+    wide = agreement_rich_table(summary["agreement"], title, groupings=groupings)
+    for t in [wide] if fits(console, wide) else agreement_rich_tables_narrow(summary["agreement"], title, groupings):
+        console.print(t)
+
+
+def volume_track_rich_tables_narrow(table: pd.DataFrame) -> list[Table]:
+    """:func:`volume_track_rich_table` for a narrow terminal (80 columns), each number in a column of its
+    own, never cut: (1) the seed README's published row and rule seed's, one row each per model, with
+    mean, SD, median, IQR and whether they match; (2) rule cardbench: mean, its 95 % CI, SD, median,
+    IQR; (3) the EF bias with its 95 % limits of agreement and the patients not in the model's training
+    set (n, mean). |EF prediction - released EF| and the bias in percentage points."""
+    kw = dict(title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    stats = ("mean", "sd", "median", "iqr")
+    a = Table(title="published (seed README) and rule seed (1149 rows)", **kw)
+    for c in ("model", "source", "mean", "SD", "median", "IQR", "match"):
+        a.add_column(c, justify="left" if c in ("model", "source") else "right", no_wrap=True)
+    b = Table(title="rule cardbench (1140 patients)", **kw)
+    for c in ("model", "mean", "95% CI", "SD", "median", "IQR"):
+        b.add_column(c, justify="left" if c == "model" else "right", no_wrap=True)
+    c3 = Table(title="EF bias (prediction - released) and patients not in training", **kw)
+    for c in ("model", "EF bias", "95% limits of agreement", "not in\ntraining n", "mean"):
+        c3.add_column(c, justify="left" if c == "model" else "right", no_wrap=True)
+    for _, r in table.iterrows():
+        m = r.get("match")
+        match = "" if m is None or (isinstance(m, float) and math.isnan(m)) else ("[green]yes[/green]" if m else
+                                                                               "[red]NO[/red]")
+        if pd.isna(r["published_mean"]):
+            a.add_row(r["label"], "published", "-", "-", "-", "-", "")
+        else:
+            a.add_row(r["label"], "published", *(_f(r[f"published_{k}"]) for k in stats), "")
+        a.add_row("", "rule seed", *(_f(r[f"seed_{k}"]) for k in stats), match)
+        b.add_row(r["label"], _f(r["cardbench_mean"]),
+                  _ci(r["cardbench_mean_ci_low"], r["cardbench_mean_ci_high"]).strip() or "-",
+                  *(_f(r[f"cardbench_{k}"]) for k in stats[1:]))
+        c3.add_row(r["label"], _f(r["ef_bias"]), f"{_f(r['ef_loa_low'])} to {_f(r['ef_loa_high'])}",
+                   str(int(r["heldout_n"])), _f(r["heldout_mean"]))
+    return [a, b, c3]
+
+
+def print_volume_track(table: pd.DataFrame, console=None) -> None:
+    """Print the volume-track reproduction table (``cardbench volumes reproduce``): one table where it
+    fits ``console``'s width, else (e.g. at 80 columns) its title as text and
+    :func:`volume_track_rich_tables_narrow`, in which no number is cut."""
+    from rich.console import Console
+
+    from cardbench.benchmark.report import fits
+
+    console = console or Console()
+    wide = volume_track_rich_table(table)
+    if fits(console, wide):
+        console.print(wide)
+        return
+    console.print("Kaggle volume track: |EF prediction - released EF| in percentage points", highlight=False)
+    for t in volume_track_rich_tables_narrow(table):
+        console.print(t)

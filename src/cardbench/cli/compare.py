@@ -101,7 +101,7 @@ def volumes_reproduce_cmd(
     Rule seed: the seed's rows (rotated series where present, repeated acquisitions _a/_b as separate
     rows, 1149 rows). Rule cardbench: one row per patient (1140), repeated acquisitions averaged.
     """
-    from cardbench.benchmark.report_clinical import volume_track_rich_table
+    from cardbench.benchmark.report_clinical import print_volume_track
     from cardbench.benchmark.results import to_json
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import VolumeTrackError, reproduce_kaggle_volumes
     from cardbench.datasets.embedded import IntegrityError
@@ -123,7 +123,7 @@ def volumes_reproduce_cmd(
         typer.echo(to_json(table.to_dict(orient="records")))
         return
     con = Console()
-    con.print(volume_track_rich_table(table))
+    print_volume_track(table, con)  # narrow tables where the wide one does not fit
     pub = table[table["match"].notna()]
     con.print(f"{int(pub['match'].astype(bool).sum())} of {len(pub)} published rows reproduced at 2 decimals (rule seed).")
     if out is not None:
@@ -151,7 +151,7 @@ def volumes_score_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print summary.json instead of tables."),
 ) -> None:
     """Score your own per-image pixel-count table on the Kaggle volume track (EDV, ESV, EF vs released volumes)."""
-    from cardbench.benchmark.report_clinical import agreement_rich_table, volume_result_rich_table
+    from cardbench.benchmark.report_clinical import print_volume_result
     from cardbench.benchmark.results import to_json
     from cardbench.reproductions.ankenbrand2021.kaggle_volumes import (VolumeTrackError, check_pixel_grid,
                                                                  load_kaggle_data, read_pixel_counts,
@@ -180,9 +180,7 @@ def volumes_score_cmd(
         typer.echo(to_json(res.summary))
         return
     con = Console()
-    con.print(volume_result_rich_table(res.summary))
-    con.print(agreement_rich_table(res.summary["agreement"], "Agreement with the released volumes "
-                                   "(prediction - released)", groupings=("all", "split")))
+    print_volume_result(res.summary, con, groupings=("all", "split"))  # narrow tables where the wide ones do not fit
     if out is not None:
         con.print(f"written to [bold]{escape(str(out))}[/bold] (summary.json, per_subject.csv, agreement.csv)")
 

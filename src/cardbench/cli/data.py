@@ -113,8 +113,9 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset name (see `cardbench 
         return
     root = cache_dir(cache)
     n_cached = sum((root / e.local_path).is_file() for e in c.files)
-    out.print(f"[bold]{c.name}[/bold] {c.version}: {escape(c.title)}", highlight=False, soft_wrap=True)
-    out.print(c.description, highlight=False, soft_wrap=True, markup=False)
+    # printed as text, not soft_wrap: rich wraps every line at the terminal's width (word by word)
+    out.print(f"[bold]{c.name}[/bold] {c.version}: {escape(c.title)}", highlight=False)
+    out.print(c.description, highlight=False, markup=False)
     kv = [("license", c.license), ("citation", c.citation), ("modality", c.modality),
           ("field strength", c.field_strength), ("label map", str(c.label_map)), ("classes", ", ".join(c.classes)),
           ("annotators", c.annotators + (f" ({c.raw['annotators_note'].strip()})" if c.raw.get("annotators_note")
@@ -139,12 +140,22 @@ def info_cmd(name: str = typer.Argument(..., help="Dataset name (see `cardbench 
     out.print(t)
     if c.access_steps:
         out.print("[bold]Access steps:[/bold]")
-        for i, s in enumerate(c.access_steps, 1):
-            out.print(f"  {i}. {s}", highlight=False, soft_wrap=True, markup=False)
+        out.print(_hanging([(f"{i}.", s) for i, s in enumerate(c.access_steps, 1)]))
     if c.known_issues:
         out.print("[bold]Known issues:[/bold]")
-        for s in c.known_issues:
-            out.print(f"  - {s}", highlight=False, soft_wrap=True, markup=False)
+        out.print(_hanging([("-", s) for s in c.known_issues]))
+
+
+def _hanging(items: list[tuple[str, str]]) -> Table:
+    """Numbered or bulleted items as a grid, so that a long item wraps under its own text."""
+    from rich.text import Text
+
+    g = Table.grid(padding=(0, 1))
+    g.add_column(justify="right", min_width=3)
+    g.add_column(overflow="fold")
+    for mark, text in items:
+        g.add_row(mark, Text(text))
+    return g
 
 
 def _print_access_steps(c) -> None:

@@ -247,22 +247,56 @@ def _print_rich(df, info, disp) -> None:
     def width(table) -> int:  # natural width, not squeezed to the terminal
         return con.measure(table, options=con.options.update(max_width=100_000)).maximum
 
-    t = _rich_table(disp, title, narrow=False)
+    # the title as text above the table, so that it wraps at the terminal's width (as a table title
+    # it is laid out at the table's width, and a table wider than the terminal crops it)
+    con.print(f"[italic]{title}[/italic]", highlight=False)
+    t = _rich_table(disp, "", narrow=False)
     if width(t) > con.width:
-        t = _rich_table(disp, title, narrow=True)
+        t = _rich_table(disp, "", narrow=True)
     if width(t) <= con.width:
         con.print(t)
     else:  # still too wide (several metrics): as many metric columns per table as fit, each with the entries
         fixed = [c for c in ("rank", "entry", "label") if c in disp.columns]
         counts = [c for c in ("subjects", "values") if c in disp.columns]
+
+        def fits(cols: list[str]) -> bool:  # at its natural width
+            return width(_rich_table(disp[fixed + cols], "", narrow=True)) <= con.width
+
+        def fits_wrapped(cols: list[str]) -> bool:
+            """The table renders at the terminal's width with every header word, entry name and value
+            whole (rich wraps the labels; a layout it cannot reach crops columns, which this catches)."""
+            import io
+            import re
+
+            buf = Console(width=con.width, file=io.StringIO(), color_system=None, highlight=False, emoji=False)
+            buf.print(_rich_table(disp[fixed + cols], "", narrow=True))
+            text = buf.file.getvalue()
+            if max((len(ln) for ln in text.splitlines()), default=0) > con.width:
+                return False
+            parts = [w for c in cols for w in str(c).split()]
+            parts += [p for c in ["entry", *cols] for v in disp[c] for p in str(v).replace(" [", "\n[").split("\n")]
+            return all(re.search(rf"(^|\s){re.escape(p)}(\s|$)", text) for p in parts if p)
+
         groups: list[list[str]] = [[]]
         for c in [c for c in disp.columns if c not in fixed + counts]:
-            if groups[-1] and width(_rich_table(disp[fixed + groups[-1] + [c]], title, narrow=True)) > con.width:
+            if groups[-1] and not fits(groups[-1] + [c]):
                 groups.append([])
             groups[-1].append(c)
+        # the counts go with the last group: move its metric columns to a further table until they fit
+        # (at worst the counts get a table of their own), so that no column is cut
+        while counts and not fits_wrapped(groups[-1] + counts):
+            last, moved = groups[-1], []
+            while last and not fits_wrapped(last + counts):
+                moved.insert(0, last.pop())
+            if not last:
+                groups[-1] = moved
+                groups.append([])
+                break
+            groups.append(moved)
+        groups = [g for i, g in enumerate(groups) if g or i == len(groups) - 1]
         for i, g in enumerate(groups):
             last = i == len(groups) - 1
-            con.print(_rich_table(disp[fixed + g + (counts if last else [])], title if i == 0 else "", narrow=True))
+            con.print(_rich_table(disp[fixed + g + (counts if last else [])], "", narrow=True))
     ci = ("95 % CI in brackets: " + str(proto.get("bootstrap", {}).get("resamples")) + " subject bootstrap resamples"
           if a.get("has_ci") else "no confidence interval under this protocol")
     con.print(f"[dim]protocol {proto.get('name')} v{proto.get('version')}: {proto.get('description', '')} {ci}.[/dim]",

@@ -155,16 +155,83 @@ def locate_case(summary: dict, ref_file: str, pred_file: str, meta: dict | None 
     return CaseFiles(image, ref, pred)
 
 
-def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Read a NIfTI image as float32 ``(x, y, slice)`` (a 2D image gets a slice axis) and its spacing (mm)."""
+def read_volume(path: Path, limits=None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read a NIfTI image as float32 ``(x, y, slice)`` and its spacing (mm), with bounded memory.
+
+    The image goes through the checks of the mask reader (:func:`cardbench.datasets.formats.base.read_file_bytes`
+    with :meth:`cardbench.datasets.formats.nifti.NiftiFormat.check_head`): a regular, non-empty file below
+    ``limits.max_file_bytes``, NIfTI by its magic bytes, the size an uncompressed header declares
+    against the file's size. Then only the header is decompressed; the data it declares, counted at
+    no less than 4 bytes per voxel (the float32 array returned), must be within
+    ``limits.max_mask_bytes``, and the data are decompressed with a cap of exactly the declared size
+    (a gzip that expands beyond it is refused, never allocated). Unlike a mask, any numeric voxel type
+    is accepted (an image is not a label map); the scaling ``scl_slope``/``scl_inter`` is applied, as
+    by ``nibabel.load(path).dataobj``. Axis order as stored; a 2D image gets a slice axis, a 4D image
+    keeps its first volume (``[..., 0]``).
+
+    Args:
+        path: the ``.nii`` / ``.nii.gz`` file.
+        limits: size limits (default :func:`cardbench.limits.get_limits`).
+
+    Returns:
+        (float32 array ``(x, y, slice)``, voxel spacing ``pixdim[1:4]`` in mm).
+
+    Raises:
+        cardbench.datasets.io.MaskReadError: any of the checks above fails, or nibabel cannot decode
+            the bytes (the message names the file, the problem and the fix).
+    """
+    import io
+
     import nibabel as nib
 
-    img = nib.load(str(path))
-    arr = np.asarray(img.dataobj, dtype=np.float32)
+    from cardbench.datasets.formats.base import MaskReadError, capped_gunzip, check_declared, read_file_bytes
+    from cardbench.datasets.formats.nifti import _MAX_VOX_OFFSET, NiftiFormat, _nifti_version, _quiet_nibabel
+    from cardbench.limits import get_limits
+
+    path = Path(path)
+    lim = limits or get_limits()
+    fmt = NiftiFormat()
+    if fmt.strip_suffix(path.name) is None:
+        raise MaskReadError(path, "not a NIfTI image", "give the image as .nii or .nii.gz")
+    data = read_file_bytes(path, lim, check_head=fmt.check_head)
+    fmt.check_bytes(data, path)
+    head = fmt._head(data, path)
+    version = _nifti_version(head)
+    hcls, icls = (nib.Nifti1Header, nib.Nifti1Image) if version == 1 else (nib.Nifti2Header, nib.Nifti2Image)
+    try:
+        hdr = hcls.from_fileobj(io.BytesIO(head), check=False)
+        shape = tuple(int(s) for s in hdr.get_data_shape())
+        dtype = hdr.get_data_dtype()
+        offset = int(hdr.get_data_offset())
+    except Exception as e:  # nibabel raises several types for bad headers
+        raise MaskReadError(path, f"not a readable NIfTI header ({e})", "re-export the image as NIfTI-1") from e
+    if offset > _MAX_VOX_OFFSET:
+        raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
+                                  f"{_MAX_VOX_OFFSET} bytes of header extensions", "re-export the image")
+    if dtype.kind not in "biuf":
+        raise MaskReadError(path, f"unsupported voxel type {dtype}", "save the image as an integer or float type")
+    nbytes = check_declared(path, shape, dtype.itemsize, None, lim)
+    check_declared(path, shape, max(dtype.itemsize, 4), None, lim)  # the float32 array returned
+    raw = data
+    if data[:2] == b"\x1f\x8b":
+        raw = capped_gunzip(data, max(offset, 352) + nbytes, path,
+                            what=f"its header declares (shape {shape}, {dtype})")
+    if len(raw) < offset + nbytes:
+        raise MaskReadError(path, f"image data truncated ({max(len(raw) - offset, 0)} of {nbytes} bytes)",
+                            "re-export or re-copy the file")
+    try:
+        with _quiet_nibabel():
+            img = icls.from_bytes(raw)
+        # a 4D image: only its first volume is decoded and scaled
+        arr = np.asarray(img.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)] if len(shape) > 3
+                         else img.dataobj)
+    except Exception as e:  # noqa: BLE001 - nibabel raises several types for bad files
+        raise MaskReadError(path, f"not a readable NIfTI file ({e})", "re-export the image as NIfTI-1") from e
     while arr.ndim > 3:
         arr = arr[..., 0]
-    if arr.ndim == 2:
+    while arr.ndim < 3:
         arr = arr[..., None]
+    arr = np.asarray(arr, dtype=np.float32)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return arr, zooms
 

@@ -93,10 +93,15 @@ def _images() -> None:
     try:
         ref_lab, _ = _load(str(found.reference), (summary.get("dataset") or {}).get("label_map"), "labels")
         pred_lab = _load(str(found.prediction), summary.get("label_map"), "labels")[0] if found.prediction else None
-        img, spacing = _load(str(found.image), None, "image") if found.image else (None, None)
     except Exception as e:  # noqa: BLE001 - show the reason, never a stack trace
         st.error(f"Could not read the case's files ({found.reference}): {e}")
         return
+    img, spacing = None, None
+    if found.image:
+        try:  # bounded read (images.read_volume); a bad image: one line, the contours on black
+            img, spacing = _load(str(found.image), None, "image")
+        except Exception as e:  # noqa: BLE001 - show the reason, never a stack trace
+            st.warning(f"Image not shown: {e}")
     spacing = spacing or (1.0, 1.0, 1.0)
     k = int(sl) if sl is not None and 0 <= int(sl) < ref_lab.shape[2] else 0
     o1, o2, o3 = st.columns(3)

@@ -159,7 +159,9 @@ def read_file_bytes(path: str | Path, limits: Limits | None = None, check_head=N
                 check_head(head, path, size, lim)
             if whole:
                 return head
-            return head + fh.read(lim.max_file_bytes + 1 - len(head))
+            # at most the size taken before the read, plus one byte (a file growing meanwhile): a read of
+            # max_file_bytes would allocate that buffer (1 GiB by default) before reading a small file
+            return head + fh.read(min(lim.max_file_bytes, size) + 1 - len(head))
     except OSError as e:
         raise MaskReadError(path, f"cannot read file ({e.strerror})", "check the path and permissions") from e
 
