@@ -79,9 +79,11 @@ class IndexMixin:
 
     def _index_record(self, bench: str, name: str, protocol: dict | None = None) -> dict:
         """The index record of one entry, its files checked: summary.json (:func:`_summary_part`: in
-        range, consistent, of the benchmark's ``protocol``), the per-case table (in range, as many rows
-        as summary.json counts) and per_subject.csv (giving summary.json's figures). So :meth:`index`
-        holds exactly the entries every reader (show, export, rank uncertainty, the dashboard) may use.
+        range, consistent, of the benchmark's ``protocol``) and the per-case table (in range, as many
+        rows as summary.json counts) raise; per_subject.csv not giving summary.json's figures is noted
+        in the record's ``problem`` (the record is kept, so :meth:`index` shows the entry's own
+        figures) and :meth:`checked_index` leaves the entry out. The verdict is cached with the record
+        (its stamp covers per_subject.csv), so a read of an unchanged board reads no table.
 
         Raises:
             LeaderboardError: the entry is corrupt (one line naming the file and the figure).
@@ -93,13 +95,28 @@ class IndexMixin:
         part = _summary_part(path / "summary.json", protocol, summary)
         read_per_case(path, summary)  # raises LeaderboardError / FileNotFoundError naming the table
         ps = path / "per_subject.csv"
+        problem = None
         if ps.exists() or ps.is_symlink():
             try:
                 read_per_subject_checked(path, summary=summary)
             except ResultFolderError as e:
-                raise LeaderboardError(str(e)) from None
+                problem = str(e)
         meta = _read_yaml(path / "submission.yaml")
-        return {"stamp": stamp, "meta": meta, **part}
+        return {"stamp": stamp, "meta": meta, **part, **({"problem": problem} if problem else {})}
+
+    def checked_index(self, bench: str, index: dict | None = None) -> dict:
+        """:meth:`index` without the entries whose files disagree with each other (a record's
+        ``problem``: per_subject.csv not giving summary.json's figures), each named by
+        :meth:`problems`: the one set of entries that ``leaderboard show``, every file of
+        ``leaderboard export`` and the dashboard use."""
+        records = self.index(bench) if index is None else index
+        out = {}
+        for n, rec in records.items():
+            if isinstance(rec, dict) and rec.get("problem"):
+                self.skipped[str(self.root / bench / ENTRIES / n)] = str(rec["problem"])
+            else:
+                out[n] = rec
+        return out
 
     def _read_index_file(self, bench: str) -> dict:
         """The records of ``index.json`` (``{}`` when missing, unreadable or of another format). A link or
@@ -162,13 +179,13 @@ class IndexMixin:
 
     def tables(self, bench: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(:meth:`entries_table`, :meth:`aggregates_table`) from one read of the index."""
-        idx = self.index(bench)
+        idx = self.checked_index(bench)
         return self.entries_table(bench, idx), self.aggregates_table(bench, idx)
 
     def entries_table(self, bench: str, index: dict | None = None) -> pd.DataFrame:
         """One row per entry: name, label, team, method, url, added, source, published, counts."""
         rows = []
-        for name, rec in (self.index(bench) if index is None else index).items():
+        for name, rec in (self.checked_index(bench) if index is None else index).items():
             m = rec.get("meta") or {}
             row = {"entry": name}
             for k in ("label", "team", "method", "training_data", "url", "added", "source", "published"):
@@ -193,7 +210,7 @@ class IndexMixin:
         cols = ["entry", "grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
                 "n_subjects", "n_values", "n_excluded"]
         records: list[dict] = []
-        for name, rec in (self.index(bench) if index is None else index).items():
+        for name, rec in (self.checked_index(bench) if index is None else index).items():
             records.extend({"entry": name, **r} for r in rec.get("results") or [])
             records.extend({"entry": name, **r} for r in _clinical_rows((rec.get("clinical") or {}).get("agreement")
                                                                        or []))
