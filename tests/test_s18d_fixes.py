@@ -166,6 +166,24 @@ def test_skipped_entry_is_in_no_exported_file(prefilled_dir, tmp_path, extra):
     assert "ukbb_cardiac" not in _entries_shown(r.stdout) and len(_entries_shown(r.stdout)) == 6
 
 
+def test_per_subject_verdict_is_cached_and_index_keeps_the_record(prefilled_dir, tmp_path):
+    """The verdict on a forged per_subject.csv is stored with the index record (index.json), so a new
+    reader of the unchanged board leaves the entry out again from the cached record, while index()
+    still holds the entry's own summary.json figures."""
+    from cardbench.benchmark.leaderboard import Leaderboard
+
+    lb_dir = copy_board(prefilled_dir, tmp_path)
+    f = _forge_per_subject(lb_dir, "ukbb_cardiac")
+    lb = Leaderboard(lb_dir)
+    assert "ukbb_cardiac" in lb.index(B_7T) and "ukbb_cardiac" not in lb.checked_index(B_7T)
+    idx = json.loads((lb_dir / B_7T / "index.json").read_text(encoding="utf-8"))
+    assert str(f) in idx["entries"]["ukbb_cardiac"]["problem"]
+    again = Leaderboard(lb_dir)
+    entries, _ = again.tables(B_7T)
+    assert "ukbb_cardiac" not in set(entries["entry"]) and len(entries) == 6
+    assert any(str(f) in p for p in again.problems(B_7T))
+
+
 # ---- 4. a per-case table cut at a row boundary
 
 
