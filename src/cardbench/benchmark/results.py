@@ -592,6 +592,149 @@ def check_subject_means(means: pd.Series, n_values: pd.Series, results, aggregat
                                     f"{value:.10g}, summary.json says {want!r}; {fix}")
 
 
+def _tol(x: float) -> float:
+    """Rounding allowance of a stored figure (10 significant digits, as :func:`_close`)."""
+    return 1e-9 + 1e-8 * abs(x)
+
+
+def _finite(x) -> float | None:
+    """``x`` as a finite float, else None (text, bool, None, NaN, infinite)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _count(x) -> int | None:
+    """``x`` as a count (an int >= 0, or a float holding one), else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0 or x % 1:
+        return None
+    return int(x)
+
+
+def _status_totals(summary: dict) -> dict[tuple[str, str], dict[str, int]] | None:
+    """``counts.status`` of a summary (level -> class -> status -> rows, as
+    :func:`cardbench.benchmark.scoring.status_counts` writes it) as ``{(level, class): {status: rows}}``;
+    None when the summary has none (an entry of an older format) or it is not of that shape."""
+    st = (summary.get("counts") or {}).get("status") if isinstance(summary.get("counts"), dict) else None
+    if not isinstance(st, dict) or not st:
+        return None
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for level, by_cls in st.items():
+        if not isinstance(by_cls, dict):
+            return None
+        for cls, by_status in by_cls.items():
+            if not isinstance(by_status, dict):
+                return None
+            counts = {str(s): _count(n) for s, n in by_status.items()}
+            if any(n is None for n in counts.values()):
+                return None
+            out[(str(level), str(cls))] = counts
+    return out
+
+
+def check_summary_consistency(summary: dict, where, bench_protocol: dict | None = None) -> None:
+    """Check that the figures of one ``summary.json`` agree with each other (and with the benchmark),
+    using only the file itself: cheap, so it runs on every read of a leaderboard entry.
+
+    Per record of ``results`` (the records of :func:`cardbench.benchmark.aggregate.aggregate`):
+
+    - ``ci_low <= ci_high`` where both are finite; under ``subject`` aggregation also
+      ``ci_low <= mean <= ci_high`` (the percentile bootstrap interval of the mean of subject means
+      holds that mean; under ``pooled`` the interval is of the subject means, not of the pooled mean,
+      so only its order is checked); a rounding allowance of 10 significant digits;
+    - ``n_subjects`` at most ``counts.subjects`` (the distinct subjects at the protocol's level;
+      not for the ``position`` grouping, which counts image-level rows);
+    - grouping ``all``: ``n_values + n_excluded`` equal to the rows of that class at the protocol's
+      level in ``counts.status`` (every row of the class is either aggregated or excluded).
+
+    With ``bench_protocol`` (the benchmark.json ``protocol``), the summary's protocol must be one the
+    benchmark accepts (:func:`cardbench.benchmark.protocols.protocols_compatible`: the same name,
+    level, aggregation, major version and policy).
+
+    A figure missing, or of an older format without it, is not compared.
+
+    Raises:
+        ResultFolderError: one line naming ``where``, the figure, the values and the fix.
+    """
+    fix = "the entry is corrupt (edited after it was added): remove it and add it again"
+    proto = summary.get("protocol") if isinstance(summary.get("protocol"), dict) else {}
+    if bench_protocol is not None:
+        from cardbench.benchmark.protocols import protocols_compatible
+
+        if not protocols_compatible(bench_protocol, proto):
+            raise ResultFolderError(
+                f"{where}: scored with protocol {proto.get('name')!r} v{proto.get('version')}, but its benchmark's "
+                f"benchmark.json says {bench_protocol.get('name')!r} v{bench_protocol.get('version')}: one of the two "
+                "files was edited; restore benchmark.json from a backup, or remove the entry and add it again")
+    results = summary.get("results")
+    if not isinstance(results, list):
+        return
+    counts = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+    n_subj_all = _count(counts.get("subjects"))
+    totals = _status_totals(summary)
+    level = proto.get("level")
+    subject_agg = proto.get("aggregation") == "subject"
+    for r in results:
+        if not isinstance(r, dict):
+            continue
+        what = f"{r.get('metric')} of class {r.get('class')} (group {r.get('group')})"
+        lo, hi, mean = _finite(r.get("ci_low")), _finite(r.get("ci_high")), _finite(r.get("mean"))
+        if lo is not None and hi is not None and lo > hi + _tol(hi):
+            raise ResultFolderError(f"{where}: {what}: ci_low {lo!r} is above ci_high {hi!r}; {fix}")
+        if subject_agg and mean is not None:
+            if lo is not None and mean < lo - _tol(lo):
+                raise ResultFolderError(f"{where}: {what}: mean {mean!r} is below its ci_low {lo!r}; {fix}")
+            if hi is not None and mean > hi + _tol(hi):
+                raise ResultFolderError(f"{where}: {what}: mean {mean!r} is above its ci_high {hi!r}; {fix}")
+        ns = _count(r.get("n_subjects"))
+        if ns is not None and n_subj_all is not None and r.get("grouping") != "position" and ns > n_subj_all:
+            raise ResultFolderError(f"{where}: {what}: n_subjects {ns} is more than the {n_subj_all} subjects in "
+                                    f"counts; {fix}")
+        if r.get("grouping") == "all" and totals is not None and level is not None:
+            rows = totals.get((str(level), str(r.get("class"))))
+            nv, ne = _count(r.get("n_values")), _count(r.get("n_excluded"))
+            if rows is not None and nv is not None and ne is not None and nv + ne != sum(rows.values()):
+                raise ResultFolderError(f"{where}: {what}: n_values {nv} + n_excluded {ne} is not the "
+                                        f"{sum(rows.values())} {level} rows of that class in counts; {fix}")
+
+
+def check_per_case_counts(df: pd.DataFrame, summary: dict, where) -> None:
+    """Check a per-case table against the row counts its ``summary.json`` records (``counts.status``:
+    level -> class -> status -> rows, :func:`cardbench.benchmark.scoring.status_counts`), so a table
+    cut at a row boundary, or with rows added or relabelled, is refused. Rows of a status
+    :func:`~cardbench.benchmark.scoring.status_counts` does not count are ignored. Nothing is
+    compared for a summary without these counts (an older format).
+
+    Args:
+        df: the per-case table (columns ``level``, ``class``, ``status``), one row per level, case and class.
+        summary: the entry's summary.json.
+        where: the file named in the error.
+
+    Raises:
+        ResultFolderError: one line naming ``where``, the level and class, the two row counts and the fix.
+    """
+    totals = _status_totals(summary) if isinstance(summary, dict) else None
+    if totals is None:
+        return
+    from cardbench.benchmark.metrics import STATUSES
+
+    sub = df[df["status"].isin(STATUSES)]
+    have = sub.groupby(["level", "class", "status"], sort=False).size()
+    got: dict[tuple[str, str], dict[str, int]] = {}
+    for (lv, cls, st), n in have.items():
+        got.setdefault((str(lv), str(cls)), {})[str(st)] = int(n)
+    for key in sorted(set(got) | set(totals)):
+        g = {s: n for s, n in got.get(key, {}).items() if n}
+        w = {s: n for s, n in totals.get(key, {}).items() if n and s in STATUSES}
+        if g != w:
+            ng, nw = sum(g.values()), sum(w.values())
+            detail = (f"{ng} rows" if ng != nw else f"statuses {g}") + \
+                f" at level {key[0]} of class {key[1]}, summary.json counts " + (f"{nw}" if ng != nw else f"{w}")
+            raise ResultFolderError(f"{where}: {detail}: the table was cut or edited after it was written; the entry "
+                                    "is corrupt: remove it and add it again")
+
+
 def read_result(folder: str | Path) -> ScoreResult:
     """Read a result folder written by :meth:`ScoreResult.write` (or a leaderboard entry): the one reader
     of result folders. Per-case table: :func:`read_per_case`; extra ``*.csv`` tables included.

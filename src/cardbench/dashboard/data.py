@@ -218,6 +218,11 @@ def select_persistent(label: str, options: list, key: str, *, container=None, fo
     want = st.session_state.get(key, st.session_state.get(keep))
     if want is None and query_param and query_param in st.query_params:
         want = st.query_params[query_param]
+    if query_param == "entry" and want is not None and want not in options:
+        why = _skipped_entry(str(want))
+        if why:  # a link to an entry that was left out as corrupt: say why, never show another entry instead
+            st.error(f"Entry {want} cannot be shown: {why.splitlines()[0]}", icon=":material/error:")
+            st.stop()
     index = options.index(want) if want in options else 0
     if key in st.session_state and st.session_state[key] not in options:
         del st.session_state[key]
@@ -226,6 +231,17 @@ def select_persistent(label: str, options: list, key: str, *, container=None, fo
     if query_param and value is not None and st.query_params.get(query_param) != str(value):
         st.query_params[query_param] = str(value)
     return value
+
+
+def _skipped_entry(name: str) -> str | None:
+    """Why the leaderboard left out entry ``name`` of the benchmark chosen in the sidebar (or named in the
+    URL) as corrupt (:meth:`~cardbench.benchmark.leaderboard.Leaderboard.problems`), else None."""
+    bench = st.session_state.get("benchmark", st.session_state.get("_keep_benchmark")) or \
+        st.query_params.get("benchmark")
+    if not bench:
+        return None
+    pre = f"skipped {Leaderboard(root()).root / str(bench) / 'entries' / name}: "
+    return next((ln[len(pre):] for ln in problems(str(bench)) if ln.startswith(pre)), None)
 
 
 def download(df: pd.DataFrame, file_name: str, label: str = "Download CSV", key: str | None = None) -> None:

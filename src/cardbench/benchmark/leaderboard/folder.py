@@ -240,15 +240,36 @@ class Entry:
         return read_entry(self.path)
 
 
-def read_per_case(folder: Path) -> pd.DataFrame:
-    """Read an entry's per-case table (:func:`cardbench.benchmark.results.read_per_case`).
+def _per_case_file(folder: Path) -> Path:
+    """The entry's per-case table file (Parquet when both exist, as the reader takes it)."""
+    pq = folder / "per_case.parquet"
+    return pq if pq.exists() or pq.is_symlink() else folder / "per_case.csv"
+
+
+def read_per_case(folder: Path, summary: dict | None = None) -> pd.DataFrame:
+    """Read an entry's per-case table (:func:`cardbench.benchmark.results.read_per_case`), and compare its
+    rows per level, class and status with the counts of the entry's ``summary.json``
+    (:func:`cardbench.benchmark.results.check_per_case_counts`), so a table cut at a row boundary is
+    refused.
+
+    Args:
+        folder: the entry folder.
+        summary: its summary.json when already read; None: read here (checked), not compared when the
+            entry has none.
 
     Raises:
         FileNotFoundError: neither per_case.parquet nor per_case.csv exists (names the folder).
-        LeaderboardError: the table is corrupt, or Parquet without pyarrow (names the file and the fix).
+        LeaderboardError: the table is corrupt, disagrees with summary.json's counts, or Parquet without
+            pyarrow (names the file and the fix).
     """
+    folder = Path(folder)
     try:
-        return _results.read_per_case(folder)
+        df = _results.read_per_case(folder)
+        if summary is None and ((folder / "summary.json").exists() or (folder / "summary.json").is_symlink()):
+            summary = _results.read_summary_checked(folder)
+        if summary is not None:
+            _results.check_per_case_counts(df, summary, _per_case_file(folder))
+        return df
     except ResultFolderError as e:
         raise LeaderboardError(str(e)) from None
 
@@ -263,8 +284,10 @@ def read_entry(folder: Path) -> ScoreResult:
     extra ``*.csv`` tables, as :func:`cardbench.benchmark.results.read_result`), every file checked as a
     stranger's before it is used (the dashboard's pages read entries through this): no link, within
     ``max_entry_file_bytes``, a CSV complete (not cut mid-row) and readable;
-    :func:`~cardbench.benchmark.results.read_summary_checked`, ``read_per_case`` (metric values within
-    their range), :func:`~cardbench.benchmark.results.read_per_subject_checked` (values in range and
+    :func:`~cardbench.benchmark.results.read_summary_checked` and
+    :func:`~cardbench.benchmark.results.check_summary_consistency` (its figures agree with each other),
+    ``read_per_case`` (metric values within their range, rows as many as summary.json counts:
+    :func:`~cardbench.benchmark.results.check_per_case_counts`), :func:`~cardbench.benchmark.results.read_per_subject_checked` (values in range and
     giving summary.json's figures), :func:`~cardbench.benchmark.results.read_table_checked` for
     ``aggregates.csv`` and the extra tables (clinical columns numbers).
 
@@ -276,7 +299,9 @@ def read_entry(folder: Path) -> ScoreResult:
     folder = Path(folder)
     try:
         summary = _results.read_summary_checked(folder)
+        _results.check_summary_consistency(summary, folder / "summary.json")
         per_case = _results.read_per_case(folder)
+        _results.check_per_case_counts(per_case, summary, _per_case_file(folder))
         ps = folder / "per_subject.csv"
         per_subject = (_results.read_per_subject_checked(folder, summary=summary)
                        if ps.exists() or ps.is_symlink() else pd.DataFrame())

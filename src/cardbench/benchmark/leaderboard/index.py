@@ -16,7 +16,9 @@ from cardbench.benchmark.leaderboard.folder import (
     BENCHMARK_FILE, ENTRIES, FORMAT_VERSION, INDEX_FILE, _TMP_RE, LeaderboardError, _clinical_rows,
     _read_yaml, _recover, _try_locked, read_per_case,
 )
-from cardbench.benchmark.results import ResultFolderError, check_stored_file, to_json
+from cardbench.benchmark.results import (
+    ResultFolderError, check_stored_file, check_summary_consistency, read_per_subject_checked, to_json,
+)
 
 
 class IndexMixin:
@@ -49,8 +51,8 @@ class IndexMixin:
         return tuple(sorted(out))
 
     def _entry_stamp(self, bench: str, name: str) -> list[int]:
-        """mtime (ns) and size of summary.json and of the per-case table: the index record is rebuilt
-        (and checked again) when either changes."""
+        """mtime (ns) and size of summary.json, of the per-case table and of per_subject.csv: the index
+        record is rebuilt (and checked again) when any of them changes."""
         path = self.root / bench / ENTRIES / name
         st = os.stat(path / "summary.json")
         out = [st.st_mtime_ns, st.st_size]
@@ -61,16 +63,60 @@ class IndexMixin:
                 continue
             out += [pst.st_mtime_ns, pst.st_size]
             break
+        try:
+            pst = os.stat(path / "per_subject.csv")
+            out += [-1, pst.st_mtime_ns, pst.st_size]  # -1: a separator, so no stamp of the old format matches
+        except OSError:
+            pass
         return out
 
-    def _index_record(self, bench: str, name: str) -> dict:
-        """The index record of one entry; raises LeaderboardError when the entry is corrupt."""
+    def _bench_protocol(self, bench: str) -> dict | None:
+        """benchmark.json's ``protocol`` (None when benchmark.json is unreadable: named by :meth:`problems`)."""
+        try:
+            return self.benchmark(bench).protocol
+        except LeaderboardError:
+            return None
+
+    def _index_record(self, bench: str, name: str, protocol: dict | None = None) -> dict:
+        """The index record of one entry, its files checked: summary.json (:func:`_summary_part`: in
+        range, consistent, of the benchmark's ``protocol``) and the per-case table (in range, as many
+        rows as summary.json counts) raise; per_subject.csv not giving summary.json's figures is noted
+        in the record's ``problem`` (the record is kept, so :meth:`index` shows the entry's own
+        figures) and :meth:`checked_index` leaves the entry out. The verdict is cached with the record
+        (its stamp covers per_subject.csv), so a read of an unchanged board reads no table.
+
+        Raises:
+            LeaderboardError: the entry is corrupt (one line naming the file and the figure).
+            FileNotFoundError: the per-case table is missing.
+        """
         path = self.root / bench / ENTRIES / name
         stamp = self._entry_stamp(bench, name)
-        part = _summary_part(path / "summary.json")
-        read_per_case(path)  # raises LeaderboardError / FileNotFoundError naming the table
+        summary = _read_summary_json(path / "summary.json")
+        part = _summary_part(path / "summary.json", protocol, summary)
+        read_per_case(path, summary)  # raises LeaderboardError / FileNotFoundError naming the table
+        ps = path / "per_subject.csv"
+        problem = None
+        if ps.exists() or ps.is_symlink():
+            try:
+                read_per_subject_checked(path, summary=summary)
+            except ResultFolderError as e:
+                problem = str(e)
         meta = _read_yaml(path / "submission.yaml")
-        return {"stamp": stamp, "meta": meta, **part}
+        return {"stamp": stamp, "meta": meta, **part, **({"problem": problem} if problem else {})}
+
+    def checked_index(self, bench: str, index: dict | None = None) -> dict:
+        """:meth:`index` without the entries whose files disagree with each other (a record's
+        ``problem``: per_subject.csv not giving summary.json's figures), each named by
+        :meth:`problems`: the one set of entries that ``leaderboard show``, every file of
+        ``leaderboard export`` and the dashboard use."""
+        records = self.index(bench) if index is None else index
+        out = {}
+        for n, rec in records.items():
+            if isinstance(rec, dict) and rec.get("problem"):
+                self.skipped[str(self.root / bench / ENTRIES / n)] = str(rec["problem"])
+            else:
+                out[n] = rec
+        return out
 
     def _read_index_file(self, bench: str) -> dict:
         """The records of ``index.json`` (``{}`` when missing, unreadable or of another format). A link or
@@ -106,6 +152,7 @@ class IndexMixin:
                     _recover(edir)
         records = self._read_index_file(bench)
         names = self.entry_names(bench)
+        protocol = self._bench_protocol(bench)
         changed = set(records) - set(names)
         for n in list(changed):
             records.pop(n, None)
@@ -115,9 +162,10 @@ class IndexMixin:
                 stamp = self._entry_stamp(bench, n)
             except OSError:
                 continue
-            if not isinstance(rec, dict) or rec.get("stamp") != stamp or not _matches_summary(rec, bdir / ENTRIES / n):
+            if not isinstance(rec, dict) or rec.get("stamp") != stamp or \
+                    not _matches_summary(rec, bdir / ENTRIES / n, protocol):
                 try:
-                    records[n] = self._index_record(bench, n)
+                    records[n] = self._index_record(bench, n, protocol)
                 except (LeaderboardError, FileNotFoundError, OSError) as e:
                     # one corrupt entry is skipped and named; the benchmark stays readable
                     self.skipped[str(bdir / ENTRIES / n)] = str(e)
@@ -131,13 +179,13 @@ class IndexMixin:
 
     def tables(self, bench: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(:meth:`entries_table`, :meth:`aggregates_table`) from one read of the index."""
-        idx = self.index(bench)
+        idx = self.checked_index(bench)
         return self.entries_table(bench, idx), self.aggregates_table(bench, idx)
 
     def entries_table(self, bench: str, index: dict | None = None) -> pd.DataFrame:
         """One row per entry: name, label, team, method, url, added, source, published, counts."""
         rows = []
-        for name, rec in (self.index(bench) if index is None else index).items():
+        for name, rec in (self.checked_index(bench) if index is None else index).items():
             m = rec.get("meta") or {}
             row = {"entry": name}
             for k in ("label", "team", "method", "training_data", "url", "added", "source", "published"):
@@ -162,7 +210,7 @@ class IndexMixin:
         cols = ["entry", "grouping", "group", "class", "metric", "mean", "ci_low", "ci_high", "std", "median",
                 "n_subjects", "n_values", "n_excluded"]
         records: list[dict] = []
-        for name, rec in (self.index(bench) if index is None else index).items():
+        for name, rec in (self.checked_index(bench) if index is None else index).items():
             records.extend({"entry": name, **r} for r in rec.get("results") or [])
             records.extend({"entry": name, **r} for r in _clinical_rows((rec.get("clinical") or {}).get("agreement")
                                                                        or []))
@@ -174,12 +222,11 @@ class IndexMixin:
         return out
 
 
-def _summary_part(f) -> dict:
-    """The index record's figures from one entry's summary.json ``f``, checked (:func:`_check_results`).
+def _read_summary_json(f) -> dict:
+    """One entry's summary.json ``f``, read as a stranger's file (not a link, within the size limit, JSON).
 
     Raises:
-        LeaderboardError: the file is a link, too large, not JSON, nested too deeply, of the wrong
-            shape, or holds an impossible aggregate (names the file).
+        LeaderboardError: the file is a link, too large, not JSON or nested too deeply (names the file).
     """
     try:
         check_stored_file(f)
@@ -191,6 +238,21 @@ def _summary_part(f) -> dict:
                                "add it again") from None
     except (OSError, ValueError) as e:
         raise LeaderboardError(f"{f}: not readable JSON ({str(e).splitlines()[0]})") from None
+    return summary
+
+
+def _summary_part(f, protocol: dict | None = None, summary=None) -> dict:
+    """The index record's figures from one entry's summary.json ``f`` (``summary``: its content when
+    already read), checked: every aggregate possible (:func:`_check_results`), the figures consistent
+    with each other and, given the benchmark.json ``protocol``, scored under it
+    (:func:`~cardbench.benchmark.results.check_summary_consistency`).
+
+    Raises:
+        LeaderboardError: the file is a link, too large, not JSON, nested too deeply, of the wrong
+            shape, holds an impossible or inconsistent aggregate, or another protocol (names the file).
+    """
+    if summary is None:
+        summary = _read_summary_json(f)
     if not isinstance(summary, dict):
         raise LeaderboardError(f"{f}: not a JSON object")
     results = summary.get("results") or []
@@ -199,6 +261,10 @@ def _summary_part(f) -> dict:
             not isinstance(counts, dict) or not isinstance(summary.get("clinical") or {}, dict):
         raise LeaderboardError(f"{f}: results/counts/clinical have the wrong type")
     _check_results(results, f)
+    try:
+        check_summary_consistency(summary, f, protocol)
+    except ResultFolderError as e:
+        raise LeaderboardError(str(e)) from None
     return {
         "counts": {k: counts.get(k) for k in ("subjects", "volumes", "images")},
         "classes": summary.get("classes") or [],
@@ -210,13 +276,13 @@ def _summary_part(f) -> dict:
     }
 
 
-def _matches_summary(rec: dict, entry) -> bool:
+def _matches_summary(rec: dict, entry, protocol: dict | None = None) -> bool:
     """True when the cached index record ``rec`` holds exactly the figures of the entry's summary.json:
     index.json is a cache anyone who can write the folder can edit (keeping its mtime), so its figures
     are compared with the entry's own file (parsed, never trusted) on every read; a record that differs,
     or an entry that no longer reads, makes the record be rebuilt (and the entry checked again)."""
     try:
-        part = json.loads(to_json(_summary_part(entry / "summary.json"), indent=None))
+        part = json.loads(to_json(_summary_part(entry / "summary.json", protocol), indent=None))
     except (LeaderboardError, ValueError, RecursionError):
         return False
     return all(rec.get(k) == v for k, v in part.items())

@@ -183,7 +183,7 @@ class RenderingMixin:
                 if with_entries:  # a user's folder of that name in OUT is never replaced (staged_dir)
                     with atomic_dir(stage / "leaderboard" / b, overwrite=True) as tmp:
                         shutil.copy2(self.root / b / BENCHMARK_FILE, tmp / BENCHMARK_FILE)
-                        for n in self.entry_names(b):
+                        for n in df["entry"]:  # exactly the checked entries of the ranked table
                             if str(self.root / b / ENTRIES / n) in self.skipped:
                                 continue  # corrupt: named by problems(), never copied
                             shutil.copytree(self.root / b / ENTRIES / n, tmp / ENTRIES / n)

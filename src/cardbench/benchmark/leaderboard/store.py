@@ -88,6 +88,12 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
             self.skipped[str(path)] = why
             raise LeaderboardError(f"{why}; restore it from a backup, or remove the benchmark folder "
                                    "(its entries can be added again)") from None
+        why = _id_mismatch(bench, d)
+        if why:
+            why = f"{f}: {why}"
+            self.skipped[str(path)] = why
+            raise LeaderboardError(f"{why}; benchmark.json was edited: restore it from a backup (the protocol its "
+                                   "entries were scored with is in their summary.json)") from None
         return BenchmarkInfo(bench, path, d.get("dataset", {}), d.get("split", "all"), d.get("protocol", {}),
                              len(self.entry_names(bench)))
 
@@ -241,6 +247,24 @@ class Leaderboard(IndexMixin, RankingMixin, RenderingMixin, PrefillMixin):
             os.replace(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
             self.index(bench)
+
+
+def _id_mismatch(bench: str, d: dict) -> str | None:
+    """Why benchmark.json ``d`` cannot be that of the benchmark folder ``bench``: the id (the folder
+    name, :func:`benchmark_id`: ``<dataset>__<split>__<protocol>[+nsd...]``) ends with another
+    protocol name than ``d["protocol"]["name"]``, or begins with another dataset name than
+    ``d["dataset"]["name"]`` (a name missing from benchmark.json is not compared)."""
+    proto = (d.get("protocol") or {}).get("name")
+    parts = bench.split("__")
+    if proto is not None:
+        tail = parts[-1].split("+", 1)[0] if len(parts) >= 3 else None
+        if tail != safe_name(str(proto)):
+            return (f"protocol {proto!r} does not match the benchmark id {bench!r} (the id names protocol "
+                    f"{tail!r})")
+    ds = (d.get("dataset") or {}).get("name")
+    if ds is not None and len(parts) >= 3 and parts[0] != safe_name(str(ds)):
+        return f"dataset {ds!r} does not match the benchmark id {bench!r} (the id names dataset {parts[0]!r})"
+    return None
 
 
 def _link_in_entry(p: os.DirEntry) -> str | None:
