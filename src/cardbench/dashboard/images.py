@@ -180,12 +180,8 @@ def read_volume(path: Path, limits=None) -> tuple[np.ndarray, tuple[float, ...]]
         cardbench.datasets.io.MaskReadError: any of the checks above fails, or nibabel cannot decode
             the bytes (the message names the file, the problem and the fix).
     """
-    import io
-
-    import nibabel as nib
-
-    from cardbench.datasets.formats.base import MaskReadError, capped_gunzip, check_declared, read_file_bytes
-    from cardbench.datasets.formats.nifti import _MAX_VOX_OFFSET, NiftiFormat, _nifti_version, _quiet_nibabel
+    from cardbench.datasets.formats.base import MaskReadError, check_declared, read_file_bytes
+    from cardbench.datasets.formats.nifti import NiftiFormat, decode_bounded
     from cardbench.limits import get_limits
 
     path = Path(path)
@@ -195,38 +191,19 @@ def read_volume(path: Path, limits=None) -> tuple[np.ndarray, tuple[float, ...]]
         raise MaskReadError(path, "not a NIfTI image", "give the image as .nii or .nii.gz")
     data = read_file_bytes(path, lim, check_head=fmt.check_head)
     fmt.check_bytes(data, path)
-    head = fmt._head(data, path)
-    version = _nifti_version(head)
-    hcls, icls = (nib.Nifti1Header, nib.Nifti1Image) if version == 1 else (nib.Nifti2Header, nib.Nifti2Image)
-    try:
-        hdr = hcls.from_fileobj(io.BytesIO(head), check=False)
-        shape = tuple(int(s) for s in hdr.get_data_shape())
-        dtype = hdr.get_data_dtype()
-        offset = int(hdr.get_data_offset())
-    except Exception as e:  # nibabel raises several types for bad headers
-        raise MaskReadError(path, f"not a readable NIfTI header ({e})", "re-export the image as NIfTI-1") from e
-    if offset > _MAX_VOX_OFFSET:
-        raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
-                                  f"{_MAX_VOX_OFFSET} bytes of header extensions", "re-export the image")
-    if dtype.kind not in "biuf":
-        raise MaskReadError(path, f"unsupported voxel type {dtype}", "save the image as an integer or float type")
-    nbytes = check_declared(path, shape, dtype.itemsize, None, lim)
-    check_declared(path, shape, max(dtype.itemsize, 4), None, lim)  # the float32 array returned
-    raw = data
-    if data[:2] == b"\x1f\x8b":
-        raw = capped_gunzip(data, max(offset, 352) + nbytes, path,
-                            what=f"its header declares (shape {shape}, {dtype})")
-    if len(raw) < offset + nbytes:
-        raise MaskReadError(path, f"image data truncated ({max(len(raw) - offset, 0)} of {nbytes} bytes)",
-                            "re-export or re-copy the file")
-    try:
-        with _quiet_nibabel():
-            img = icls.from_bytes(raw)
-        # a 4D image: only its first volume is decoded and scaled
-        arr = np.asarray(img.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)] if len(shape) > 3
-                         else img.dataobj)
-    except Exception as e:  # noqa: BLE001 - nibabel raises several types for bad files
-        raise MaskReadError(path, f"not a readable NIfTI file ({e})", "re-export the image as NIfTI-1") from e
+
+    def declared(shape, dtype) -> int:
+        if dtype.kind not in "biuf":
+            raise MaskReadError(path, f"unsupported voxel type {dtype}", "save the image as an integer or float type")
+        nbytes = check_declared(path, shape, dtype.itemsize, None, lim)
+        check_declared(path, shape, max(dtype.itemsize, 4), None, lim)  # the float32 array returned
+        return nbytes
+
+    def first_volume(img, shape):  # a 4D image: only its first volume is decoded and scaled
+        return np.asarray(img.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)] if len(shape) > 3
+                          else img.dataobj)
+
+    img, _, shape, dtype, arr = decode_bounded(fmt, data, path, declared, first_volume, noun="image")
     while arr.ndim > 3:
         arr = arr[..., 0]
     while arr.ndim < 3:

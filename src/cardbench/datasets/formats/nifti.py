@@ -112,6 +112,63 @@ def _shape3(shape: tuple[int, ...]) -> tuple[int, ...]:
     return s
 
 
+def decode_bounded(fmt: "NiftiFormat", data: bytes, path: Path, declared_bytes, decode, *, noun: str = "mask",
+                   check_header=None):
+    """Decode NIfTI ``data`` within limits: the header is parsed from the first bytes (no image data
+    decompressed yet), ``check_header(hdr)`` may refuse it, the image data must start within
+    :data:`_MAX_VOX_OFFSET` bytes, ``declared_bytes(shape, dtype)`` checks the size the header
+    declares against the limits (raising :class:`MaskReadError`) and returns it in bytes, a gzip is
+    decompressed to at most header + that size (:func:`capped_gunzip`), a truncated file is refused,
+    then ``decode(img, shape)`` turns nibabel's image into an array. Used by the mask reader
+    (:meth:`NiftiFormat.read`) and the dashboard's image reader. Header layout: NIfTI-1 (``nifti1.h``)
+    and NIfTI-2 (``nifti2.h``), read by nibabel.
+
+    Returns:
+        (nibabel image, its header as read from the file, declared shape, dtype, what ``decode``
+        returned).
+
+    Raises:
+        MaskReadError: one line naming the file, the problem and the fix (``noun`` names what to
+            re-export: ``mask`` or ``image``).
+    """
+    import nibabel as nib
+
+    head = fmt._head(data, path)
+    version = _nifti_version(head)
+    if version is None:
+        fmt.check_bytes(data, path)
+    hcls, icls = (nib.Nifti1Header, nib.Nifti1Image) if version == 1 else (nib.Nifti2Header, nib.Nifti2Image)
+    try:
+        hdr = hcls.from_fileobj(io.BytesIO(head), check=False)
+        shape = hdr.get_data_shape()
+        dtype = hdr.get_data_dtype()
+        offset = int(hdr.get_data_offset())
+    except Exception as e:  # nibabel raises several types for bad headers
+        raise MaskReadError(path, f"not a readable NIfTI header ({e})",
+                            f"re-export the {noun} as NIfTI-1 (.nii.gz)") from e
+    if check_header is not None:
+        check_header(hdr)
+    if offset > _MAX_VOX_OFFSET:
+        raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
+                                  f"{_MAX_VOX_OFFSET} bytes of header extensions",
+                            f"re-export the {noun} without header extensions")
+    nbytes = declared_bytes(shape, dtype)
+    raw = data
+    if data[:2] == b"\x1f\x8b":
+        raw = capped_gunzip(data, max(offset, 352) + nbytes, path,
+                            what=f"its header declares (shape {tuple(int(x) for x in shape)}, {dtype})")
+    if len(raw) < offset + nbytes:
+        raise MaskReadError(path, f"image data truncated ({max(len(raw) - offset, 0)} of {nbytes} bytes)",
+                            "re-export or re-copy the file")
+    try:
+        with _quiet_nibabel():  # nibabel repairs a zero pixdim with a log line; cardbench has its own
+            img = icls.from_bytes(raw)
+            out = decode(img, shape)
+    except Exception as e:  # noqa: BLE001 - nibabel raises several types for bad files
+        raise MaskReadError(path, f"not a readable NIfTI file ({e})", f"re-export the {noun} as NIfTI-1 (.nii.gz)") from e
+    return img, hdr, shape, dtype, out
+
+
 class NiftiFormat(MaskFormat):
     """NIfTI-1/2 label volumes, one file per frame ``(x, y, slice)``."""
 
@@ -245,45 +302,17 @@ class NiftiFormat(MaskFormat):
                                                  "header and image data only; nothing may be appended to it")
 
     def read(self, path: Path, data: bytes, expected_shape=None, limits: Limits | None = None) -> LabelImage:
-        import nibabel as nib
-
         lim = limits or get_limits()
         path = Path(path)
         digest = sha256_bytes(data)
-        head = self._head(data, path)
-        version = _nifti_version(head)
-        if version is None:
-            self.check_bytes(data, path)
-        hcls = nib.Nifti1Header if version == 1 else nib.Nifti2Header
-        icls = nib.Nifti1Image if version == 1 else nib.Nifti2Image
-        try:
-            hdr = hcls.from_fileobj(io.BytesIO(head), check=False)
-            shape = hdr.get_data_shape()
-            dtype = hdr.get_data_dtype()
-            offset = int(hdr.get_data_offset())
-        except Exception as e:  # nibabel raises several types for bad headers
-            raise MaskReadError(path, f"not a readable NIfTI header ({e})",
-                                "re-export the mask as NIfTI-1 (.nii.gz)") from e
-        _check_unscaled(hdr, path)
-        if offset > _MAX_VOX_OFFSET:
-            raise MaskReadError(path, f"header puts the image data at byte {offset} (vox_offset), beyond "
-                                      f"{_MAX_VOX_OFFSET} bytes of header extensions", "re-export the mask without "
-                                                                                         "header extensions")
-        s3 = _shape3(shape)
-        nbytes = check_declared(path, s3, dtype.itemsize, expected_shape if len(s3) == 3 else None, lim)
-        raw = data
-        if data[:2] == b"\x1f\x8b":
-            raw = capped_gunzip(data, max(offset, 352) + nbytes, path,
-                                what=f"its header declares (shape {tuple(int(x) for x in shape)}, {dtype})")
-        if len(raw) < offset + nbytes:
-            raise MaskReadError(path, f"image data truncated ({len(raw) - offset} of {nbytes} bytes)",
-                                "re-export or re-copy the file")
-        try:
-            with _quiet_nibabel():  # nibabel repairs a zero pixdim with a log line; cardbench has its own
-                img = icls.from_bytes(raw)
-            arr = np.asanyarray(img.dataobj)
-        except Exception as e:
-            raise MaskReadError(path, f"not a readable NIfTI file ({e})", "re-export the mask as NIfTI-1 (.nii.gz)") from e
+
+        def declared(shape, dtype) -> int:
+            s3 = _shape3(shape)
+            return check_declared(path, s3, dtype.itemsize, expected_shape if len(s3) == 3 else None, lim)
+
+        img, hdr, shape, dtype, arr = decode_bounded(
+            self, data, path, declared, lambda im, shp: np.asanyarray(im.dataobj),
+            check_header=lambda hdr: _check_unscaled(hdr, path))
         if arr.ndim == 4 and arr.shape[3] == 1:
             arr = arr[..., 0]
         if arr.ndim == 2:
