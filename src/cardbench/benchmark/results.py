@@ -699,6 +699,57 @@ def check_summary_consistency(summary: dict, where, bench_protocol: dict | None 
                                         f"{sum(rows.values())} {level} rows of that class in counts; {fix}")
 
 
+def check_per_subject_against_per_case(per_subject: pd.DataFrame, per_case: pd.DataFrame, summary: dict,
+                                       where) -> None:
+    """Check an entry's per-subject table against its per-case table, and ``summary.json``'s subject
+    count against both: each per-subject ``mean`` and ``n_values`` must be what the per-case rows at
+    the protocol's level give (the mean of the subject's non-blank values of that class and metric,
+    their number), and ``counts.subjects`` the number of subjects of those rows. With
+    :func:`check_subject_means` (per-subject table against summary.json's figures) this ties the
+    figures a leaderboard shows to the per-case values, so hand-edits of summary.json, per_subject.csv
+    and aggregates.csv that agree with each other are still refused unless every per-case row is
+    edited too.
+
+    Args:
+        per_subject: :func:`read_per_subject_checked` output (subject, class, metric, mean, n_values).
+        per_case: the entry's per-case table (columns level, subject, class and the metric columns).
+        summary: the entry's summary.json (``protocol.level``, ``counts.subjects``).
+        where: the per_subject.csv path, for messages.
+
+    Raises:
+        ResultFolderError: a value or count differs (one line naming the file, the subject, the class,
+            the metric and both values).
+    """
+    fix = "the entry is corrupt: remove it and add it again"
+    level = ((summary.get("protocol") or {}).get("level") if isinstance(summary, dict) else None) or "image"
+    rows = per_case[per_case["level"] == level] if "level" in per_case.columns else per_case
+    subjects = rows["subject"].astype(str)
+    counts = summary.get("counts") if isinstance(summary, dict) else None
+    if isinstance(counts, dict) and isinstance(counts.get("subjects"), (int, float)) and len(rows):
+        if int(counts["subjects"]) != subjects.nunique():
+            raise ResultFolderError(f"{where}: summary.json counts {counts['subjects']} subjects, the per-case table "
+                                    f"has {subjects.nunique()} at level {level}; {fix}")
+    metrics = [m for m in dict.fromkeys(per_subject["metric"]) if m in rows.columns]
+    if not metrics or not len(rows):
+        return
+    g = rows.assign(subject=subjects).groupby(["subject", "class"], sort=False)[metrics]
+    mean, n = g.mean().stack(future_stack=True), g.count().stack(future_stack=True)
+    ps = per_subject[per_subject["metric"].isin(metrics)]
+    key = pd.MultiIndex.from_arrays([ps["subject"].astype(str), ps["class"].astype(str), ps["metric"]])
+    want_mean = mean.reindex(key).to_numpy(np.float64)
+    want_n = n.reindex(key).to_numpy(np.float64)
+    got_mean = pd.to_numeric(ps["mean"], errors="coerce").to_numpy(np.float64)
+    got_n = pd.to_numeric(ps["n_values"], errors="coerce").to_numpy(np.float64)
+    bad = ~(np.isclose(got_mean, want_mean, rtol=1e-8, atol=1e-9) | (np.isnan(got_mean) & np.isnan(want_mean)))
+    bad |= ~((got_n == want_n) | (np.isnan(want_n) & (got_n == 0)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        r = ps.iloc[i]
+        raise ResultFolderError(f"{where}: {r['metric']} of subject {r['subject']} class {r['class']}: mean "
+                                f"{got_mean[i]:.10g} of {got_n[i]:.0f} values, the per-case table gives "
+                                f"{want_mean[i]:.10g} of {want_n[i]:.0f}; {fix}")
+
+
 def check_per_case_counts(df: pd.DataFrame, summary: dict, where) -> None:
     """Check a per-case table against the row counts its ``summary.json`` records (``counts.status``:
     level -> class -> status -> rows, :func:`cardbench.benchmark.scoring.status_counts`), so a table

@@ -121,15 +121,24 @@ def download_reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- locations
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
-    """The data cache folder: ``cache``, else ``$CARDBENCH_DATA``, else the platform cache folder."""
-    if cache is not None:
-        return Path(cache).expanduser()
-    env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+    """The data cache folder: ``cache``, else ``$CARDBENCH_DATA``, else the platform cache folder.
 
-    return Path(platformdirs.user_cache_dir("cardbench")) / "data"
+    Raises:
+        NotADirectoryError: the path exists and is not a folder (a file given as the cache).
+    """
+    if cache is not None:
+        root = Path(cache).expanduser()
+    elif os.environ.get(ENV_CACHE):
+        root = Path(os.environ[ENV_CACHE]).expanduser()
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("cardbench")) / "data"
+    if root.exists() and not root.is_dir():
+        import errno
+
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(root))
+    return root
 
 
 @dataclass(frozen=True)

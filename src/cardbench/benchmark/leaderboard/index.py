@@ -17,7 +17,8 @@ from cardbench.benchmark.leaderboard.folder import (
     _read_yaml, _recover, _try_locked, read_per_case,
 )
 from cardbench.benchmark.results import (
-    ResultFolderError, check_stored_file, check_summary_consistency, read_per_subject_checked, to_json,
+    ResultFolderError, check_per_subject_against_per_case, check_stored_file, check_summary_consistency,
+    read_per_subject_checked, to_json,
 )
 
 
@@ -93,12 +94,13 @@ class IndexMixin:
         stamp = self._entry_stamp(bench, name)
         summary = _read_summary_json(path / "summary.json")
         part = _summary_part(path / "summary.json", protocol, summary)
-        read_per_case(path, summary)  # raises LeaderboardError / FileNotFoundError naming the table
+        per_case = read_per_case(path, summary)  # raises LeaderboardError / FileNotFoundError naming the table
         ps = path / "per_subject.csv"
         problem = None
         if ps.exists() or ps.is_symlink():
             try:
-                read_per_subject_checked(path, summary=summary)
+                check_per_subject_against_per_case(read_per_subject_checked(path, summary=summary), per_case,
+                                                   summary, ps)
             except ResultFolderError as e:
                 problem = str(e)
         meta = _read_yaml(path / "submission.yaml")

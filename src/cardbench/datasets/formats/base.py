@@ -364,9 +364,12 @@ def check_declared(path: Path, shape: tuple[int, ...], itemsize: int, expected_s
         the declared data size in bytes.
 
     Raises:
-        MaskReadError: shape differs from ``expected_shape``, or the data would exceed
-            ``limits.max_mask_bytes``.
+        MaskReadError: a negative dimension, a shape that differs from ``expected_shape``, or data
+            that would exceed ``limits.max_mask_bytes``.
     """
+    if any(int(s) < 0 for s in shape):
+        raise MaskReadError(path, f"header declares a negative dimension (shape {tuple(int(s) for s in shape)}; "
+                                  "nothing decoded)", "re-export the file: its header is damaged")
     n = 1
     for s in shape:
         n *= int(s)
