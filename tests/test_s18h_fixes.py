@@ -92,3 +92,29 @@ def test_negative_dimension_in_a_header_is_one_line(tmp_path):
             read(p)
         msg = str(ei.value)
         assert str(p) in msg and "negative dimension" in msg and "\n" not in msg
+
+
+def test_negative_reference_ef_is_noted(sunnybrook_prepared, tmp_path):
+    """ED and ES swapped for one subject of the reference's subjects.csv: its reference ESV is then
+    above its EDV (the volumes of its two annotated frames, swapped), and the result says so."""
+    import shutil
+
+    from cardbench.benchmark import score
+    from cardbench.benchmark.scoring import _negative_reference_ef_notes
+
+    # by hand: EF -26.4 % (ESV above EDV) is noted, EF 60 % is not
+    table = pd.DataFrame({"subject": ["a", "b", "a"], "index": ["LVEF", "LVEF", "LVEDV"], "ref": [-26.4, 60.0, 141.0]})
+    (note,) = _negative_reference_ef_notes(table)
+    assert note.startswith("1 subject(s) with a negative reference LVEF") and ": a;" in note
+
+    ref = tmp_path / "ref"
+    shutil.copytree(sunnybrook_prepared, ref)
+    subjects = pd.read_csv(ref / "subjects.csv", dtype={"subject": str})
+    ok = score(ref / "labels", ref, protocol="cardbench-v1", progress=False)
+    assert not any("negative reference" in n for n in ok.summary["notes"])
+    row = subjects.index[subjects["subject"] == "SCD0000101"][0]
+    subjects.loc[row, ["ed_frame", "es_frame"]] = subjects.loc[row, ["es_frame", "ed_frame"]].to_numpy()
+    subjects.to_csv(ref / "subjects.csv", index=False)
+    res = score(ref / "labels", ref, protocol="cardbench-v1", progress=False)
+    notes = [n for n in res.summary["notes"] if "negative reference LVEF" in n]
+    assert len(notes) == 1 and "SCD0000101" in notes[0] and "swapped" in notes[0]

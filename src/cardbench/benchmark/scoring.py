@@ -1117,6 +1117,22 @@ def _table_counts(per_case: "pd.DataFrame | PerCaseStore", level: str) -> dict:
             "images": distinct("image", ["subject", "frame", "slice"]), "status": status_counts(per_case)}
 
 
+def _negative_reference_ef_notes(clinical: pd.DataFrame) -> list[str]:
+    """Notes for subjects whose *reference* ejection fraction is negative (ESV above EDV), which no
+    heart has: most often ED and ES swapped in the reference's ``subjects.csv``. The values are
+    scored as given; the note says where to look."""
+    if clinical is None or clinical.empty or not {"index", "ref", "subject"} <= set(clinical.columns):
+        return []
+    notes = []
+    for ix in ("LVEF", "RVEF"):
+        rows = clinical[(clinical["index"] == ix) & (pd.to_numeric(clinical["ref"], errors="coerce") < 0)]
+        if len(rows):
+            subj = ", ".join(map(str, rows["subject"].head(5))) + (" ..." if len(rows) > 5 else "")
+            notes.append(f"{len(rows)} subject(s) with a negative reference {ix} (ESV above EDV): {subj}; "
+                         "check ed_frame/es_frame in the reference's subjects.csv (ED and ES swapped?)")
+    return notes
+
+
 def build_result(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol, *, dataset: dict, submission: dict,
                  label_map: LabelMap | None, inputs: dict, notes: list[str] | None = None,
                  split: str | None = None, extra: dict | None = None) -> ScoreResult:
@@ -1152,6 +1168,7 @@ def build_result(per_case: "pd.DataFrame | PerCaseStore", protocol: Protocol, *,
                                                "ref_ml", "pred_ml"])
     clin, clin_agree, summary["clinical"] = clinical_summary(volumes, protocol.bootstrap or 2000, protocol.seed)
     del volumes
+    summary["notes"].extend(_negative_reference_ef_notes(clin))
     release_memory()
     extra_tables = {"clinical": clin, "clinical_agreement": clin_agree} if summary["clinical"]["available"] else {}
     if extra:
