@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 
 import nibabel as nib
@@ -118,3 +119,25 @@ def test_negative_reference_ef_is_noted(sunnybrook_prepared, tmp_path):
     res = score(ref / "labels", ref, protocol="cardbench-v1", progress=False)
     notes = [n for n in res.summary["notes"] if "negative reference LVEF" in n]
     assert len(notes) == 1 and "SCD0000101" in notes[0] and "swapped" in notes[0]
+
+
+@pytest.mark.parametrize("method", ["Scaled_Masks", "scaled_masks_WS", "scaled-masks"])
+def test_a_known_reference_written_otherwise_is_refused(method, tmp_path):
+    """The 7T table with methodA renamed (and train rows relabelled test) was scored as a dataset
+    of its own named like cmr-7t, its split taken from its own `set` column."""
+    from cardbench.datasets.embedded import data_root
+
+    src = data_root() / "cmr-seg-tl/analysis/7T/confusion_tables/confusion_WS_base.tsv.gz"
+    t = pd.read_csv(io.BytesIO(gzip.decompress(src.read_bytes())), sep="\t", dtype=str)
+    t["methodA"] = method
+    f = tmp_path / "c.tsv"
+    t.to_csv(f, sep="\t", index=False)
+    r = CliRunner().invoke(app, ["score", str(f), "--split", "test", "--protocol", "ankenbrand2021", "--no-save"],
+                           env={"COLUMNS": "400"})
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert f"methodA '{method}'" in lines[0] and "'scaled_masks' (dataset cmr-7t)" in lines[0]
+    t["methodA"] = "my_own_reference"  # a name of its own is scored (its split from the table, noted)
+    t.to_csv(f, sep="\t", index=False)
+    r = CliRunner().invoke(app, ["score", str(f), "--split", "test", "--protocol", "ankenbrand2021", "--no-save"])
+    assert r.exit_code == 0, r.output

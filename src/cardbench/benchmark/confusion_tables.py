@@ -235,6 +235,27 @@ def score_counts(
                         inputs=inputs or {}, notes=notes, split=split)
 
 
+def _refuse_near_known_reference(method: str, where: str) -> None:
+    """Refuse a reference method name (a table's ``methodA``) that is one of
+    :data:`KNOWN_REFERENCES` written otherwise (``Scaled_Masks``, ``scaled-masks``) or with a suffix
+    (``scaled_masks_WS``): such a table would be scored as a dataset of its own, named like the real
+    one, with its split taken from its own ``set`` column instead of the dataset's standard split.
+
+    Raises:
+        ValidationError: one line naming the file, the name and the known reference it resembles.
+    """
+    def norm(x: str) -> str:
+        return "".join(ch for ch in str(x).casefold() if ch.isalnum())
+
+    n = norm(method)
+    for k, ref in KNOWN_REFERENCES.items():
+        if n and (n == norm(k) or n.startswith(norm(k))):
+            raise ValidationError([Problem(
+                where, f"methodA '{method}' is not a known reference, but looks like '{k}' (dataset {ref.dataset})",
+                f"write it exactly as '{k}' (the table's split is then checked against {ref.dataset}'s standard "
+                "split), or give your own reference a name of its own", "metadata")])
+
+
 def score_confusion_table(
     path: str | Path,
     protocol: str | Protocol = "cardbench-v1",
@@ -267,6 +288,8 @@ def score_confusion_table(
     path = Path(path)
     counts, info = read_confusion_table(data if data is not None else path, name=str(path))
     known = KNOWN_REFERENCES.get(info["reference"])
+    if known is None:
+        _refuse_near_known_reference(info["reference"], str(path))
     notes = [check_table_split(counts, known.card if known else None, str(path))]
     ds = {"name": dataset or (known.dataset if known else info["reference"]),
           "version": reference_version(info["reference"]) if known and not dataset else "", "path": str(path)}
