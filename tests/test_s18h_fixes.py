@@ -141,3 +141,18 @@ def test_a_known_reference_written_otherwise_is_refused(method, tmp_path):
     t.to_csv(f, sep="\t", index=False)
     r = CliRunner().invoke(app, ["score", str(f), "--split", "test", "--protocol", "ankenbrand2021", "--no-save"])
     assert r.exit_code == 0, r.output
+
+
+def test_protocol_name_differing_from_a_built_in_only_in_case_is_refused(tmp_path):
+    r = CliRunner().invoke(app, ["protocol", "show", "cardbench-v1"])
+    assert r.exit_code == 0
+    f = tmp_path / "p.yaml"
+    f.write_text(r.stdout.replace("name: cardbench-v1", "name: CardBench-V1", 1))
+    assert "CardBench-V1" in f.read_text()
+    from cardbench.benchmark.protocols import ProtocolError, load_protocol
+
+    with pytest.raises(ProtocolError) as ei:
+        load_protocol(f)
+    assert "only in upper/lower case" in str(ei.value) and "'cardbench-v1'" in str(ei.value)
+    f.write_text(r.stdout)  # the built-in's own definition, under its own name, still loads
+    assert load_protocol(f).name == "cardbench-v1"

@@ -457,6 +457,11 @@ def _check_not_builtin(proto: Protocol, path: Path) -> None:
     it would be scored, titled and ranked as the built-in."""
     builtin = PROTOCOLS.get(proto.name)
     if builtin is None:
+        like = [n for n in PROTOCOLS if n.casefold() == str(proto.name).casefold()]
+        if like:  # CardBench-V1: another protocol to cardbench, one folder with it on a case-blind disk
+            raise ProtocolError(f"{path}: protocol name '{proto.name}' differs from the built-in '{like[0]}' only in "
+                                f"upper/lower case; write '{like[0]}' exactly, or give it a name of its own (key "
+                                f"'name', e.g. {like[0]}-custom)")
         return
     diff = protocol_differences(builtin.definition(), proto.definition())
     if diff:
