@@ -282,6 +282,13 @@ class MaskFormat:
         """
         raise NotImplementedError
 
+    def check_magic_head(self, head: bytes, path: Path) -> None:
+        """:meth:`check_bytes` on a file's first bytes, unless they are all zeros and not the whole
+        file (whether the content is zeros only then needs the rest of the file): the magic-byte part
+        of :meth:`check_head`, for a format whose declared size is checked in :meth:`read`."""
+        if len(head) < HEAD_BYTES or head.strip(b"\x00"):
+            self.check_bytes(head, path)
+
     def check_head(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
         """Refuse a file from its first bytes and its size alone, before the rest is read
         (:func:`read_file_bytes` calls it once, after the shared checks): content that is not this

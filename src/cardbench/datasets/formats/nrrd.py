@@ -27,7 +27,7 @@ import numpy as np
 
 from cardbench._util import sha256_bytes
 from cardbench.datasets.formats.base import (
-    HEAD_BYTES, LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
+    LabelImage, MaskFormat, MaskReadError, capped_gunzip, check_declared, integral,
 )
 from cardbench.datasets.formats.nifti import parse_volume_stem
 from cardbench.datasets.naming import CaseKey
@@ -54,11 +54,9 @@ class NrrdFormat(MaskFormat):
         return parse_volume_stem(stem)
 
     def check_head(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
-        """:meth:`check_bytes` on the file's first bytes, before the rest is read, unless they are all
-        zeros and not the whole file (whether the content is zeros only then needs the rest of the
-        file). ``size`` and ``limits`` are not used: the declared size is checked in :meth:`read`."""
-        if len(head) < HEAD_BYTES or head.strip(b"\x00"):
-            self.check_bytes(head, path)
+        """The magic bytes, before the rest is read (:meth:`~MaskFormat.check_magic_head`); ``size``
+        and ``limits`` are not used: the declared size is checked in :meth:`read`."""
+        self.check_magic_head(head, path)
 
     def check_bytes(self, data: bytes, path: Path) -> None:
         if not data.startswith(b"NRRD000"):

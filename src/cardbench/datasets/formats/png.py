@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cardbench._util import sha256_bytes
-from cardbench.datasets.formats.base import HEAD_BYTES, LabelImage, MaskFormat, MaskReadError, integral
+from cardbench.datasets.formats.base import LabelImage, MaskFormat, MaskReadError, integral
 from cardbench.datasets.naming import _PNG_KAGGLE, _PNG_SEED, CaseKey
 from cardbench.limits import Limits, get_limits
 
@@ -46,11 +46,9 @@ class PngFormat(MaskFormat):
         )
 
     def check_head(self, head: bytes, path: Path, size: int, limits: Limits) -> None:
-        """:meth:`check_bytes` on the file's first bytes, before the rest is read, unless they are all
-        zeros and not the whole file (whether the content is zeros only then needs the rest of the
-        file). ``size`` and ``limits`` are not used: the declared size is checked in :meth:`read`."""
-        if len(head) < HEAD_BYTES or head.strip(b"\x00"):
-            self.check_bytes(head, path)
+        """The magic bytes, before the rest is read (:meth:`~MaskFormat.check_magic_head`); ``size``
+        and ``limits`` are not used: the declared size is checked in :meth:`read`."""
+        self.check_magic_head(head, path)
 
     def check_bytes(self, data: bytes, path: Path) -> None:
         if not data.startswith(PNG_SIGNATURE):
